@@ -1,0 +1,95 @@
+"""The faust worker: the composition root that wires topics, the processor and the web.
+
+One agent with ``concurrency=1`` reads routing, feedback and baselines, because a
+faust agent with concurrency > 1 can commit offsets past unprocessed messages
+(faust issue #606) and one ordered stream keeps the monitor's state single-writer.
+Messages are taken in batches (``take_events``) since per-message overhead dominates.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import faust
+from faust.web import Request, Response, View
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from pipeline.core.monitor import Monitor, MonitorConfig
+from pipeline.settings import Settings
+from pipeline.stream.metrics import WorkerMetrics
+from pipeline.stream.processor import InMessage, OutMessage, Processor
+
+log = logging.getLogger("tierwatch.worker")
+INPUTS = ("routing", "feedback", "baselines")
+OUTPUTS = ("alerts", "control", "review", "dlq")
+
+
+@dataclass
+class Worker:
+    """The pieces of a running worker, exposed so tests can inspect them."""
+
+    app: faust.App
+    processor: Processor
+    metrics: WorkerMetrics
+    registry: CollectorRegistry
+
+
+def monitor_config(settings: Settings) -> MonitorConfig:
+    return MonitorConfig(allowed_lateness_s=settings.allowed_lateness_s,
+                         eval_every_s=settings.eval_every_s)
+
+
+def build_worker(settings: Settings, *, registry: CollectorRegistry | None = None,
+                 monitor: Monitor | None = None) -> Worker:
+    """Wire a faust app around one :class:`Processor`."""
+    registry = registry if registry is not None else CollectorRegistry()
+    metrics = WorkerMetrics(registry)
+    processor = Processor(settings, monitor or Monitor(monitor_config(settings)), metrics)
+    app = faust.App(
+        settings.app_id,
+        broker=[f"kafka://{h.strip()}" for h in settings.bootstrap_servers.split(",")],
+        store="memory://",
+        web_port=settings.web_port,
+        web_host="127.0.0.1",
+        topic_allow_declare=False,
+        topic_disable_leader=True,
+        producer_acks=-1,
+        consumer_auto_offset_reset="earliest",
+        broker_commit_every=settings.batch_size,
+    )
+    by_name = {settings.topic(k): k for k in INPUTS}
+    source = app.topic(*by_name, key_type=bytes, value_type=bytes,
+                       key_serializer="raw", value_serializer="raw")
+    sinks = {k: app.topic(settings.topic(k), key_type=bytes, value_type=bytes,
+                          key_serializer="raw", value_serializer="raw") for k in OUTPUTS}
+
+    async def publish(out: list[OutMessage]) -> None:
+        for m in out:
+            await sinks[m.topic].send(key=m.key, value=m.value)
+
+    async def ingest(stream: faust.StreamT) -> None:
+        async for events in stream.take_events(settings.batch_size, settings.batch_within_s):
+            out: list[OutMessage] = []
+            for event in events:
+                msg = event.message
+                kind = by_name[msg.topic]
+                out.extend(processor.handle(kind, InMessage(
+                    msg.topic, msg.partition, msg.offset, msg.key, msg.value)))
+            out.extend(processor.flush())
+            await publish(out)
+
+    app.agent(source, name="tierwatch.ingest", concurrency=1)(ingest)
+
+    class MetricsView(View):
+        async def get(self, request: Request) -> Response:
+            return self.bytes(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+
+    app.page("/metrics")(MetricsView)
+    return Worker(app, processor, metrics, registry)
+
+
+def run_worker(settings: Settings) -> None:
+    """Run the worker until interrupted (``tierwatch worker``)."""
+    worker = build_worker(settings)
+    faust.Worker(worker.app, loglevel=settings.log_level.upper()).execute_from_commandline()

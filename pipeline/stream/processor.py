@@ -1,0 +1,147 @@
+"""Turns raw Kafka messages into monitor calls and output messages; knows no faust.
+
+The faust agents, the replay command and the tests all drive this one object, so the
+decode → dead-letter → core → publish path is the same everywhere.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import orjson
+from pydantic import BaseModel, ValidationError
+
+from pipeline.core.monitor import Monitor, Output
+from pipeline.schemas import (
+    Baseline,
+    DeadLetter,
+    FeedbackEvent,
+    Rejection,
+    RoutingEvent,
+    decode_events,
+)
+from pipeline.settings import Settings
+from pipeline.stream.metrics import WorkerMetrics
+
+
+@dataclass(frozen=True, slots=True)
+class OutMessage:
+    """One message to publish: a topic short name (see ``Settings.topic``), key, value."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class InMessage:
+    topic: str
+    partition: int | None
+    offset: int | None
+    key: bytes | None
+    value: bytes | None
+
+
+def encode(model: BaseModel) -> bytes:
+    """Canonical bytes of a payload: the same model always gives the same bytes."""
+    return orjson.dumps(model.model_dump(mode="json", exclude_none=True),
+                        option=orjson.OPT_SORT_KEYS)
+
+
+def _payload_text(raw: bytes) -> tuple[str, str]:
+    try:
+        return raw.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        return base64.b64encode(raw).decode("ascii"), "base64"
+
+
+class Processor:
+    """Decode, validate and dead-letter messages, feed the monitor, collect outputs.
+
+    ``kind`` of an input message is its short topic name: ``routing``, ``feedback``
+    or ``baselines``.
+    """
+
+    def __init__(self, settings: Settings, monitor: Monitor, metrics: WorkerMetrics,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.monitor = monitor
+        self.metrics = metrics
+        self.clock = clock
+
+    def handle(self, kind: str, msg: InMessage) -> list[OutMessage]:
+        started = time.perf_counter()
+        raw = msg.value if msg.value is not None else b""
+        if kind == "baselines":
+            out = self._baseline(msg, raw)
+        else:
+            model = RoutingEvent if kind == "routing" else FeedbackEvent
+            events, rejections = decode_events(
+                raw, model, max_event_bytes=self.settings.max_event_bytes,
+                max_message_bytes=self.settings.max_message_bytes)
+            out = [self._dead_letter(msg, r, raw) for r in rejections]
+            for ev in events:
+                out.extend(self._observe(kind, msg, ev))
+        self.metrics.processing.labels(kind).observe(time.perf_counter() - started)
+        return out
+
+    def _baseline(self, msg: InMessage, raw: bytes) -> list[OutMessage]:
+        try:
+            baseline = Baseline.model_validate_json(raw)
+        except ValidationError as err:
+            e = err.errors(include_url=False)[0]
+            field = ".".join(str(p) for p in e["loc"]) or None
+            return [self._dead_letter(msg, Rejection("invalid_field", f"{field}: {e['msg']}",
+                                                     field), raw)]
+        self.monitor.set_baseline(baseline)
+        self.metrics.baseline_info(baseline)
+        return []
+
+    def _observe(self, kind: str, msg: InMessage,
+                 ev: RoutingEvent | FeedbackEvent) -> list[OutMessage]:
+        now = self.clock()
+        if ev.epoch > now + self.settings.max_future_s:
+            rejection = Rejection("future", f"ts: {ev.ts.isoformat()} is more than "
+                                  f"{self.settings.max_future_s:g}s ahead of now", "ts")
+            return [self._dead_letter(msg, rejection, encode(ev))]
+        if isinstance(ev, RoutingEvent):
+            outputs = self.monitor.observe_routing(ev)
+            self.metrics.observed_routing(ev)
+        else:
+            outputs = self.monitor.observe_feedback(ev)
+            self.metrics.observed_feedback(ev)
+        return [self._output(msg, o, ev) for o in outputs]
+
+    def flush(self) -> list[OutMessage]:
+        """Outputs of evaluations that are due; call after each batch."""
+        return [self._output(None, o, None) for o in self.monitor.drain()]
+
+    def _output(self, msg: InMessage | None, o: Output,
+                ev: RoutingEvent | FeedbackEvent | None) -> OutMessage:
+        if o.topic == "dlq":
+            assert isinstance(o.payload, Rejection)
+            raw = encode(ev) if ev is not None else b""
+            return self._dead_letter(msg, o.payload, raw)
+        assert isinstance(o.payload, BaseModel)
+        self.metrics.published(o)
+        return OutMessage(o.topic, o.key.encode(), encode(o.payload))
+
+    def _dead_letter(self, msg: InMessage | None, r: Rejection, raw: bytes) -> OutMessage:
+        if r.index is not None:
+            try:
+                raw = orjson.dumps(orjson.loads(raw)[r.index])
+            except (orjson.JSONDecodeError, IndexError, TypeError):
+                pass
+        text, encoding = _payload_text(raw)
+        record = DeadLetter(
+            topic=msg.topic if msg else "", partition=msg.partition if msg else None,
+            offset=msg.offset if msg else None, index=r.index,
+            key=msg.key.decode("utf-8", "replace") if msg and msg.key else None,
+            reason=r.reason, reason_class=r.reason_class, field=r.field, payload=text,
+            payload_encoding=encoding, rejected_at=datetime.fromtimestamp(self.clock(), UTC))
+        self.metrics.dead_letter(record)
+        return OutMessage("dlq", msg.key if msg else None, encode(record))
