@@ -1,0 +1,45 @@
+# tierwatch — the two commands: `make demo` (the main job) and `make test` (the suite).
+# Each sets itself up on a fresh machine: venv, dependencies, and what the tests need.
+
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+PYTEST  := $(BIN)/pytest -p no:cacheprovider
+
+.PHONY: demo test lint unit bench system-deps kafka-jars up down clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+## demo: simulate the Pareto trap, replay it through the monitor, write the report
+demo: $(STAMP)
+	$(BIN)/tierwatch demo
+
+## test: lint, then the whole suite against a real Kafka broker started here
+test: $(STAMP) system-deps kafka-jars lint
+	$(PYTEST)
+
+unit: $(STAMP)
+	$(PYTEST) tests/unit pipeline
+
+lint: $(STAMP)
+	$(BIN)/ruff check pipeline tests
+	$(BIN)/mypy
+
+## bench: the marked benchmarks under tests/benchmarks (deselected by default)
+bench: $(STAMP) system-deps kafka-jars
+	$(PYTEST) -m benchmark tests/benchmarks -s
+
+## system-deps: promtool (Debian's prometheus) and headless chromium for the report test
+system-deps:
+	@bash deploy/system-deps.sh
+
+kafka-jars:
+	@test -d deploy/kafka/lib || mvn -q -f deploy/kafka/pom.xml dependency:copy-dependencies
+
+clean:
+	rm -rf $(VENV) .run out deploy/kafka/lib
