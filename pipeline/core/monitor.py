@@ -98,6 +98,19 @@ class Monitor:
     def drain(self) -> list[Output]:
         return []
 
+    def status(self) -> dict[str, object]:
+        """A JSON-ready summary of every router: what ``GET /status`` serves."""
+        routers: dict[str, dict[str, object]] = {}
+        for (router, tier), n in sorted(self.counts.routed.items()):
+            r = routers.setdefault(router, {"routed": {}, "feedback": {}})
+            r["routed"][tier] = n  # type: ignore[index]
+        for (router, kind), n in sorted(self.counts.feedback.items()):
+            r = routers.setdefault(router, {"routed": {}, "feedback": {}})
+            r["feedback"][kind] = n  # type: ignore[index]
+        for router, b in self.baselines.items():
+            routers.setdefault(router, {"routed": {}, "feedback": {}})["baseline"] = b.version
+        return {"watermark": self.watermark, "routers": routers}
+
 
 def _example_event() -> RoutingEvent:
     return RoutingEvent.model_validate({

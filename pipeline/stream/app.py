@@ -85,7 +85,12 @@ def build_worker(settings: Settings, *, registry: CollectorRegistry | None = Non
         async def get(self, request: Request) -> Response:
             return self.bytes(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
 
+    class StatusView(View):
+        async def get(self, request: Request) -> Response:
+            return self.json(processor.monitor.status())
+
     app.page("/metrics")(MetricsView)
+    app.page("/status")(StatusView)
     return Worker(app, processor, metrics, registry)
 
 
