@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from matplotlib.typing import RcKeyType
+
 CHEAP = "#e8710a"
 CAPABLE = "#2f6db5"
 AGGREGATE = "#262626"
@@ -34,7 +36,7 @@ _EXTRA = ["#2a9d8f", "#8e5ac8", "#c2477f", "#7f7f2a", "#5b8c5a", "#a0522d"]
 ONSET_STYLE: dict[str, Any] = {"color": AGGREGATE, "linestyle": (0, (5, 3)), "linewidth": 1.3,
                                "zorder": 5}
 
-RC: dict[str, Any] = {
+RC: dict[RcKeyType, Any] = {
     "svg.hashsalt": "tierwatch",
     "svg.fonttype": "path",
     "font.family": "DejaVu Sans",
