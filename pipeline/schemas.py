@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Final, Literal, TypeVar
 
 import orjson
 from pydantic import (
@@ -35,7 +35,7 @@ from pydantic import (
     model_validator,
 )
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION: Final = "1"
 MAX_EVENT_BYTES = 64 * 1024
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 MAX_MAP_ITEMS = 32

@@ -83,7 +83,9 @@ def build_worker(settings: Settings, *, registry: CollectorRegistry | None = Non
 
     class MetricsView(View):
         async def get(self, request: Request) -> Response:
-            return self.bytes(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+            # aiohttp wants the charset apart from the media type
+            media_type = CONTENT_TYPE_LATEST.split(";")[0]
+            return self.bytes(generate_latest(registry), content_type=media_type)
 
     class StatusView(View):
         async def get(self, request: Request) -> Response:
