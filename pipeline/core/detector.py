@@ -1,0 +1,204 @@
+"""Drift streams: one monitored distribution against its baseline, over event-time windows.
+
+A :class:`DriftStream` owns a :class:`~pipeline.core.histogram.BucketedHistogram` over the
+baseline's fine bins. A tier's stream also records, per time bucket, how many of the tier's
+events were routed under each set of thresholds, so that its expected distribution is the
+baseline truncated to the tier under the thresholds actually in force
+(:func:`~pipeline.core.drift.expected_mixture_probs`): moving a threshold never looks
+like drift.
+
+>>> import numpy as np
+>>> from pipeline.core.histogram import QuantileBins
+>>> rng = np.random.default_rng(0)
+>>> bins = QuantileBins.from_sample(rng.beta(2, 2, 50_000), n_bins=50)
+>>> s = DriftStream(bins, DriftConfig(alpha=1e-6))
+>>> ts = np.sort(rng.uniform(0, 86_400, 20_000))
+>>> _ = s.update_many(ts, rng.beta(2, 2, ts.size))
+>>> any(v.alarm for v in s.evaluate(86_400).verdicts)
+False
+>>> _ = s.update_many(ts + 86_400, rng.beta(4, 2, ts.size))
+>>> s.evaluate(2 * 86_400).alarm
+True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from pipeline.core.drift import (
+    DriftTest,
+    DriftVerdict,
+    Thresholds,
+    expected_mixture_probs,
+    tier_mass,
+)
+from pipeline.core.histogram import BucketedHistogram, QuantileBins
+
+ThresholdKey = tuple[float, float, float]
+
+
+def window_name(seconds: float) -> str:
+    """``3600 → '1h'``, ``86400 → '1d'``, ``604800 → '7d'``.
+
+    >>> [window_name(s) for s in (900, 3600, 86400, 7 * 86400)]
+    ['15m', '1h', '1d', '7d']
+    """
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+@dataclass(frozen=True, slots=True)
+class DriftConfig:
+    """How a drift stream is evaluated; ``alpha`` comes from ``calibrated_alpha``."""
+
+    alpha: float
+    bucket_seconds: float = 3600.0
+    windows: tuple[float, ...] = (3600.0, 86400.0, 7 * 86400.0)
+    ks_floor: float = 0.05
+    psi_floor: float = 0.1
+    min_n: int = 200
+    coarse_bins: int = 10
+    lateness_s: float = 7 * 86400.0
+
+    @property
+    def horizon_buckets(self) -> int:
+        """Ring size: the longest window plus the allowed lateness, so that an evaluation
+        behind the watermark by up to the lateness still finds its buckets."""
+        return int((max(self.windows) + self.lateness_s) // self.bucket_seconds) + 2
+
+    def tests(self) -> tuple[DriftTest, DriftTest]:
+        return (DriftTest("ks", alpha=self.alpha, effect_floor=self.ks_floor, min_n=self.min_n),
+                DriftTest("psi", alpha=self.alpha, effect_floor=self.psi_floor,
+                          min_n=self.min_n, coarse_bins=self.coarse_bins))
+
+
+@dataclass(frozen=True, slots=True)
+class WindowResult:
+    window: str
+    ks: DriftVerdict
+    psi: DriftVerdict
+
+    @property
+    def alarm(self) -> bool:
+        return self.ks.alarm or self.psi.alarm
+
+
+@dataclass(frozen=True, slots=True)
+class StreamResult:
+    """All windows of one evaluation; ``alarm`` when any window alarms."""
+
+    verdicts: list[DriftVerdict]
+    windows: list[WindowResult] = field(default_factory=list)
+
+    @property
+    def alarm(self) -> bool:
+        return any(w.alarm for w in self.windows)
+
+    @property
+    def worst(self) -> WindowResult | None:
+        """The alarming window with the largest KS distance, else the largest overall."""
+        if not self.windows:
+            return None
+        pool = [w for w in self.windows if w.alarm] or self.windows
+        return max(pool, key=lambda w: w.ks.effect)
+
+    def statistics(self) -> dict[str, Any]:
+        return {w.window: {"ks": w.ks.to_dict(), "psi": w.psi.to_dict()} for w in self.windows}
+
+
+class DriftStream:
+    """One distribution (router scores, one tier's scores, or a signal) vs its baseline."""
+
+    def __init__(self, bins: QuantileBins, config: DriftConfig, *, tier: str | None = None) -> None:
+        self.bins = bins
+        self.config = config
+        self.tier = tier
+        self.hist = BucketedHistogram(bins.n_bins, config.bucket_seconds,
+                                      config.horizon_buckets)
+        # per bucket id: {thresholds key: events of this tier routed under them}
+        self.mix: dict[int, dict[ThresholdKey, int]] = {}
+        self._tests = config.tests()
+
+    def update_many(self, ts: ArrayLike, values: ArrayLike,
+                    thresholds: Sequence[ThresholdKey] | None = None) -> NDArray[np.bool_]:
+        """Count values at event times ``ts``; return the mask of late (uncounted) ones."""
+        t = np.asarray(ts, dtype=np.float64)
+        late = self.hist.insert_many(t, self.bins.index(values))
+        if self.tier is not None:
+            if thresholds is None:
+                raise ValueError("a tier stream needs the thresholds of every event")
+            buckets = np.floor(t / self.config.bucket_seconds).astype(np.int64)
+            for b, key, is_late in zip(buckets.tolist(), thresholds, late.tolist(),
+                                       strict=True):
+                if not is_late:
+                    per = self.mix.setdefault(b, {})
+                    per[key] = per.get(key, 0) + 1
+            self._evict()
+        return late
+
+    def _evict(self) -> None:
+        newest = self.hist.newest_bucket
+        if newest is None:
+            return
+        oldest = newest - self.config.horizon_buckets
+        for b in [b for b in self.mix if b <= oldest]:
+            del self.mix[b]
+
+    def expected(self, end_ts: float, seconds: float) -> tuple[NDArray[np.float64], int | None]:
+        """Expected fine-bin probabilities over a window, and the baseline size behind them."""
+        probs, n = self.bins.baseline_probs, self.bins.n
+        if self.tier is None:
+            return probs, n
+        last = int(np.floor(end_ts / self.config.bucket_seconds))
+        first = last - int(seconds // self.config.bucket_seconds) + 1
+        counts: dict[Thresholds, float] = {}
+        for b in range(first, last + 1):
+            for key, c in self.mix.get(b, {}).items():
+                th = Thresholds(*key)
+                counts[th] = counts.get(th, 0.0) + c
+        if not counts:
+            return probs, n
+        edges = self.bins.fine_edges
+        expected = expected_mixture_probs(probs, edges, counts, self.tier)
+        if n is None:
+            return expected, None
+        mass = min(tier_mass(probs, edges, th, self.tier) for th in counts)
+        return expected, max(1, round(n * mass))
+
+    def evaluate(self, now: float) -> StreamResult:
+        """KS and PSI verdicts for every configured window ending at ``now``."""
+        verdicts: list[DriftVerdict] = []
+        windows: list[WindowResult] = []
+        for seconds in self.config.windows:
+            observed = self.hist.window(now, seconds)
+            if observed.sum() == 0:
+                continue
+            try:
+                expected, m = self.expected(now, seconds)
+            except ValueError:  # the tier gets no baseline mass under these thresholds
+                continue
+            ks, psi = (t.evaluate(expected, observed, n_baseline=m) for t in self._tests)
+            verdicts += [ks, psi]
+            windows.append(WindowResult(window_name(seconds), ks, psi))
+        return StreamResult(verdicts, windows)
+
+    def live_probs(self, now: float, seconds: float) -> NDArray[np.float64]:
+        c = self.hist.window(now, seconds).astype(np.float64)
+        return c / c.sum() if c.sum() else c
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"tier": self.tier, "hist": self.hist.to_dict(),
+                "mix": [[b, [[list(k), c] for k, c in sorted(m.items())]]
+                        for b, m in sorted(self.mix.items())]}
+
+    def load(self, state: dict[str, Any]) -> DriftStream:
+        self.hist = BucketedHistogram.from_dict(state["hist"])
+        self.mix = {int(b): {(k[0], k[1], k[2]): int(c) for k, c in m} for b, m in state["mix"]}
+        return self
