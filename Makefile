@@ -38,6 +38,14 @@ bench: $(STAMP) system-deps kafka-jars
 system-deps:
 	@bash deploy/system-deps.sh
 
+## up: the stack without Docker: Kafka, worker, simulated traffic, Prometheus (deploy/stack.sh)
+up: $(STAMP)
+	@bash deploy/stack.sh up
+
+## down: stop what `make up` started
+down:
+	@bash deploy/stack.sh down
+
 kafka-jars:
 	@test -d deploy/kafka/lib || mvn -q -f deploy/kafka/pom.xml dependency:copy-dependencies
 
