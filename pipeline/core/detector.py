@@ -125,6 +125,7 @@ class DriftStream:
         # per bucket id: {thresholds key: events of this tier routed under them}
         self.mix: dict[int, dict[ThresholdKey, int]] = {}
         self._tests = config.tests()
+        self._cache: dict[Thresholds, tuple[NDArray[np.float64], float]] = {}
 
     def update_many(self, ts: ArrayLike, values: ArrayLike,
                     thresholds: Sequence[ThresholdKey] | None = None) -> NDArray[np.bool_]:
@@ -165,12 +166,26 @@ class DriftStream:
                 counts[th] = counts.get(th, 0.0) + c
         if not counts:
             return probs, n
-        edges = self.bins.fine_edges
-        expected = expected_mixture_probs(probs, edges, counts, self.tier)
+        total = sum(counts.values())
+        expected = sum((c / total) * self._truncated(th) for th, c in counts.items())
         if n is None:
             return expected, None
-        mass = min(tier_mass(probs, edges, th, self.tier) for th in counts)
+        mass = min(self._mass(th) for th in counts)
         return expected, max(1, round(n * mass))
+
+    def _truncated(self, th: Thresholds) -> NDArray[np.float64]:
+        """The baseline truncated to this tier under ``th`` (cached: thresholds are few)."""
+        cached = self._cache.get(th)
+        if cached is None:
+            probs, edges = self.bins.baseline_probs, self.bins.fine_edges
+            cached = self._cache[th] = (
+                expected_mixture_probs(probs, edges, {th: 1.0}, str(self.tier)),
+                tier_mass(probs, edges, th, str(self.tier)))
+        return cached[0]
+
+    def _mass(self, th: Thresholds) -> float:
+        self._truncated(th)
+        return self._cache[th][1]
 
     def evaluate(self, now: float) -> StreamResult:
         """KS and PSI verdicts for every configured window ending at ``now``."""

@@ -22,10 +22,12 @@ from dataclasses import asdict, dataclass
 
 @dataclass(frozen=True, slots=True)
 class Prices:
-    cheap_per_request: float = 0.0004
-    capable_per_request: float = 0.012
-    cost_per_bad_outcome: float = 1.0
-    cost_per_support_contact: float = 12.0
+    """Prices in USD. Per-request prices are used only when events carry no ``cost_usd``."""
+
+    cheap_per_request: float = 0.0005
+    capable_per_request: float = 0.01
+    cost_per_bad_outcome: float = 0.0
+    cost_per_support_contact: float = 8.0
 
 
 @dataclass(frozen=True, slots=True)

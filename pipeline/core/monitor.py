@@ -1,11 +1,13 @@
-"""One tierwatch monitor: events in, alerts/recommendations/review requests out.
+"""One tierwatch monitor: events in, alerts, recommendations and review requests out.
 
 The same object runs in the faust worker, in ``tierwatch replay`` and in the demo.
-Everything is event time: the watermark is the largest event time accepted, and
-evaluations run at fixed event-time boundaries as the watermark crosses them.
+Everything is event time: the watermark is the largest event time accepted; events
+more than the allowed lateness behind it are dead-lettered, and evaluations run at
+fixed event-time boundaries (every ``eval_every_s``) as the watermark crosses them.
+Same events in the same order give the same outputs, byte for byte.
 
 >>> m = Monitor()
->>> m.observe_routing(_example_event())
+>>> m.observe_routing([_example_event()])
 []
 >>> m.counts.routed
 {('support', 'cheap'): 1}
@@ -13,12 +15,35 @@ evaluations run at fixed event-time boundaries as the watermark crosses them.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import numpy as np
 from pydantic import BaseModel
 
-from pipeline.schemas import Baseline, FeedbackEvent, Rejection, RoutingEvent
+from pipeline.core.join import UNJOINED_REASON, FeedbackJoin, JoinedFeedback
+from pipeline.core.alerts import SEVERITY
+from pipeline.core.router_state import MonitorConfig, RouterState, Transition
+from pipeline.core.sampling import ReviewSampler
+from pipeline.core.signing import Keyring
+from pipeline.schemas import (
+    Alert,
+    Baseline,
+    ExpectedImpact,
+    FeedbackEvent,
+    Rejection,
+    ReviewRequest,
+    RoutingEvent,
+    ThresholdRecommendation,
+)
+
+__all__ = ["EventCounts", "Monitor", "MonitorConfig", "Output", "Signer"]
+
+RUNBOOK = "deploy/runbook.md#"
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +53,7 @@ class Output:
     topic: str
     key: str
     payload: BaseModel | Rejection
+    event: BaseModel | None = None  # for a rejection: the event it rejects
 
 
 @dataclass(slots=True)
@@ -36,6 +62,7 @@ class EventCounts:
 
     routed: dict[tuple[str, str], int] = field(default_factory=dict)
     feedback: dict[tuple[str, str], int] = field(default_factory=dict)
+    duplicates: int = 0
 
     def add_routing(self, router_id: str, tier: str) -> None:
         k = (router_id, tier)
@@ -47,26 +74,72 @@ class EventCounts:
 
     def __add__(self, other: EventCounts) -> EventCounts:
         return EventCounts(dict(Counter(self.routed) + Counter(other.routed)),
-                           dict(Counter(self.feedback) + Counter(other.feedback)))
+                           dict(Counter(self.feedback) + Counter(other.feedback)),
+                           self.duplicates + other.duplicates)
 
 
 @dataclass(frozen=True, slots=True)
-class MonitorConfig:
-    allowed_lateness_s: float = 7 * 86400
-    eval_every_s: float = 3600
+class Signer:
+    """Signs recommendations: a keyring, the key in use, and the publishing mode."""
+
+    keyring: Keyring
+    key_id: str
+    mode: str = "advisory"
+
+
+def _dt(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
 
 
 class Monitor:
-    """All routers' state. ``observe_*`` take validated events; ``drain`` runs due evaluations."""
+    """All routers' state. ``observe_*`` take validated events; ``drain`` returns outputs.
 
-    def __init__(self, config: MonitorConfig | None = None) -> None:
+    Parameters
+    ----------
+    config
+        Statistics, windows, policy and prices.
+    signer
+        Signs threshold recommendations; without one, none are published.
+    record
+        Keep every evaluation's snapshot (the replay's report needs the history; the
+        worker keeps only the latest, for ``/status``).
+    """
+
+    def __init__(self, config: MonitorConfig | None = None, *, signer: Signer | None = None,
+                 record: bool = False) -> None:
         self.config = config or MonitorConfig()
+        self.signer = signer
+        self.record = record
         self.counts = EventCounts()
+        self.join = FeedbackJoin(self.config.join_ttl_s)
+        self.routers: dict[str, RouterState] = {}
         self.baselines: dict[str, Baseline] = {}
+        self.sampler = ReviewSampler(self.config.review_quota_per_day,
+                                     seed=self.config.review_seed)
         self.watermark: float | None = None
+        self.next_eval: float | None = None
+        self.history: dict[str, list[dict[str, Any]]] = {}
+        self.first_drift_histogram: dict[str, dict[str, Any]] = {}
+        self.recommendations: dict[str, ThresholdRecommendation] = {}
+        self.firing: dict[str, Alert] = {}
+        self._pending: list[Output] = []
+
+    # -- state ---------------------------------------------------------------------------
+    def router(self, router_id: str, ts: float) -> RouterState:
+        state = self.routers.get(router_id)
+        if state is None:
+            state = self.routers[router_id] = RouterState(router_id, self.config, ts)
+            baseline = self.baselines.get(router_id)
+            if baseline is not None:
+                state.set_baseline(baseline)
+        return state
 
     def set_baseline(self, baseline: Baseline) -> None:
+        """Compare ``baseline.router_id`` against this baseline from now on."""
         self.baselines[baseline.router_id] = baseline
+        state = self.routers.get(baseline.router_id)
+        if state is not None:
+            state.set_baseline(baseline)
 
     def _late(self, ts: float) -> Rejection | None:
         if self.watermark is not None and ts < self.watermark - self.config.allowed_lateness_s:
@@ -78,38 +151,192 @@ class Monitor:
     def _advance(self, ts: float) -> None:
         if self.watermark is None or ts > self.watermark:
             self.watermark = ts
+        if self.next_eval is None:
+            step = self.config.eval_every_s
+            self.next_eval = (math.floor(ts / step) + 1) * step
 
-    def observe_routing(self, ev: RoutingEvent) -> list[Output]:
-        ts = ev.epoch
-        if (late := self._late(ts)) is not None:
-            return [Output("dlq", ev.request_id, late)]
-        self._advance(ts)
-        self.counts.add_routing(ev.router_id, ev.tier)
-        return []
+    # -- routing -------------------------------------------------------------------------
+    def observe_routing(self, events: Sequence[RoutingEvent]) -> list[Output]:
+        """Count a batch of routing decisions; late ones come back as DLQ outputs."""
+        out: list[Output] = []
+        per_router: dict[str, list[tuple[RoutingEvent, float]]] = {}
+        batch_ids: set[str] = set()
+        for ev in events:
+            ts = ev.epoch
+            if (late := self._late(ts)) is not None:
+                out.append(Output("dlq", ev.request_id, late, ev))
+                continue
+            if ev.request_id in self.join or ev.request_id in batch_ids:
+                self.counts.duplicates += 1
+                continue
+            batch_ids.add(ev.request_id)
+            self._advance(ts)
+            per_router.setdefault(ev.router_id, []).append((ev, ts))
+        for router_id, rows in per_router.items():
+            state = self.router(router_id, rows[0][1])
+            ts_arr = np.fromiter((ts for _, ts in rows), np.float64, len(rows))
+            scores = np.fromiter((ev.score for ev, _ in rows), np.float64, len(rows))
+            bands = state.bands(scores).tolist()
+            signals: dict[str, list[tuple[float, float]]] = {}
+            for (ev, ts), band in zip(rows, bands, strict=True):
+                th = ev.thresholds
+                released = self.join.add_decision(
+                    ev.request_id, router_id, ev.tier, ev.score, ts, propensity=ev.propensity,
+                    band=band, in_band=th.capable_below <= ev.score < th.cheap_above,
+                    exploration=ev.route_reason in ("exploration", "uncertain_default"))
+                self.counts.add_routing(router_id, ev.tier)
+                for fb in released:
+                    self._count_feedback(fb)
+                self._review(ev, ts, band)
+                for name, value in (ev.signals or {}).items():
+                    signals.setdefault(name, []).append((ts, value))
+            state.observe_routing(
+                ts_arr, scores, [ev.tier for ev, _ in rows], [ev.route_reason for ev, _ in rows],
+                [ev.thresholds for ev, _ in rows], [ev.cost_usd for ev, _ in rows], signals,
+                bands)
+        return out
 
-    def observe_feedback(self, ev: FeedbackEvent) -> list[Output]:
-        ts = ev.epoch
-        if (late := self._late(ts)) is not None:
-            return [Output("dlq", ev.request_id, late)]
-        self._advance(ts)
-        self.counts.add_feedback(ev.router_id or "unknown", ev.kind)
-        return []
+    def _review(self, ev: RoutingEvent, ts: float, band: int) -> None:
+        th = ev.thresholds
+        ood = (ev.signals or {}).get("ood_distance")
+        d = self.sampler.offer(ev.request_id, ev.tier, ev.score, ts, cheap_above=th.cheap_above,
+                               capable_below=th.capable_below, ood_distance=ood)
+        if d.selected:
+            reason = "boundary" if d.priority > 1.0 else "random"
+            self._pending.append(Output("review", ev.request_id, ReviewRequest(
+                request_id=ev.request_id, router_id=ev.router_id, tier=ev.tier, score=ev.score,
+                band=band, inclusion_probability=d.inclusion_probability, reason=reason,
+                ts=ev.ts)))
 
+    # -- feedback ------------------------------------------------------------------------
+    def observe_feedback(self, events: Sequence[FeedbackEvent]) -> list[Output]:
+        """Join and count a batch of feedback; late ones come back as DLQ outputs."""
+        out: list[Output] = []
+        for ev in events:
+            ts = ev.epoch
+            if (late := self._late(ts)) is not None:
+                out.append(Output("dlq", ev.request_id, late, ev))
+                continue
+            if self.join.seen(ev.event_id):
+                self.counts.duplicates += 1
+                continue
+            self._advance(ts)
+            joined = self.join.add_feedback(
+                ev.event_id, ev.request_id, ev.kind, ev.value, ts, router_id=ev.router_id,
+                tier=ev.tier, score=ev.score, weight=ev.weight, source=ev.source)
+            if joined is not None:
+                self._count_feedback(joined)
+        return out
+
+    def _count_feedback(self, fb: JoinedFeedback) -> None:
+        router_id = fb.router_id
+        if router_id is None:
+            return
+        self.counts.add_feedback(router_id, fb.kind)
+        state = self.router(router_id, fb.ts)
+        state.observe_feedback(tier=fb.tier, score=fb.score, kind=fb.kind, value=fb.value,
+                               ts=fb.ts, decision_ts=fb.decision_ts, weight=fb.weight,
+                               propensity=fb.propensity,
+                               in_band=bool(fb.in_band and fb.exploration))
+
+    # -- evaluation ----------------------------------------------------------------------
     def drain(self) -> list[Output]:
-        return []
+        """Run the evaluations that are due; return every pending output."""
+        wm, step = self.watermark, self.config.eval_every_s
+        while wm is not None and self.next_eval is not None and wm >= self.next_eval:
+            self.evaluate(self.next_eval)
+            self.next_eval += step
+        out, self._pending = self._pending, []
+        return out
 
-    def status(self) -> dict[str, object]:
+    def evaluate(self, now: float) -> None:
+        """Evaluate every router at event time ``now``; queue the outputs."""
+        for fb in self.join.expire(now):
+            self._pending.append(Output("dlq", fb.request_id, Rejection(
+                "unjoined", f"request_id: {UNJOINED_REASON} ({self.config.join_ttl_s:g}s)",
+                "request_id")))
+        for router_id in sorted(self.routers):
+            state = self.routers[router_id]
+            ev = state.evaluate(now)
+            for t in ev.transitions:
+                self._alert(state, t, now)
+                if (t.key.kind == "confidence_drift" and t.state == "firing"
+                        and router_id not in self.first_drift_histogram):
+                    hist = state.histogram(now)
+                    if hist is not None:
+                        self.first_drift_histogram[router_id] = hist
+            if ev.recommendation is not None and self.signer is not None:
+                self._recommend(state, ev.recommendation, now)
+            if self.record:
+                self.history.setdefault(router_id, []).append(ev.snapshot)
+
+    def _alert(self, state: RouterState, t: Transition, now: float) -> None:
+        k = t.key
+        alert = Alert(alert_id=k.fingerprint, kind=k.kind, state=t.state,  # type: ignore[arg-type]
+                      severity=SEVERITY[k.kind], router_id=k.router_id, tier=k.tier,
+                      window=t.window or "n/a", ts=_dt(now), statistics=_jsonable(t.statistics),
+                      summary=t.summary, runbook=RUNBOOK + k.kind)
+        if t.state == "firing":
+            self.firing[k.fingerprint] = alert
+        else:
+            self.firing.pop(k.fingerprint, None)
+        self._pending.append(Output("alerts", k.fingerprint, alert))
+
+    def _recommend(self, state: RouterState, rec: dict[str, Any], now: float) -> None:
+        assert self.signer is not None
+        impact = rec.pop("impact")
+        body = {
+            "router_id": state.router_id, "seq": rec["seq"], "issued_at": _dt(now),
+            "valid_until": _dt(now) + timedelta(seconds=self.config.recommendation_ttl_s),
+            "mode": self.signer.mode, "thresholds": rec["thresholds"],
+            "previous": rec["previous"], "reasons": rec["reasons"],
+            "evidence": _jsonable({"target": rec["target"], "drift_firing": rec["drift_firing"],
+                                   "bands": rec["bands"]}),
+            "expected_impact": ExpectedImpact(**impact),
+            "baseline_version": state.baseline.version if state.baseline else None,
+            "key_id": self.signer.key_id, "signature": "0" * 64}
+        unsigned = ThresholdRecommendation.model_validate(body)
+        doc = unsigned.model_dump(mode="json", exclude_none=True)
+        signed = unsigned.model_copy(update={
+            "signature": self.signer.keyring.sign(self.signer.key_id, doc)})
+        self.recommendations[state.router_id] = signed
+        self._pending.append(Output("control", state.router_id, signed))
+
+    # -- reads ---------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
         """A JSON-ready summary of every router: what ``GET /status`` serves."""
-        routers: dict[str, dict[str, object]] = {}
+        routers: dict[str, dict[str, Any]] = {}
         for (router, tier), n in sorted(self.counts.routed.items()):
-            r = routers.setdefault(router, {"routed": {}, "feedback": {}})
-            r["routed"][tier] = n  # type: ignore[index]
+            routers.setdefault(router, {"routed": {}, "feedback": {}})["routed"][tier] = n
         for (router, kind), n in sorted(self.counts.feedback.items()):
-            r = routers.setdefault(router, {"routed": {}, "feedback": {}})
-            r["feedback"][kind] = n  # type: ignore[index]
-        for router, b in self.baselines.items():
-            routers.setdefault(router, {"routed": {}, "feedback": {}})["baseline"] = b.version
-        return {"watermark": self.watermark, "routers": routers}
+            routers.setdefault(router, {"routed": {}, "feedback": {}})["feedback"][kind] = n
+        for router, r in routers.items():
+            state = self.routers.get(router)
+            if state is not None:
+                r["baseline"] = state.baseline.version if state.baseline else None
+                r["snapshot"] = state.last_snapshot
+            rec = self.recommendations.get(router)
+            r["last_recommendation"] = rec.model_dump(mode="json") if rec else None
+            r["firing"] = [a.model_dump(mode="json") for a in self.firing.values()
+                           if a.router_id == router]
+        return {"watermark": self.watermark, "duplicates": self.counts.duplicates,
+                "join": self.join.stats, "routers": routers}
+
+
+def _jsonable(obj: Any) -> Any:
+    """Plain JSON values: NaN/inf become None, numpy scalars become floats."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, float | np.floating):
+        f = float(obj)
+        return f if math.isfinite(f) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj
 
 
 def _example_event() -> RoutingEvent:

@@ -9,7 +9,7 @@ than ``hysteresis``, at most once per ``cooldown_s``, and while drift fires only
 the capable tier (with exploration raised to learn faster).
 
 >>> ev = [BandEvidence(lo=i / 10, hi=(i + 1) / 10, gap=0.0 if i >= 5 else 0.2,
-...                    gap_lo=-0.01 if i >= 5 else 0.15, gap_hi=0.01 if i >= 5 else 0.25,
+...                    gap_lo=-0.001 if i >= 5 else 0.15, gap_hi=0.001 if i >= 5 else 0.25,
 ...                    n=500, live_share=0.1) for i in range(10)]
 >>> th = Thresholds(cheap_above=0.8, capable_below=0.7, exploration_rate=0.1)
 >>> d = Policy(PolicyConfig(max_step=0.1)).decide(th, ev, now=0.0, drift_firing=False)
@@ -45,7 +45,7 @@ class BandEvidence:
 
 @dataclass(frozen=True, slots=True)
 class PolicyConfig:
-    tolerance: float = 0.02
+    tolerance: float = 0.005  # in the evidence's units: support contacts per request
     min_evidence: float = 200.0
     max_step: float = 0.05
     hysteresis: float = 0.02
@@ -95,19 +95,23 @@ class Policy:
 
     def decide(self, current: Thresholds, bands: Sequence[BandEvidence], *, now: float,
                drift_firing: bool) -> Decision:
+        """Move toward cheap only on confident evidence of no harm; toward capable only on
+        confident evidence of harm; otherwise hold, and say why."""
         c = self.config
         width = c.band_width if c.band_width is not None else (
             current.cheap_above - current.capable_below)
-        target, why = self.target(bands)
+        safe, why = self.target(bands)
         reasons = list(why)
-        # bands at/above the threshold with a confident gap push the threshold up
+        target: float | None = None
+        # bands above the threshold with a confident gap push the threshold up
         bad = [b for b in bands if b.hi > current.cheap_above and b.gap_lo is not None
                and b.n >= c.min_evidence and b.gap_lo > c.tolerance]
         if bad:
-            worst_top = max(b.hi for b in bad)
+            target = max(b.hi for b in bad)
             reasons.append(f"cheap tier worse than tolerance with confidence up to "
-                           f"{_fmt(worst_top)}")
-            target = max(target or 0.0, worst_top)
+                           f"{_fmt(target)}")
+        elif safe is not None and safe < current.cheap_above:
+            target = safe
         exploration = current.exploration_rate
         if drift_firing:
             lo, hi = c.exploration_bounds
@@ -116,9 +120,9 @@ class Policy:
                 reasons.append(f"drift firing: exploration {current.exploration_rate:.3f} → "
                                f"{exploration:.3f}")
         if target is None:
-            reasons.insert(0, "hold: too little evidence to place cheap_above")
+            reasons.insert(0, "hold: no confident evidence to move cheap_above")
             return self._result(current, current.cheap_above, width, exploration, reasons,
-                                None, now)
+                                safe, now)
         lo_b, hi_b = c.cheap_above_bounds
         target = min(hi_b, max(lo_b, target))
         delta = target - current.cheap_above

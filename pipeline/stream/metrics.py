@@ -7,6 +7,9 @@ set is a memory leak in every Prometheus server that scrapes us.
 
 from __future__ import annotations
 
+from collections import Counter as Tally
+from collections.abc import Sequence
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from pipeline.core.monitor import Output
@@ -74,15 +77,18 @@ class WorkerMetrics:
             "tierwatch_alert_firing", "1 while a tierwatch alert fires, by kind, router, tier.",
             ["kind", "router_id", "tier"], registry=registry)
 
-    def observed_routing(self, ev: RoutingEvent) -> None:
-        self.events.labels("routing", "valid").inc()
-        router = self.router(ev.router_id)
-        tier = self.tier(f"{router}/{ev.tier}").split("/", 1)[-1]
-        self.routed.labels(router, tier).inc()
+    def observed_routing(self, events: Sequence[RoutingEvent]) -> None:
+        """Count a batch of valid routing events (one increment per label set)."""
+        self.events.labels("routing", "valid").inc(len(events))
+        for (router_id, tier), n in Tally((e.router_id, e.tier) for e in events).items():
+            router = self.router(router_id)
+            capped = self.tier(f"{router}/{tier}").split("/", 1)[-1]
+            self.routed.labels(router, capped).inc(n)
 
-    def observed_feedback(self, ev: FeedbackEvent) -> None:
-        self.events.labels("feedback", "valid").inc()
-        self.feedback.labels(self.router(ev.router_id or "unknown"), ev.kind).inc()
+    def observed_feedback(self, events: Sequence[FeedbackEvent]) -> None:
+        self.events.labels("feedback", "valid").inc(len(events))
+        for (router_id, kind), n in Tally((e.router_id, e.kind) for e in events).items():
+            self.feedback.labels(self.router(router_id or "unknown"), kind).inc(n)
 
     def dead_letter(self, record: DeadLetter) -> None:
         topic = record.topic.rsplit(".", 1)[-1] or "unknown"

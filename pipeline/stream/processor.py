@@ -7,6 +7,7 @@ decode → dead-letter → core → publish path is the same everywhere.
 from __future__ import annotations
 
 import base64
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -63,11 +64,13 @@ class Processor:
     """Decode, validate and dead-letter messages, feed the monitor, collect outputs.
 
     ``kind`` of an input message is its short topic name: ``routing``, ``feedback``
-    or ``baselines``.
+    or ``baselines``. ``clock`` is wall time; ``None`` runs in event time (replay):
+    no "from the future" check, and dead letters are stamped with the watermark, so
+    outputs depend on the input alone.
     """
 
     def __init__(self, settings: Settings, monitor: Monitor, metrics: WorkerMetrics,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] | None = time.time) -> None:
         self.settings = settings
         self.monitor = monitor
         self.metrics = metrics
@@ -84,8 +87,7 @@ class Processor:
                 raw, model, max_event_bytes=self.settings.max_event_bytes,
                 max_message_bytes=self.settings.max_message_bytes)
             out = [self._dead_letter(msg, r, raw) for r in rejections]
-            for ev in events:
-                out.extend(self._observe(kind, msg, ev))
+            out.extend(self._observe(msg, events))
         self.metrics.processing.labels(kind).observe(time.perf_counter() - started)
         return out
 
@@ -101,34 +103,48 @@ class Processor:
         self.metrics.baseline_info(baseline)
         return []
 
-    def _observe(self, kind: str, msg: InMessage,
-                 ev: RoutingEvent | FeedbackEvent) -> list[OutMessage]:
-        now = self.clock()
-        if ev.epoch > now + self.settings.max_future_s:
-            rejection = Rejection("future", f"ts: {ev.ts.isoformat()} is more than "
-                                  f"{self.settings.max_future_s:g}s ahead of now", "ts")
-            return [self._dead_letter(msg, rejection, encode(ev))]
-        if isinstance(ev, RoutingEvent):
-            outputs = self.monitor.observe_routing(ev)
-            self.metrics.observed_routing(ev)
-        else:
-            outputs = self.monitor.observe_feedback(ev)
-            self.metrics.observed_feedback(ev)
-        return [self._output(msg, o, ev) for o in outputs]
+    def _observe(self, msg: InMessage,
+                 events: list[RoutingEvent] | list[FeedbackEvent]) -> list[OutMessage]:
+        horizon = (math.inf if self.clock is None
+                   else self.clock() + self.settings.max_future_s)
+        out: list[OutMessage] = []
+        accepted = []
+        for ev in events:
+            if ev.epoch > horizon:
+                rejection = Rejection("future", f"ts: {ev.ts.isoformat()} is more than "
+                                      f"{self.settings.max_future_s:g}s ahead of now", "ts")
+                out.append(self._dead_letter(msg, rejection, encode(ev)))
+            else:
+                accepted.append(ev)
+        routing = [e for e in accepted if isinstance(e, RoutingEvent)]
+        feedback = [e for e in accepted if isinstance(e, FeedbackEvent)]
+        outputs = []
+        if routing:
+            outputs = self.monitor.observe_routing(routing)
+            self.metrics.observed_routing(routing)
+        if feedback:
+            outputs += self.monitor.observe_feedback(feedback)
+            self.metrics.observed_feedback(feedback)
+        out.extend(self._output(msg, o) for o in outputs)
+        return out
 
     def flush(self) -> list[OutMessage]:
         """Outputs of evaluations that are due; call after each batch."""
-        return [self._output(None, o, None) for o in self.monitor.drain()]
+        return [self._output(None, o) for o in self.monitor.drain()]
 
-    def _output(self, msg: InMessage | None, o: Output,
-                ev: RoutingEvent | FeedbackEvent | None) -> OutMessage:
+    def _output(self, msg: InMessage | None, o: Output) -> OutMessage:
         if o.topic == "dlq":
             assert isinstance(o.payload, Rejection)
-            raw = encode(ev) if ev is not None else b""
+            raw = encode(o.event) if o.event is not None else b""
             return self._dead_letter(msg, o.payload, raw)
         assert isinstance(o.payload, BaseModel)
         self.metrics.published(o)
         return OutMessage(o.topic, o.key.encode(), encode(o.payload))
+
+    def _now(self) -> float:
+        if self.clock is not None:
+            return self.clock()
+        return self.monitor.watermark or 0.0
 
     def _dead_letter(self, msg: InMessage | None, r: Rejection, raw: bytes) -> OutMessage:
         if r.index is not None:
@@ -137,11 +153,12 @@ class Processor:
             except (orjson.JSONDecodeError, IndexError, TypeError):
                 pass
         text, encoding = _payload_text(raw)
+        encoding = "base64" if encoding == "base64" else "utf-8"
         record = DeadLetter(
             topic=msg.topic if msg else "", partition=msg.partition if msg else None,
             offset=msg.offset if msg else None, index=r.index,
             key=msg.key.decode("utf-8", "replace") if msg and msg.key else None,
             reason=r.reason, reason_class=r.reason_class, field=r.field, payload=text,
-            payload_encoding=encoding, rejected_at=datetime.fromtimestamp(self.clock(), UTC))
+            payload_encoding=encoding, rejected_at=datetime.fromtimestamp(self._now(), UTC))
         self.metrics.dead_letter(record)
         return OutMessage("dlq", msg.key if msg else None, encode(record))

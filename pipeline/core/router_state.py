@@ -1,0 +1,618 @@
+"""One router's state and its evaluation: drift, per-tier quality, economics, policy.
+
+:class:`RouterState` is fed by :class:`~pipeline.core.monitor.Monitor` with validated,
+deduplicated, joined events, and evaluated at event-time boundaries. Each evaluation
+yields alert transitions, at most one threshold recommendation, and a snapshot of the
+numbers behind them (for ``/status``, metrics and the report).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from pipeline.core.alerts import SEVERITY, AlertBook, AlertKey
+from pipeline.core.baseline import quantile_bins
+from pipeline.core.detector import DriftConfig, DriftStream, StreamResult, window_name
+from pipeline.core.drift import calibrated_alpha
+from pipeline.core.economics import Prices, TierEconomics, tier_economics
+from pipeline.core.histogram import QuantileBins, coarse_splits
+from pipeline.core.quality import (
+    FEEDBACK_SIGNALS,
+    OutcomeCounts,
+    SequentialDropTest,
+    Totals,
+    ipw_weight,
+    masked_tiers,
+    outcome,
+)
+from pipeline.core.recommend import BandEvidence, Policy, PolicyConfig
+from pipeline.schemas import Baseline, Thresholds
+
+DAY = 86400.0
+DRIFT_KINDS = frozenset({"confidence_drift", "tier_confidence_drift", "signal_drift"})
+# Reasons whose tier does not follow the thresholds: they stay out of per-tier drift.
+OFF_POLICY = frozenset({"escalated", "fallback", "override"})
+
+
+@dataclass(frozen=True, slots=True)
+class QualityConfig:
+    windows: tuple[float, ...] = (DAY, 7 * DAY)
+    reference_days: float = 14.0
+    floors: dict[str, float] = field(default_factory=lambda: {
+        "thumbs": 0.03, "rating": 0.05, "review": 0.05, "shadow": 0.04, "survey": 0.05,
+        "support_contact": 0.004})
+    min_effective_n: float = 30.0
+    gap_floor: float = 0.03
+    starvation_drop: float = 0.05
+    starvation_within_days: float = 7.0
+    boundary_width: float = 0.15
+
+
+@dataclass(frozen=True, slots=True)
+class MonitorConfig:
+    """Everything a monitor needs to know; built from :class:`~pipeline.settings.Settings`."""
+
+    allowed_lateness_s: float = 7 * DAY
+    eval_every_s: float = 3600.0
+    false_alarms_per_30d: float = 1.0
+    drift_windows: tuple[float, ...] = (3600.0, DAY, 7 * DAY)
+    ks_floor: float = 0.05
+    psi_floor: float = 0.1
+    n_bands: int = 10
+    join_ttl_s: float = 30 * DAY
+    clear_evals: int = 6
+    quality: QualityConfig = field(default_factory=QualityConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    prices: Prices = field(default_factory=Prices)
+    recommend: bool = True
+    recommendation_ttl_s: float = 7 * DAY
+    review_quota_per_day: float = 50.0
+    review_seed: str = "tierwatch"
+    cheap_tier: str = "cheap"
+    capable_tier: str = "capable"
+
+
+@dataclass(slots=True)
+class Transition:
+    key: AlertKey
+    state: str
+    window: str
+    summary: str
+    statistics: dict[str, Any]
+
+
+@dataclass(slots=True)
+class Evaluation:
+    """What one evaluation of one router produced."""
+
+    ts: float
+    transitions: list[Transition] = field(default_factory=list)
+    recommendation: dict[str, Any] | None = None
+    snapshot: dict[str, Any] = field(default_factory=dict)
+
+
+def _finite(x: float | None) -> float | None:
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
+def _rate(t: Totals) -> dict[str, float] | None:
+    if t.w <= 0:
+        return None
+    lo, hi = t.interval()
+    return {"value": t.rate, "lo": lo, "hi": hi, "n": t.n_eff}
+
+
+class RouterState:
+    """All of one router's statistics; see the module docstring."""
+
+    def __init__(self, router_id: str, config: MonitorConfig, start: float) -> None:
+        self.router_id = router_id
+        self.config = config
+        self.start = start
+        q = config.quality
+        ref = (start, start + q.reference_days * DAY)
+        n_buckets = int(max(q.windows) // 3600) + 2
+        self.quality = OutcomeCounts(3600.0, n_buckets, reference=ref)
+        # in-band traffic weighted by 1/propensity: the causal cheap-vs-capable comparison
+        self.inband = OutcomeCounts(3600.0, n_buckets)
+        self.alerts = AlertBook(config.clear_evals)
+        self.policy = Policy(config.policy)
+        self.baseline: Baseline | None = None
+        self.bins: QuantileBins | None = None
+        self.band_edges = np.linspace(0.0, 1.0, config.n_bands + 1)
+        self.streams: dict[tuple[str, str], DriftStream] = {}
+        self.thresholds: Thresholds | None = None
+        self.thresholds_ts = -math.inf
+        self.recommended: Thresholds | None = None
+        self.last_recommendation_ts: float | None = None
+        self.seq = 0
+        self.routed: dict[str, int] = {}
+        self.routed_day: dict[int, dict[str, int]] = {}
+        self.cost_day: dict[int, dict[str, float]] = {}
+        self.feedback_day: dict[int, dict[str, int]] = {}
+        self.last_snapshot: dict[str, Any] = {}
+        self._drift_alpha = 1e-6
+        self._drop_tests: dict[str, SequentialDropTest] = {}
+        self._configure_quality_tests()
+
+    # -- configuration ------------------------------------------------------------------
+    def set_baseline(self, baseline: Baseline) -> None:
+        """Compare against ``baseline`` from now on; histograms restart empty."""
+        self.baseline = baseline
+        self.bins = quantile_bins(baseline.score)
+        splits = coarse_splits(self.bins.baseline_probs, self.config.n_bands)
+        fine = self.bins.fine_edges
+        edges = fine[splits]
+        edges[0], edges[-1] = 0.0, 1.0
+        self.band_edges = np.maximum.accumulate(edges)
+        tiers = (self.config.cheap_tier, self.config.capable_tier)
+        n_streams = 1 + len(tiers) + len(baseline.signals)
+        n_tests = n_streams * len(self.config.drift_windows) * 2
+        self._drift_alpha = calibrated_alpha(self.config.false_alarms_per_30d, 30 * DAY,
+                                             self.config.eval_every_s, n_tests)
+        dc = DriftConfig(alpha=self._drift_alpha, windows=self.config.drift_windows,
+                         ks_floor=self.config.ks_floor, psi_floor=self.config.psi_floor,
+                         lateness_s=self.config.allowed_lateness_s)
+        self.streams = {("router", "score"): DriftStream(self.bins, dc)}
+        for tier in tiers:
+            self.streams[(tier, "score")] = DriftStream(self.bins, dc, tier=tier)
+        for name, dist in baseline.signals.items():
+            self.streams[("router", name)] = DriftStream(quantile_bins(dist), dc)
+
+    def _configure_quality_tests(self) -> None:
+        q = self.config.quality
+        signals = (*FEEDBACK_SIGNALS, "support_contact")
+        n_comparisons = 2 * len(signals) * len(q.windows) + self.config.n_bands + 2
+        for signal in signals:
+            self._drop_tests[signal] = SequentialDropTest(
+                floor=q.floors.get(signal, 0.05),
+                false_alarms_per_period=self.config.false_alarms_per_30d,
+                evaluation_interval_seconds=self.config.eval_every_s,
+                n_comparisons=n_comparisons, min_effective_n=q.min_effective_n)
+        self._gap_test = SequentialDropTest(
+            floor=q.gap_floor, false_alarms_per_period=self.config.false_alarms_per_30d,
+            evaluation_interval_seconds=self.config.eval_every_s,
+            n_comparisons=n_comparisons, min_effective_n=q.min_effective_n)
+
+    def band(self, score: float) -> int:
+        return int(self.bands(np.array([score]))[0])
+
+    def bands(self, scores: np.ndarray) -> np.ndarray:
+        """Score band of each score (baseline-quantile bands; uniform before a baseline)."""
+        idx = np.searchsorted(self.band_edges, scores, side="right") - 1
+        return np.clip(idx, 0, self.config.n_bands - 1)
+
+    # -- updates ------------------------------------------------------------------------
+    def observe_routing(self, ts: np.ndarray, scores: np.ndarray, tiers: list[str],
+                        reasons: list[str], thresholds: list[Thresholds],
+                        costs: list[float | None], signals: dict[str, list[tuple[float, float]]],
+                        bands: list[int]) -> None:
+        """Count one batch of this router's routing decisions (already deduplicated)."""
+        routed: dict[tuple[str, int, int], int] = {}
+        for t, tier, th, cost, band in zip(ts.tolist(), tiers, thresholds, costs, bands,
+                                           strict=True):
+            if t >= self.thresholds_ts:
+                self.thresholds, self.thresholds_ts = th, t
+            self.routed[tier] = self.routed.get(tier, 0) + 1
+            day = int(t // DAY)
+            per = self.routed_day.setdefault(day, {})
+            per[tier] = per.get(tier, 0) + 1
+            if cost is not None:
+                c = self.cost_day.setdefault(day, {})
+                c[tier] = c.get(tier, 0.0) + cost
+            k = (tier, band, int(t // 3600))
+            routed[k] = routed.get(k, 0) + 1
+        for (tier, band, hour), n in routed.items():  # one update per (tier, band, hour)
+            self.quality.update_routed(tier, band, hour * 3600.0, n)
+        self._trim_days()
+        if self.bins is None:
+            return
+        self.streams[("router", "score")].update_many(ts, scores)
+        for tier in (self.config.cheap_tier, self.config.capable_tier):
+            idx = [i for i, (x, r) in enumerate(zip(tiers, reasons, strict=True))
+                   if x == tier and r not in OFF_POLICY]
+            if idx:
+                self.streams[(tier, "score")].update_many(
+                    ts[idx], scores[idx], [thresholds[i].key for i in idx])
+        for name, pairs in signals.items():
+            stream = self.streams.get(("router", name))
+            if stream is not None and pairs:
+                arr = np.asarray(pairs, dtype=np.float64)
+                stream.update_many(arr[:, 0], arr[:, 1])
+
+    def _trim_days(self) -> None:
+        if len(self.routed_day) > 40:
+            keep = sorted(self.routed_day)[-35:]
+            for d in [d for d in self.routed_day if d not in keep]:
+                self.routed_day.pop(d, None)
+                self.cost_day.pop(d, None)
+                self.feedback_day.pop(d, None)
+
+    def observe_feedback(self, *, tier: str, score: float, kind: str, value: float,
+                         ts: float, decision_ts: float | None, weight: float | None,
+                         propensity: float | None, in_band: bool | None) -> None:
+        """Count one joined (or self-describing) feedback event."""
+        band = self.band(score)
+        day = int(ts // DAY)
+        per = self.feedback_day.setdefault(day, {})
+        per[tier] = per.get(tier, 0) + 1
+        if kind == "support_contact":
+            # bucketed at the decision's time, so numerator and denominator match
+            self.quality.update_contact(tier, band, decision_ts if decision_ts is not None
+                                        else ts)
+            return
+        w = weight or 1.0
+        self.quality.update(tier, band, kind, ts, outcome(kind, value), w)
+        if in_band and propensity is not None:
+            self.inband.update(tier, band, kind, ts, outcome(kind, value),
+                               ipw_weight(propensity, w))
+
+    # -- evaluation ---------------------------------------------------------------------
+    def evaluate(self, now: float) -> Evaluation:
+        ev = Evaluation(now)
+        at = now - 1e-6  # the window ends with the bucket that closes at ``now``
+        drift = self._evaluate_drift(ev, at)
+        quality = self._evaluate_quality(ev, at)
+        econ = self._economics(at)
+        if econ is not None:
+            trap = econ.trap
+            self._transition(ev, AlertKey("pareto_trap", self.router_id,
+                                          self.config.cheap_tier), trap, "7d",
+                             f"hidden cost ${econ.hidden_cost_per_day:,.0f}/day exceeds savings "
+                             f"${econ.savings_per_day:,.0f}/day", econ.to_dict())
+        if self.config.recommend and self.thresholds is not None:
+            ev.recommendation = self._recommend(at, now)
+        ev.snapshot = self._snapshot(now, drift, quality, econ)
+        self.last_snapshot = ev.snapshot
+        return ev
+
+    def _transition(self, ev: Evaluation, key: AlertKey, condition: bool, window: str,
+                    summary: str, statistics: dict[str, Any]) -> None:
+        state = self.alerts.update(key, condition, ev.ts)
+        if state is not None:
+            ev.transitions.append(Transition(key, state, window, summary, statistics))
+
+    def _evaluate_drift(self, ev: Evaluation, at: float) -> dict[str, StreamResult]:
+        results: dict[str, StreamResult] = {}
+        for (who, signal), stream in self.streams.items():
+            res = stream.evaluate(at)
+            label = who if signal == "score" else f"signal:{signal}"
+            results[label] = res
+            worst = res.worst
+            if worst is None:
+                continue
+            if signal != "score":
+                key = AlertKey("signal_drift", self.router_id, None, signal)
+                what = f"signal {signal}"
+            elif who == "router":
+                key = AlertKey("confidence_drift", self.router_id, None)
+                what = "router confidence"
+            else:
+                key = AlertKey("tier_confidence_drift", self.router_id, who)
+                what = f"{who}-tier confidence"
+            summary = (f"{what} drifted from the baseline: KS {worst.ks.effect:.3f}, "
+                       f"PSI {worst.psi.effect:.3f} over {worst.window}")
+            stats = {"windows": res.statistics(),
+                     "baseline_version": self.baseline.version if self.baseline else None}
+            self._transition(ev, key, res.alarm, worst.window, summary, stats)
+        return results
+
+    def _evaluate_quality(self, ev: Evaluation, at: float) -> dict[str, Any]:
+        c = self.config
+        out: dict[str, Any] = {"mdd": {}, "rates": {}}
+        tiers = [t for t in (c.cheap_tier, c.capable_tier) if t in self.quality.tiers]
+        for signal, test in self._drop_tests.items():
+            results = []
+            for seconds in c.quality.windows:
+                w = window_name(seconds)
+                for tier in [*tiers, None]:
+                    ref = self.quality.reference_totals(signal, tier=tier)
+                    cur = self.quality.window(at, seconds, signal=signal, tier=tier)
+                    if ref.w <= 0 or at < self.start + c.quality.reference_days * DAY:
+                        continue
+                    r = test.test(cur, ref, tier=tier, signal=signal, window=w)
+                    results.append(r)
+                    if tier is not None and signal == "thumbs" and ref.rate > 0:
+                        out["mdd"].setdefault(tier, {})[f"{signal}/{w}"] = test.mdd(
+                            cur.n_eff, ref.rate, n_reference=ref.n_eff)
+            for tier in tiers:
+                mine = [r for r in results if r.tier == tier]
+                alarm = [r for r in mine if r.alarm]
+                kind = "support_contact_rise" if signal == "support_contact" \
+                    else "tier_quality_drop"
+                key = AlertKey(kind, self.router_id, tier, signal)
+                worst = max(alarm or mine, key=lambda r: r.drop if r.n_eff else -1.0,
+                            default=None)
+                if worst is None:
+                    continue
+                aggregate = [r for r in results if r.tier is None and r.window == worst.window]
+                masked = bool(aggregate) and tier in masked_tiers(aggregate[0], [worst])
+                stats = {"test": worst.to_dict(), "aggregate_hides_it": masked}
+                what = ("support contacts per request rose" if signal == "support_contact"
+                        else f"{signal} satisfaction dropped")
+                summary = (f"{tier} tier: {what} by {abs(worst.drop):.3f} "
+                           f"({worst.reference_rate:.3f} → {worst.current_rate:.3f}) over "
+                           f"{worst.window}" + ("; the aggregate hides it" if masked else ""))
+                self._transition(ev, key, bool(alarm), worst.window or "", summary, stats)
+        self._boundary(ev, at)
+        self._gap(ev, at)
+        self._starvation(ev, at, out)
+        return out
+
+    def _boundary_bands(self) -> list[int]:
+        if self.thresholds is None:
+            return []
+        lo = self.thresholds.cheap_above
+        hi = lo + self.config.quality.boundary_width
+        return [b for b in range(self.config.n_bands)
+                if self.band_edges[b + 1] > lo and self.band_edges[b] < hi]
+
+    def _boundary(self, ev: Evaluation, at: float) -> None:
+        c = self.config
+        if at < self.start + c.quality.reference_days * DAY:
+            return
+        bands = self._boundary_bands()
+        worst = None
+        for signal in ("support_contact", "shadow", "thumbs"):
+            test = self._drop_tests[signal]
+            for seconds in c.quality.windows:
+                cur, ref = Totals(), Totals()
+                for b in bands:
+                    cur = cur + self.quality.window(at, seconds, signal=signal,
+                                                    tier=c.cheap_tier, band=b)
+                    ref = ref + self.quality.reference_totals(signal, tier=c.cheap_tier, band=b)
+                if ref.w <= 0:
+                    continue
+                r = test.test(cur, ref, tier=c.cheap_tier, signal=signal,
+                              window=window_name(seconds))
+                if worst is None or (r.alarm, r.drop) > (worst.alarm, worst.drop):
+                    worst = r
+        if worst is None:
+            return
+        summary = (f"cheap tier degrades just above cheap_above: {worst.signal} "
+                   f"{worst.reference_rate:.3f} → {worst.current_rate:.3f} over {worst.window}")
+        self._transition(ev, AlertKey("boundary_degradation", self.router_id, c.cheap_tier),
+                         worst.alarm, worst.window or "", summary,
+                         {"test": worst.to_dict(), "bands": bands})
+
+    def _gap(self, ev: Evaluation, at: float) -> None:
+        c = self.config
+        seconds = max(c.quality.windows)
+        best = None
+        for signal in ("thumbs", "shadow", "review"):
+            cheap = self.inband.window(at, seconds, signal=signal, tier=c.cheap_tier)
+            capable = self.inband.window(at, seconds, signal=signal, tier=c.capable_tier)
+            if cheap.w <= 0 or capable.w <= 0:
+                continue
+            r = self._gap_test.test_gap(cheap, capable, window=window_name(seconds))
+            if best is None or (r.alarm, r.gap) > (best.alarm, best.gap):
+                best = r
+        if best is None:
+            return
+        summary = (f"in the uncertain band, cheap is {best.gap:.3f} below capable "
+                   f"(IPW, exploration traffic, {best.window})")
+        self._transition(ev, AlertKey("tier_quality_gap", self.router_id, c.cheap_tier),
+                         best.alarm, best.window or "", summary, best.to_dict())
+
+    def _starvation(self, ev: Evaluation, at: float, out: dict[str, Any]) -> None:
+        c = self.config
+        q = c.quality
+        if at < self.start + q.starvation_within_days * DAY:
+            return
+        day = int(at // DAY)
+        days = [d for d in range(day - 7, day) if d in self.routed_day]
+        if not days:
+            return
+        test = self._drop_tests["thumbs"]
+        for tier in (c.cheap_tier, c.capable_tier):
+            if not any(self.routed_day[d].get(tier) for d in days):
+                continue
+            per_day = sum(self.feedback_day.get(d, {}).get(tier, 0) for d in days) / len(days)
+            ref = self.quality.reference_totals("thumbs", tier=tier)
+            base = ref.rate if ref.w > 0 else 0.9
+            starving = test.starving(per_day, base, q.starvation_drop, q.starvation_within_days)
+            mdd = test.mdd(per_day * q.starvation_within_days, base)
+            out["mdd"].setdefault(tier, {})["feedback/7d"] = mdd
+            summary = (f"{tier} tier gets {per_day:.0f} feedback events/day: a drop of "
+                       f"{q.starvation_drop:.0%} would go unseen for {q.starvation_within_days:g}"
+                       f" days (detectable drop {mdd:.3f})")
+            self._transition(ev, AlertKey("feedback_starvation", self.router_id, tier),
+                             starving, "7d", summary,
+                             {"feedback_per_day": per_day, "base_rate": base,
+                              "minimum_detectable_drop": _finite(mdd)})
+
+    # -- money and policy ---------------------------------------------------------------
+    def _daily(self, at: float, table: dict[int, dict[str, Any]], tier: str) -> float:
+        day = int(at // DAY)
+        days = [d for d in range(day - 7, day) if d in self.routed_day]
+        return sum(table.get(d, {}).get(tier, 0) for d in days) / len(days) if days else 0.0
+
+    def _economics(self, at: float) -> TierEconomics | None:
+        c = self.config
+        per_day = self._daily(at, self.routed_day, c.cheap_tier)
+        if per_day <= 0:
+            return None
+        extra_bad = self._extra_rate(at, "thumbs")
+        extra_sup = self._extra_rate(at, "support_contact")
+        prices = c.prices
+        observed = {t: self._daily(at, self.cost_day, t) / max(self._daily(at, self.routed_day, t),
+                                                                 1e-9)
+                    for t in (c.cheap_tier, c.capable_tier)}
+        if all(v > 0 for v in observed.values()):  # what the router actually paid
+            prices = replace(prices, cheap_per_request=observed[c.cheap_tier],
+                             capable_per_request=observed[c.capable_tier])
+        return tier_economics(prices, requests_per_day=per_day, extra_bad_rate=extra_bad,
+                              extra_support_rate=extra_sup)
+
+    def _extra_rate(self, at: float, signal: str) -> tuple[float, float, float]:
+        """Cheap's bad rate minus capable's, per request, with a 95 % interval (7d window)."""
+        c = self.config
+        cheap = self.quality.window(at, 7 * DAY, signal=signal, tier=c.cheap_tier)
+        capable = self.quality.window(at, 7 * DAY, signal=signal, tier=c.capable_tier)
+        if cheap.w <= 0 or capable.w <= 0:
+            return (0.0, 0.0, 0.0)
+        diff = capable.rate - cheap.rate  # good-rate gap = extra bad rate of cheap
+        se = math.sqrt(max(cheap.variance, 0.0) + max(capable.variance, 0.0))
+        if signal == "thumbs":
+            # thumbs come from ~3 % of users: scale feedback bad-rate to every request
+            fb = (self._daily(at, self.feedback_day, c.cheap_tier)
+                  / max(self._daily(at, self.routed_day, c.cheap_tier), 1.0))
+            diff, se = diff * min(fb, 1.0), se * min(fb, 1.0)
+        return (diff, diff - 1.96 * se, diff + 1.96 * se)
+
+    def band_evidence(self, at: float) -> list[BandEvidence]:
+        """Per-band quality gap (capable − cheap) on support contacts, per routed request."""
+        c = self.config
+        seconds = 7 * DAY
+        capable_all = self.quality.window(at, seconds, signal="support_contact",
+                                          tier=c.capable_tier)
+        total = self.streams.get(("router", "score"))
+        live = total.hist.window(at, seconds).astype(float) if total else None
+        evidence = []
+        for b in range(c.n_bands):
+            cheap = self.quality.window(at, seconds, signal="support_contact",
+                                        tier=c.cheap_tier, band=b)
+            capable = self.quality.window(at, seconds, signal="support_contact",
+                                          tier=c.capable_tier, band=b)
+            if capable.n_eff < c.quality.min_effective_n:
+                capable = capable_all  # capable quality is flat in score; pool it
+            share = 0.0
+            if live is not None and live.sum() > 0 and self.bins is not None:
+                lo, hi = self.band_edges[b], self.band_edges[b + 1]
+                mids = self.bins.fine_edges
+                centre = (mids[:-1] + mids[1:]) / 2
+                share = float(live[(centre >= lo) & (centre < hi)].sum() / live.sum())
+            if cheap.w <= 0 or capable.w <= 0:
+                evidence.append(BandEvidence(float(self.band_edges[b]),
+                                             float(self.band_edges[b + 1]), None, None, None,
+                                             cheap.n_eff, share))
+                continue
+            gap = capable.rate - cheap.rate
+            se = math.sqrt(max(cheap.variance, 0.0) + max(capable.variance, 0.0))
+            z = 2.33  # one-sided 99 %: confidence before moving toward cheap
+            evidence.append(BandEvidence(float(self.band_edges[b]), float(self.band_edges[b + 1]),
+                                         gap, gap - z * se, gap + z * se, cheap.n_eff, share))
+        return evidence
+
+    def _recommend(self, at: float, now: float) -> dict[str, Any] | None:
+        assert self.thresholds is not None
+        if at < self.start + self.config.quality.reference_days * DAY / 2:
+            return None  # warming up: no band has a week of evidence yet
+        current = self.recommended or self.thresholds
+        drift_firing = self.alerts.any_firing(self.router_id, set(DRIFT_KINDS))
+        bands = self.band_evidence(at)
+        decision = self.policy.decide(current, bands, now=now, drift_firing=drift_firing)
+        refresh = (self.last_recommendation_ts is not None and
+                   now - self.last_recommendation_ts >= self.config.recommendation_ttl_s / 2)
+        if not decision.moved and not refresh:
+            return None
+        self.seq += 1
+        self.recommended = decision.thresholds
+        self.last_recommendation_ts = now
+        return {"seq": self.seq, "thresholds": decision.thresholds, "previous": current,
+                "reasons": decision.reasons, "target": decision.target,
+                "drift_firing": drift_firing,
+                "bands": [{"lo": b.lo, "hi": b.hi, "gap": _finite(b.gap),
+                           "gap_lo": _finite(b.gap_lo), "gap_hi": _finite(b.gap_hi),
+                           "n": b.n, "live_share": b.live_share} for b in bands],
+                "impact": self.expected_impact(at, current, decision.thresholds, bands)}
+
+    def expected_impact(self, at: float, old: Thresholds, new: Thresholds,
+                        bands: list[BandEvidence]) -> dict[str, float]:
+        """Cost per day and quality change of ``new`` vs ``old`` from the live histogram."""
+        c = self.config
+        volume = sum(self._daily(at, self.routed_day, t) for t in (c.cheap_tier,
+                                                                   c.capable_tier))
+        def cheap_share(th: Thresholds) -> float:
+            return sum(b.live_share * th.p_cheap((b.lo + b.hi) / 2) for b in bands)
+        s_old, s_new = cheap_share(old), cheap_share(new)
+        price = c.prices
+        def cost(share: float) -> float:
+            return volume * (share * price.cheap_per_request
+                             + (1 - share) * price.capable_per_request)
+        dq = -sum(b.live_share * (new.p_cheap((b.lo + b.hi) / 2) - old.p_cheap((b.lo + b.hi) / 2))
+                  * (b.gap or 0.0) for b in bands)
+        return {"cost_per_day_usd": cost(s_new), "cost_change_per_day_usd": cost(s_new) - cost(s_old),
+                "cheap_share": min(1.0, max(0.0, s_new)), "quality_change": dq,
+                "net_value_change_per_day_usd": -(cost(s_new) - cost(s_old))
+                + volume * dq * price.cost_per_support_contact}
+
+    # -- snapshot -----------------------------------------------------------------------
+    def _snapshot(self, now: float, drift: dict[str, StreamResult], quality: dict[str, Any],
+                  econ: TierEconomics | None) -> dict[str, Any]:
+        c = self.config
+        at = now - 1e-6
+        seconds = 7 * DAY
+        tiers: dict[str, Any] = {}
+        volume = {t: self._daily(at, self.routed_day, t) for t in (c.cheap_tier, c.capable_tier)}
+        total = sum(volume.values())
+        for tier in (c.cheap_tier, c.capable_tier):
+            sat = self.quality.window(at, seconds, signal="thumbs", tier=tier)
+            sup = self.quality.window(at, seconds, signal="support_contact", tier=tier)
+            sup_rate = None
+            if sup.w > 0:
+                lo, hi = sup.interval()
+                sup_rate = {"value": 1 - sup.rate, "lo": 1 - hi, "hi": 1 - lo, "n": sup.n_eff}
+            mdds = [v for v in quality["mdd"].get(tier, {}).values() if v is not None]
+            tiers[tier] = {"satisfaction": _rate(sat), "support_rate": sup_rate,
+                           "mdd": _finite(min(mdds)) if mdds else None,
+                           "share": volume[tier] / total if total else None}
+        drift_points = {}
+        for label, res in drift.items():
+            if label.startswith("signal:"):
+                continue
+            w = next((x for x in res.windows if x.window == "1d"), None) or res.worst
+            if w is not None:
+                drift_points[label] = {"psi": _finite(w.psi.effect), "ks": _finite(w.ks.effect),
+                                       "window": w.window}
+        def point(th: Thresholds | None) -> dict[str, float] | None:
+            return None if th is None else {"cheap_above": th.cheap_above,
+                                            "capable_below": th.capable_below,
+                                            "exploration_rate": th.exploration_rate}
+        return {
+            "ts": now,
+            "aggregate": _rate(self.quality.window(at, seconds, signal="thumbs")),
+            "tiers": tiers,
+            "drift": drift_points,
+            "recommended": point(self.recommended),
+            "applied": point(self.thresholds),
+            "economics": None if econ is None else {
+                "savings_per_day": econ.savings_per_day,
+                "hidden_cost_per_day": econ.hidden_cost_per_day,
+                "net_value_per_day": econ.net_value_per_day,
+                "cost_per_day": econ.cost_per_day},
+        }
+
+    def band_quality(self, now: float) -> dict[str, Any]:
+        """Satisfaction per score band per tier (7d), for the report."""
+        at = now - 1e-6
+        tiers: dict[str, list[Any]] = {}
+        for tier in (self.config.cheap_tier, self.config.capable_tier):
+            tiers[tier] = [_rate(self.quality.window(at, 7 * DAY, signal="thumbs", tier=tier,
+                                                     band=b))
+                           for b in range(self.config.n_bands)]
+        th = self.thresholds
+        return {"edges": [float(x) for x in self.band_edges], "tiers": tiers,
+                "thresholds": {"cheap_above": th.cheap_above, "capable_below": th.capable_below,
+                               "exploration_rate": th.exploration_rate} if th else
+                {"cheap_above": 1.0, "capable_below": 0.0, "exploration_rate": 0.0}}
+
+    def histogram(self, now: float, seconds: float = DAY) -> dict[str, Any] | None:
+        """Live vs baseline over coarse bins, for the report."""
+        stream = self.streams.get(("router", "score"))
+        if stream is None or self.bins is None:
+            return None
+        at = now - 1e-6
+        live = stream.hist.window(at, seconds).astype(float)
+        if live.sum() <= 0:
+            return None
+        splits = coarse_splits(self.bins.baseline_probs, 20)
+        base = np.add.reduceat(self.bins.baseline_probs, splits[:-1])
+        obs = np.add.reduceat(live / live.sum(), splits[:-1])
+        edges = self.bins.fine_edges[splits]
+        return {"ts": now, "edges": [float(e) for e in edges], "baseline": base.tolist(),
+                "live": obs.tolist()}
