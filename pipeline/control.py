@@ -258,3 +258,35 @@ class RoutingEventEmitter:
     def close(self) -> None:
         self.flush()
         self.producer.close()
+
+
+def watch(settings: Any, router_id: str, *, max_messages: int | None = None) -> int:
+    """``tierwatch control watch``: print every control message and whether it verifies."""
+    from pipeline.core.signing import parse_key
+
+    keyring = Keyring({settings.control_key_id: parse_key(settings.control_key)})
+    checker = ThresholdSubscriber(settings.bootstrap_servers, router_id, keyring, Bounds(),
+                                  Thresholds(cheap_above=1.0, capable_below=1.0),
+                                  topic=settings.topic("control"), accept_advisory=True)
+    consumer = KafkaConsumer(settings.topic("control"), bootstrap_servers=settings.bootstrap_servers,
+                             auto_offset_reset="earliest", enable_auto_commit=False,
+                             group_id=None)
+    seen = 0
+    try:
+        for m in consumer:
+            verdict = checker.offer(m.value)
+            try:
+                doc = orjson.loads(m.value)
+                what = (f"seq={doc.get('seq')} mode={doc.get('mode')} thresholds="
+                        f"{doc.get('thresholds')} reasons={doc.get('reasons', [])[:1]}")
+            except orjson.JSONDecodeError:
+                what = repr(m.value[:80])
+            print(f"offset {m.offset}: {verdict:<13} {what}", flush=True)
+            seen += 1
+            if max_messages is not None and seen >= max_messages:
+                break
+    except KeyboardInterrupt:
+        pass
+    finally:
+        consumer.close()
+    return 0

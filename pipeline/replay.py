@@ -25,6 +25,7 @@ from typing import IO, Any
 import orjson
 from prometheus_client import CollectorRegistry
 
+from pipeline.core.economics import Prices
 from pipeline.core.monitor import Monitor, MonitorConfig, Signer
 from pipeline.core.signing import Keyring, parse_key
 from pipeline.schemas import Alert, Baseline
@@ -96,10 +97,18 @@ def build_monitor(settings: Settings, config: MonitorConfig | None = None,
                   record: bool = False) -> Monitor:
     """The monitor of these settings, signing with the configured control key."""
     keyring = Keyring({settings.control_key_id: parse_key(settings.control_key)})
-    return Monitor(config or MonitorConfig(
+    return Monitor(config or monitor_config(settings),
+                   signer=Signer(keyring, settings.control_key_id, settings.control_mode),
+                   record=record)
+
+
+def monitor_config(settings: Settings) -> MonitorConfig:
+    """The monitor configuration these settings describe."""
+    return MonitorConfig(
         allowed_lateness_s=settings.allowed_lateness_s, eval_every_s=settings.eval_every_s,
-        false_alarms_per_30d=settings.false_alarms_per_30d, join_ttl_s=settings.join_ttl_s),
-        signer=Signer(keyring, settings.control_key_id, settings.control_mode), record=record)
+        false_alarms_per_30d=settings.false_alarms_per_30d, join_ttl_s=settings.join_ttl_s,
+        prices=Prices(cost_per_support_contact=settings.support_contact_cost_usd,
+                      cost_per_bad_outcome=settings.bad_outcome_cost_usd))
 
 
 class Replay:

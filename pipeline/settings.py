@@ -60,6 +60,10 @@ class Settings(BaseSettings):
     control_key: str = Field(
         "tierwatch-dev-key-change-me", min_length=16, description="HMAC key (hex or text)."
     )
+    support_contact_cost_usd: float = Field(
+        8.0, ge=0, description="What one support contact costs (for hidden cost).")
+    bad_outcome_cost_usd: float = Field(
+        0.0, ge=0, description="What one bad answer costs beyond its support contacts.")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("topic_prefix")

@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 
-from pipeline.core.join import UNJOINED_REASON, FeedbackJoin, JoinedFeedback
 from pipeline.core.alerts import SEVERITY
+from pipeline.core.join import UNJOINED_REASON, FeedbackJoin, JoinedFeedback
 from pipeline.core.router_state import MonitorConfig, RouterState, Transition
 from pipeline.core.sampling import ReviewSampler
 from pipeline.core.signing import Keyring
@@ -123,6 +123,7 @@ class Monitor:
         self.recommendations: dict[str, ThresholdRecommendation] = {}
         self.firing: dict[str, Alert] = {}
         self._pending: list[Output] = []
+        self.evaluations = 0
 
     # -- state ---------------------------------------------------------------------------
     def router(self, router_id: str, ts: float) -> RouterState:
@@ -251,6 +252,7 @@ class Monitor:
 
     def evaluate(self, now: float) -> None:
         """Evaluate every router at event time ``now``; queue the outputs."""
+        self.evaluations += 1
         for fb in self.join.expire(now):
             self._pending.append(Output("dlq", fb.request_id, Rejection(
                 "unjoined", f"request_id: {UNJOINED_REASON} ({self.config.join_ttl_s:g}s)",

@@ -470,6 +470,8 @@ class OutcomeCounts:
         self._ref: dict[Key, np.ndarray] = {}
         self._head: int | None = None
         self.n_late = 0
+        self._match_cache: dict[tuple[str, str | None, int | None], list[Key]] = {}
+        self._match_size = -1
 
     # ------------------------------------------------------------ internals
     def _bucket(self, ts: float) -> int:
@@ -614,11 +616,34 @@ class OutcomeCounts:
         hi = min(k_now, self._head)
         if hi < lo:
             return Totals()
-        idx = np.arange(lo, hi + 1) % self.n_buckets
+        keys = self._match_cached(signal, tier, band)
+        if not keys:
+            return Totals()
+        if hi - lo + 1 == self.n_buckets:
+            rows = slice(None)
+        else:
+            a, b = lo % self.n_buckets, hi % self.n_buckets
+            # a contiguous slice of the ring, or two: much cheaper than fancy indexing
+            rows = slice(a, b + 1) if a <= b else None
         total = np.zeros(6)
-        for k in self._match(self._rings, signal, tier, band):
-            total += self._rings[k][idx].sum(axis=0)
+        for k in keys:
+            ring = self._rings[k]
+            if rows is None:
+                total += ring[a:].sum(axis=0) + ring[: b + 1].sum(axis=0)
+            else:
+                total += ring[rows].sum(axis=0)
         return Totals.from_vector(total)
+
+    def _match_cached(self, signal: str, tier: str | None, band: int | None) -> list[Key]:
+        """Matching ring keys, cached until a new key appears."""
+        if self._match_size != len(self._rings):
+            self._match_cache.clear()
+            self._match_size = len(self._rings)
+        k = (signal, tier, band)
+        keys = self._match_cache.get(k)
+        if keys is None:
+            keys = self._match_cache[k] = self._match(self._rings, signal, tier, band)
+        return keys
 
     def reference_totals(
         self, signal: str, tier: str | None = None, band: int | None = None

@@ -113,7 +113,8 @@ class Policy:
         elif safe is not None and safe < current.cheap_above:
             target = safe
         exploration = current.exploration_rate
-        if drift_firing:
+        cooling = self.last_change is not None and now - self.last_change < c.cooldown_s
+        if drift_firing and not cooling:
             lo, hi = c.exploration_bounds
             exploration = min(hi, max(lo, current.exploration_rate * c.drift_exploration_factor))
             if exploration != current.exploration_rate:
@@ -154,7 +155,7 @@ class Policy:
                               exploration_rate=round(exploration, 6),
                               escalate_below=current.escalate_below)
         moved = proposed != current
-        if moved and proposed.cheap_above != current.cheap_above:
+        if moved:
             self.last_change = now
         return Decision(proposed, moved, reasons, target)
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.core.alerts import SEVERITY, AlertBook, AlertKey
+from pipeline.core.alerts import AlertBook, AlertKey
 from pipeline.core.baseline import quantile_bins
 from pipeline.core.detector import DriftConfig, DriftStream, StreamResult, window_name
 from pipeline.core.drift import calibrated_alpha
@@ -33,6 +33,7 @@ from pipeline.core.recommend import BandEvidence, Policy, PolicyConfig
 from pipeline.schemas import Baseline, Thresholds
 
 DAY = 86400.0
+Gauge = tuple[str, dict[str, str], float]
 DRIFT_KINDS = frozenset({"confidence_drift", "tier_confidence_drift", "signal_drift"})
 # Reasons whose tier does not follow the thresholds: they stay out of per-tier drift.
 OFF_POLICY = frozenset({"escalated", "fallback", "override"})
@@ -69,6 +70,7 @@ class MonitorConfig:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     prices: Prices = field(default_factory=Prices)
     recommend: bool = True
+    policy_every_s: float = 6 * 3600.0
     recommendation_ttl_s: float = 7 * DAY
     review_quota_per_day: float = 50.0
     review_seed: str = "tierwatch"
@@ -135,6 +137,7 @@ class RouterState:
         self.cost_day: dict[int, dict[str, float]] = {}
         self.feedback_day: dict[int, dict[str, int]] = {}
         self.last_snapshot: dict[str, Any] = {}
+        self.gauges: list[Gauge] = []
         self._drift_alpha = 1e-6
         self._drop_tests: dict[str, SequentialDropTest] = {}
         self._configure_quality_tests()
@@ -264,10 +267,12 @@ class RouterState:
                                           self.config.cheap_tier), trap, "7d",
                              f"hidden cost ${econ.hidden_cost_per_day:,.0f}/day exceeds savings "
                              f"${econ.savings_per_day:,.0f}/day", econ.to_dict())
-        if self.config.recommend and self.thresholds is not None:
+        if (self.config.recommend and self.thresholds is not None
+                and now % self.config.policy_every_s < self.config.eval_every_s):
             ev.recommendation = self._recommend(at, now)
         ev.snapshot = self._snapshot(now, drift, quality, econ)
         self.last_snapshot = ev.snapshot
+        self.gauges = self._gauges(at, drift, quality, econ)
         return ev
 
     def _transition(self, ev: Evaluation, key: AlertKey, condition: bool, window: str,
@@ -540,6 +545,59 @@ class RouterState:
                 "cheap_share": min(1.0, max(0.0, s_new)), "quality_change": dq,
                 "net_value_change_per_day_usd": -(cost(s_new) - cost(s_old))
                 + volume * dq * price.cost_per_support_contact}
+
+    # -- metrics ------------------------------------------------------------------------
+    def _gauges(self, at: float, drift: dict[str, StreamResult], quality: dict[str, Any],
+                econ: TierEconomics | None) -> list[Gauge]:
+        """Every gauge sample of this evaluation, named as in ``deploy/metrics.md``."""
+        c = self.config
+        r = self.router_id
+        out: list[Gauge] = []
+        for label, res in drift.items():
+            tier, signal = ("all", label[7:]) if label.startswith("signal:") else (
+                "all" if label == "router" else label, "score")
+            for w in res.windows:
+                labels = {"router_id": r, "tier": tier, "window": w.window, "signal": signal}
+                out += [("drift_psi", labels, w.psi.effect), ("drift_ks", labels, w.ks.effect)]
+        tiers: list[tuple[str, str | None]] = [(t, t) for t in (c.cheap_tier, c.capable_tier)]
+        for seconds in c.quality.windows:
+            w = window_name(seconds)
+            for name, tier in [*tiers, ("all", None)]:
+                for signal in FEEDBACK_SIGNALS:
+                    t = self.quality.window(at, seconds, signal=signal, tier=tier)
+                    if t.w <= 0:
+                        continue
+                    lo, hi = t.interval()
+                    for bound, v in (("estimate", t.rate), ("lower", lo), ("upper", hi)):
+                        out.append(("satisfaction_ratio", {"router_id": r, "tier": name,
+                                    "window": w, "signal": signal, "bound": bound}, v))
+                sup = self.quality.window(at, seconds, signal="support_contact", tier=tier)
+                if sup.w > 0:
+                    out.append(("support_contact_ratio",
+                                {"router_id": r, "tier": name, "window": w}, 1 - sup.rate))
+        for tier, per in quality["mdd"].items():
+            for key, v in per.items():
+                signal, w = key.split("/")
+                if v is not None and math.isfinite(v):
+                    out.append(("minimum_detectable_drop_ratio",
+                                {"router_id": r, "tier": tier, "window": w, "signal": signal}, v))
+        for source, th in (("recommended", self.recommended), ("applied", self.thresholds)):
+            if th is not None:
+                for name in ("cheap_above", "capable_below", "exploration_rate"):
+                    out.append(("threshold", {"router_id": r, "name": name, "source": source},
+                                getattr(th, name)))
+        if econ is not None:
+            for quantity, v in (("cost", econ.cost_per_day),
+                                ("all_capable_cost", econ.all_capable_cost_per_day),
+                                ("savings", econ.savings_per_day),
+                                ("hidden_cost", econ.hidden_cost_per_day),
+                                ("net_value", econ.net_value_per_day)):
+                out.append(("economics_usd_per_day",
+                            {"router_id": r, "tier": c.cheap_tier, "quantity": quantity}, v))
+        pending = (self.recommended is not None and self.thresholds is not None
+                   and self.recommended.key != self.thresholds.key)
+        out.append(("recommendation_pending", {"router_id": r}, float(pending)))
+        return [g for g in out if math.isfinite(g[2])]
 
     # -- snapshot -----------------------------------------------------------------------
     def _snapshot(self, now: float, drift: dict[str, StreamResult], quality: dict[str, Any],

@@ -12,10 +12,12 @@ import logging
 from dataclasses import dataclass
 
 import faust
+from faust.types import TP
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from pipeline.core.monitor import Monitor, MonitorConfig
+from pipeline.core.monitor import Monitor
+from pipeline.replay import build_monitor
 from pipeline.settings import Settings
 from pipeline.stream.metrics import WorkerMetrics
 from pipeline.stream.processor import InMessage, OutMessage, Processor
@@ -35,17 +37,12 @@ class Worker:
     registry: CollectorRegistry
 
 
-def monitor_config(settings: Settings) -> MonitorConfig:
-    return MonitorConfig(allowed_lateness_s=settings.allowed_lateness_s,
-                         eval_every_s=settings.eval_every_s)
-
-
 def build_worker(settings: Settings, *, registry: CollectorRegistry | None = None,
                  monitor: Monitor | None = None) -> Worker:
     """Wire a faust app around one :class:`Processor`."""
     registry = registry if registry is not None else CollectorRegistry()
     metrics = WorkerMetrics(registry)
-    processor = Processor(settings, monitor or Monitor(monitor_config(settings)), metrics)
+    processor = Processor(settings, monitor or build_monitor(settings), metrics)
     app = faust.App(
         settings.app_id,
         broker=[f"kafka://{h.strip()}" for h in settings.bootstrap_servers.split(",")],
@@ -78,6 +75,18 @@ def build_worker(settings: Settings, *, registry: CollectorRegistry | None = Non
                     msg.topic, msg.partition, msg.offset, msg.key, msg.value)))
             out.extend(processor.flush())
             await publish(out)
+            record_lag(events)
+
+    def record_lag(events: list[faust.EventT]) -> None:
+        last: dict[tuple[str, int], int] = {}
+        for event in events:
+            m = event.message
+            last[(m.topic, m.partition)] = max(last.get((m.topic, m.partition), -1), m.offset)
+        for (topic, partition), offset in last.items():
+            highwater = app.consumer.highwater(TP(topic, partition))
+            if highwater is not None:
+                metrics.consumer_lag.labels(by_name[topic], str(partition)).set(
+                    max(0, highwater - offset - 1))
 
     app.agent(source, name="tierwatch.ingest", concurrency=1)(ingest)
 

@@ -7,13 +7,14 @@ set is a memory leak in every Prometheus server that scrapes us.
 
 from __future__ import annotations
 
+import time
 from collections import Counter as Tally
 from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from pipeline.core.monitor import Output
-from pipeline.schemas import Alert, Baseline, DeadLetter, FeedbackEvent, RoutingEvent
+from pipeline.core.monitor import Monitor, Output
+from pipeline.schemas import Baseline, DeadLetter, FeedbackEvent, RoutingEvent
 
 OTHER = "other"
 
@@ -76,12 +77,70 @@ class WorkerMetrics:
         self.alerts_firing = Gauge(
             "tierwatch_alert_firing", "1 while a tierwatch alert fires, by kind, router, tier.",
             ["kind", "router_id", "tier"], registry=registry)
+        self.gauges: dict[str, Gauge] = {}
+        where = ["router_id", "tier", "window", "signal"]
+        self._gauge("drift_psi", "PSI of the window against the baseline.", where)
+        self._gauge("drift_ks", "KS distance of the window against the baseline.", where)
+        self._gauge("satisfaction_ratio", "Share of good outcomes, with its interval bounds.",
+                    [*where, "bound"])
+        self._gauge("support_contact_ratio", "Support contacts per routed request.",
+                    ["router_id", "tier", "window"])
+        self._gauge("minimum_detectable_drop_ratio", "Smallest satisfaction drop the window's "
+                    "feedback can detect.", where)
+        self._gauge("threshold", "Thresholds as recommended and as applied.",
+                    ["router_id", "name", "source"])
+        self._gauge("recommendation_pending", "1 while the recommendation differs from the "
+                    "applied thresholds.", ["router_id"])
+        self._gauge("economics_usd_per_day", "Cost, savings, hidden cost and net value per day.",
+                    ["router_id", "tier", "quantity"])
+        self.control_seq = Gauge("tierwatch_control_seq", "seq of the last recommendation.",
+                                 ["router_id"], registry=registry)
+        self.control_published = Gauge(
+            "tierwatch_control_published_timestamp_seconds",
+            "Wall time of the last message published on the control topic.", ["router_id"],
+            registry=registry)
+        self.last_event = Gauge(
+            "tierwatch_last_event_timestamp_seconds",
+            "Wall time at which the router's last routing event was taken.", ["router_id"],
+            registry=registry)
+        self.watermark = Gauge("tierwatch_watermark_timestamp_seconds",
+                               "Event-time watermark: the largest event time accepted.",
+                               registry=registry)
+        self.consumer_lag = Gauge("tierwatch_consumer_lag_messages",
+                                  "Messages not yet consumed, by input topic and partition.",
+                                  ["topic", "partition"], registry=registry)
+
+    def _gauge(self, name: str, doc: str, labels: list[str]) -> None:
+        self.gauges[name] = Gauge(f"tierwatch_{name}", doc, labels, registry=self.registry)
+
+    def update_from(self, monitor: Monitor) -> None:
+        """Set every evaluation gauge from the monitor's latest evaluation."""
+        if monitor.watermark is not None:
+            self.watermark.set(monitor.watermark)
+        firing: dict[tuple[str, str, str], bool] = {}
+        for router_id, state in monitor.routers.items():
+            router = self.router(router_id)
+            for name, labels, value in state.gauges:
+                labels = {**labels, "router_id": router}
+                self.gauges[name].labels(**labels).set(value)
+            for key, st in state.alerts.states.items():
+                k = (key.kind, router, key.tier or "")
+                firing[k] = firing.get(k, False) or st.firing
+        for (kind, router, tier), on in firing.items():
+            self.alerts_firing.labels(kind, router, tier).set(1.0 if on else 0.0)
+        for router_id, rec in monitor.recommendations.items():
+            self.control_seq.labels(self.router(router_id)).set(rec.seq)
+
+    def published_control(self, router_id: str) -> None:
+        self.control_published.labels(self.router(router_id)).set(time.time())
 
     def observed_routing(self, events: Sequence[RoutingEvent]) -> None:
         """Count a batch of valid routing events (one increment per label set)."""
         self.events.labels("routing", "valid").inc(len(events))
+        now = time.time()
         for (router_id, tier), n in Tally((e.router_id, e.tier) for e in events).items():
             router = self.router(router_id)
+            self.last_event.labels(router).set(now)
             capped = self.tier(f"{router}/{tier}").split("/", 1)[-1]
             self.routed.labels(router, capped).inc(n)
 
@@ -97,10 +156,8 @@ class WorkerMetrics:
 
     def published(self, o: Output) -> None:
         self.outputs.labels(o.topic).inc()
-        if isinstance(o.payload, Alert):
-            a = o.payload
-            self.alerts_firing.labels(a.kind, self.router(a.router_id), a.tier or "").set(
-                1.0 if a.state == "firing" else 0.0)
+        if o.topic == "control":
+            self.published_control(o.key)
 
     def baseline_info(self, b: Baseline) -> None:
         router = self.router(b.router_id)

@@ -75,6 +75,7 @@ class Processor:
         self.monitor = monitor
         self.metrics = metrics
         self.clock = clock
+        self._evaluations_seen = 0
 
     def handle(self, kind: str, msg: InMessage) -> list[OutMessage]:
         started = time.perf_counter()
@@ -130,7 +131,11 @@ class Processor:
 
     def flush(self) -> list[OutMessage]:
         """Outputs of evaluations that are due; call after each batch."""
-        return [self._output(None, o) for o in self.monitor.drain()]
+        out = [self._output(None, o) for o in self.monitor.drain()]
+        if self.monitor.evaluations != self._evaluations_seen:
+            self._evaluations_seen = self.monitor.evaluations
+            self.metrics.update_from(self.monitor)
+        return out
 
     def _output(self, msg: InMessage | None, o: Output) -> OutMessage:
         if o.topic == "dlq":

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import subprocess
-import random
 import time
 import uuid
 from collections import Counter
