@@ -63,7 +63,7 @@ def cmd_simulate(ns: argparse.Namespace, settings: Settings) -> int:
 
         return stream_simulation(settings, ns.scenario, days=ns.days, rate=ns.rate,
                                  seed=ns.seed, speedup=ns.speedup)
-    routing, feedback, _, truth = simulate(ns.scenario, Path(ns.out), days=ns.days,
+    routing, feedback, _, _ = simulate(ns.scenario, Path(ns.out), days=ns.days,
                                            rate=ns.rate, seed=ns.seed, gzip=ns.gzip)
     print(f"wrote {routing}, {feedback}, baseline.json, truth.json in {ns.out}")
     return 0

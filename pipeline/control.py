@@ -268,7 +268,8 @@ def watch(settings: Any, router_id: str, *, max_messages: int | None = None) -> 
     checker = ThresholdSubscriber(settings.bootstrap_servers, router_id, keyring, Bounds(),
                                   Thresholds(cheap_above=1.0, capable_below=1.0),
                                   topic=settings.topic("control"), accept_advisory=True)
-    consumer = KafkaConsumer(settings.topic("control"), bootstrap_servers=settings.bootstrap_servers,
+    consumer = KafkaConsumer(settings.topic("control"),
+                             bootstrap_servers=settings.bootstrap_servers,
                              auto_offset_reset="earliest", enable_auto_commit=False,
                              group_id=None)
     seen = 0

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import orjson
 from prometheus_client import CollectorRegistry
@@ -40,7 +40,9 @@ BATCH = 512
 
 
 def _open(path: Path) -> IO[bytes]:
-    return gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")
+    if path.suffix == ".gz":
+        return cast(IO[bytes], gzip.open(path, "rb"))
+    return path.open("rb")
 
 
 def read_lines(path: Path) -> Iterator[bytes]:
@@ -133,7 +135,8 @@ class Replay:
         sources = {"routing": routing}
         if feedback is not None:
             sources["feedback"] = feedback
-        files = {k: (self.out_dir / name).open("wb") for k, name in OUTPUT_FILES.items()}
+        files: dict[str, IO[bytes]] = {k: (self.out_dir / name).open("wb")
+                                       for k, name in OUTPUT_FILES.items()}
         bar = _progress(progress)
         started = time.perf_counter()
         try:
@@ -151,10 +154,8 @@ class Replay:
                 out += self.processor.flush()
                 self._write(files, out, on_output)
 
-            n = 0
-            for _, kind, line_no, line in merged(sources):
+            for n, (_, kind, line_no, line) in enumerate(merged(sources), start=1):
                 pending[kind].append((line_no, line))
-                n += 1
                 if n % BATCH == 0:
                     flush()
             flush()

@@ -167,7 +167,9 @@ class DriftStream:
         if not counts:
             return probs, n
         total = sum(counts.values())
-        expected = sum((c / total) * self._truncated(th) for th, c in counts.items())
+        expected = np.zeros_like(probs)
+        for th, count in counts.items():
+            expected += (count / total) * self._truncated(th)
         if n is None:
             return expected, None
         mass = min(self._mass(th) for th in counts)

@@ -619,12 +619,11 @@ class OutcomeCounts:
         keys = self._match_cached(signal, tier, band)
         if not keys:
             return Totals()
+        a, b = lo % self.n_buckets, hi % self.n_buckets
+        # a contiguous slice of the ring, or two (None): much cheaper than fancy indexing
+        rows: slice | None = slice(a, b + 1) if a <= b else None
         if hi - lo + 1 == self.n_buckets:
             rows = slice(None)
-        else:
-            a, b = lo % self.n_buckets, hi % self.n_buckets
-            # a contiguous slice of the ring, or two: much cheaper than fancy indexing
-            rows = slice(a, b + 1) if a <= b else None
         total = np.zeros(6)
         for k in keys:
             ring = self._rings[k]

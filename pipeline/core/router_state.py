@@ -554,11 +554,11 @@ class RouterState:
         r = self.router_id
         out: list[Gauge] = []
         for label, res in drift.items():
-            tier, signal = ("all", label[7:]) if label.startswith("signal:") else (
+            who, signal = ("all", label[7:]) if label.startswith("signal:") else (
                 "all" if label == "router" else label, "score")
-            for w in res.windows:
-                labels = {"router_id": r, "tier": tier, "window": w.window, "signal": signal}
-                out += [("drift_psi", labels, w.psi.effect), ("drift_ks", labels, w.ks.effect)]
+            for wr in res.windows:
+                labels = {"router_id": r, "tier": who, "window": wr.window, "signal": signal}
+                out += [("drift_psi", labels, wr.psi.effect), ("drift_ks", labels, wr.ks.effect)]
         tiers: list[tuple[str, str | None]] = [(t, t) for t in (c.cheap_tier, c.capable_tier)]
         for seconds in c.quality.windows:
             w = window_name(seconds)
@@ -575,12 +575,12 @@ class RouterState:
                 if sup.w > 0:
                     out.append(("support_contact_ratio",
                                 {"router_id": r, "tier": name, "window": w}, 1 - sup.rate))
-        for tier, per in quality["mdd"].items():
+        for tier_name, per in quality["mdd"].items():
             for key, v in per.items():
                 signal, w = key.split("/")
                 if v is not None and math.isfinite(v):
-                    out.append(("minimum_detectable_drop_ratio",
-                                {"router_id": r, "tier": tier, "window": w, "signal": signal}, v))
+                    out.append(("minimum_detectable_drop_ratio", {"router_id": r,
+                                "tier": tier_name, "window": w, "signal": signal}, v))
         for source, th in (("recommended", self.recommended), ("applied", self.thresholds)):
             if th is not None:
                 for name in ("cheap_above", "capable_below", "exploration_rate"):

@@ -41,6 +41,7 @@ def build_worker(settings: Settings, *, registry: CollectorRegistry | None = Non
                  monitor: Monitor | None = None) -> Worker:
     """Wire a faust app around one :class:`Processor`."""
     registry = registry if registry is not None else CollectorRegistry()
+    scrape: CollectorRegistry = registry
     metrics = WorkerMetrics(registry)
     processor = Processor(settings, monitor or build_monitor(settings), metrics)
     app = faust.App(
@@ -66,7 +67,10 @@ def build_worker(settings: Settings, *, registry: CollectorRegistry | None = Non
             await sinks[m.topic].send(key=m.key, value=m.value)
 
     async def ingest(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(settings.batch_size, settings.batch_within_s):
+        # take_events exists on faust's Stream but not on its StreamT protocol
+        batches = stream.take_events(  # type: ignore[attr-defined]
+            settings.batch_size, settings.batch_within_s)
+        async for events in batches:
             out: list[OutMessage] = []
             for event in events:
                 msg = event.message
@@ -94,7 +98,7 @@ def build_worker(settings: Settings, *, registry: CollectorRegistry | None = Non
         async def get(self, request: Request) -> Response:
             # aiohttp wants the charset apart from the media type
             media_type = CONTENT_TYPE_LATEST.split(";")[0]
-            return self.bytes(generate_latest(registry), content_type=media_type)
+            return self.bytes(generate_latest(scrape), content_type=media_type)
 
     class StatusView(View):
         async def get(self, request: Request) -> Response:

@@ -7,11 +7,13 @@ decode → dead-letter → core → publish path is the same everywhere.
 from __future__ import annotations
 
 import base64
+import contextlib
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Literal
 
 import orjson
 from pydantic import BaseModel, ValidationError
@@ -53,7 +55,7 @@ def encode(model: BaseModel) -> bytes:
                         option=orjson.OPT_SORT_KEYS)
 
 
-def _payload_text(raw: bytes) -> tuple[str, str]:
+def _payload_text(raw: bytes) -> tuple[str, Literal["utf-8", "base64"]]:
     try:
         return raw.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
@@ -84,7 +86,8 @@ class Processor:
             out = self._baseline(msg, raw)
         else:
             model = RoutingEvent if kind == "routing" else FeedbackEvent
-            events, rejections = decode_events(
+            events: list[RoutingEvent] | list[FeedbackEvent]
+            events, rejections = decode_events(  # type: ignore[assignment]
                 raw, model, max_event_bytes=self.settings.max_event_bytes,
                 max_message_bytes=self.settings.max_message_bytes)
             out = [self._dead_letter(msg, r, raw) for r in rejections]
@@ -153,12 +156,9 @@ class Processor:
 
     def _dead_letter(self, msg: InMessage | None, r: Rejection, raw: bytes) -> OutMessage:
         if r.index is not None:
-            try:
+            with contextlib.suppress(orjson.JSONDecodeError, IndexError, TypeError):
                 raw = orjson.dumps(orjson.loads(raw)[r.index])
-            except (orjson.JSONDecodeError, IndexError, TypeError):
-                pass
         text, encoding = _payload_text(raw)
-        encoding = "base64" if encoding == "base64" else "utf-8"
         record = DeadLetter(
             topic=msg.topic if msg else "", partition=msg.partition if msg else None,
             offset=msg.offset if msg else None, index=r.index,

@@ -44,9 +44,9 @@ def running_worker(env: dict[str, str], log_path: Path,
             try:
                 http_get(base + "/metrics", timeout=1)
                 break
-            except OSError:
+            except OSError as err:
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"worker not ready: {log_path.read_text()[-3000:]}")
+                    raise RuntimeError(f"worker not ready: {log_path.read_text()[-3000:]}") from err
                 time.sleep(0.3)
         yield proc, base
     finally:
