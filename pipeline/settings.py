@@ -46,8 +46,8 @@ class Settings(BaseSettings):
     allowed_lateness_s: float = Field(
         7 * 86400, ge=0, description="Event-time lateness accepted before the DLQ."
     )
-    max_future_s: float = Field(300, ge=0, description="How far ahead of the watermark an "
-                                "event may be before it is dead-lettered as from the future.")
+    max_future_s: float = Field(300, ge=0, description="How far ahead of wall time an event "
+                                "may be before it is dead-lettered as from the future.")
     join_ttl_s: float = Field(30 * 86400, gt=0, description="Feedback↔routing join TTL.")
     eval_every_s: float = Field(3600, gt=0, description="Event-time evaluation cadence.")
     false_alarms_per_30d: float = Field(

@@ -322,6 +322,7 @@ class Monitor:
             r["firing"] = [a.model_dump(mode="json") for a in self.firing.values()
                            if a.router_id == router]
         return {"watermark": self.watermark, "duplicates": self.counts.duplicates,
+                "baselines": {r: b.version for r, b in sorted(self.baselines.items())},
                 "join": self.join.stats, "routers": routers}
 
 
