@@ -104,8 +104,18 @@ def build_worker(settings: Settings, *, registry: CollectorRegistry | None = Non
         async def get(self, request: Request) -> Response:
             return self.json(processor.monitor.status())
 
+    class RouterView(View):
+        async def get(self, request: Request, router_id: str) -> Response:
+            status = processor.monitor.status()
+            router = status["routers"].get(router_id)
+            if router is None:
+                return self.json({"error": f"unknown router {router_id!r}"}, status=404)
+            return self.json({"router_id": router_id, "watermark": status["watermark"],
+                              **router})
+
     app.page("/metrics")(MetricsView)
     app.page("/status")(StatusView)
+    app.page("/routers/{router_id}")(RouterView)
     return Worker(app, processor, metrics, registry)
 
 
