@@ -135,12 +135,19 @@ class DriftStream:
         if self.tier is not None:
             if thresholds is None:
                 raise ValueError("a tier stream needs the thresholds of every event")
-            buckets = np.floor(t / self.config.bucket_seconds).astype(np.int64)
-            for b, key, is_late in zip(buckets.tolist(), thresholds, late.tolist(),
-                                       strict=True):
-                if not is_late:
-                    per = self.mix.setdefault(b, {})
-                    per[key] = per.get(key, 0) + 1
+            if len(thresholds) != t.size:
+                raise ValueError("need one thresholds key per event")
+            buckets = np.floor(t / self.config.bucket_seconds).astype(np.int64)[~late]
+            keys = [k for k, is_late in zip(thresholds, late.tolist(), strict=True)
+                    if not is_late]
+            distinct = sorted(set(keys))  # a batch sees one or two policies, not thousands
+            code = {k: i for i, k in enumerate(distinct)}
+            codes = np.fromiter((code[k] for k in keys), np.int64, len(keys))
+            pairs, counts = np.unique(buckets * len(distinct) + codes, return_counts=True)
+            for pair, n in zip(pairs.tolist(), counts.tolist(), strict=True):
+                b, i = divmod(pair, len(distinct))
+                per = self.mix.setdefault(b, {})
+                per[distinct[i]] = per.get(distinct[i], 0) + n
             self._evict()
         return late
 

@@ -15,7 +15,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     """A GitHub markdown table (cells are ``str()``-ed; ``|`` inside a cell is escaped)."""
 
     def cell(x: object) -> str:
@@ -46,3 +46,9 @@ def write_report(bench_dir: Path) -> Callable[[str, str], Path]:
         return path
 
     return write
+
+
+@pytest.fixture(scope="session")
+def markdown_table() -> Callable[[Sequence[str], Sequence[Sequence[object]]], str]:
+    """The markdown table formatter (a fixture: benchmark modules do not import conftest)."""
+    return _markdown_table

@@ -1,0 +1,43 @@
+"""Drift streams: the thresholds mix is counted exactly, and a threshold move is not drift."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline.core.detector import DriftConfig, DriftStream
+from pipeline.core.drift import Thresholds
+from pipeline.core.histogram import QuantileBins
+
+BINS = QuantileBins.from_sample(np.random.default_rng(0).beta(2, 2, 20_000), n_bins=40)
+KEYS = [(0.6, 0.5, 0.1), (0.7, 0.6, 0.1), (0.8, 0.7, 0.2)]
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(st.floats(0, 3 * 86400), st.floats(0, 1), st.sampled_from(KEYS)),
+                min_size=1, max_size=300))
+def test_mix_counts_equal_a_direct_count(rows: list[tuple[float, float, tuple[float, ...]]]) -> None:
+    rows.sort()
+    s = DriftStream(BINS, DriftConfig(alpha=1e-6), tier="cheap")
+    ts = np.array([r[0] for r in rows])
+    s.update_many(ts, np.array([r[1] for r in rows]), [r[2] for r in rows])  # type: ignore[misc]
+    direct = Counter((int(t // 3600), k) for t, _, k in rows)
+    got = Counter({(b, k): n for b, per in s.mix.items() for k, n in per.items()})
+    assert got == direct
+
+
+def test_moving_the_threshold_is_not_drift() -> None:
+    rng = np.random.default_rng(5)
+    s = DriftStream(BINS, DriftConfig(alpha=1e-4), tier="cheap")
+    for day, th in enumerate([Thresholds(0.6, 0.5, 0.1), Thresholds(0.75, 0.65, 0.1)]):
+        scores = rng.beta(2, 2, 40_000)
+        p = th.p_cheap(scores)
+        cheap = scores[rng.random(scores.size) < p]
+        ts = np.sort(rng.uniform(day * 86400, (day + 1) * 86400, cheap.size))
+        s.update_many(ts, cheap, [(th.cheap_above, th.capable_below, th.exploration_rate)]
+                      * cheap.size)
+    result = s.evaluate(2 * 86400 - 1)
+    assert result.windows and not result.alarm, result.statistics()
