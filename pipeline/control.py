@@ -4,7 +4,9 @@ A router trusts nobody who can write to Kafka. :class:`ThresholdSubscriber` appl
 recommendation only when it is signed by a known key, newer than the last one applied,
 not expired, meant for this router, inside the owner's bounds and in ``enforce`` mode
 (unless told to accept advisories). On expiry or lost contact it falls back to safe
-thresholds that favour the capable tier.
+thresholds that favour the capable tier. Contact means a broker round trip that
+succeeded: an empty poll proves nothing, since kafka-python's ``poll`` returns empty
+while the broker is down.
 
 >>> decide(0.9, Thresholds(cheap_above=0.7, capable_below=0.5, exploration_rate=0.1), u=0.5)
 Decision(tier='cheap', route_reason='confident_cheap', propensity=1.0)
@@ -26,6 +28,7 @@ from typing import Any
 
 import orjson
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaError
 from pydantic import ValidationError
 
 from pipeline.core.signing import Keyring
@@ -81,21 +84,32 @@ class ThresholdSubscriber:
     accept_advisory
         Apply ``advisory`` messages too (default: only ``enforce``).
     contact_timeout_s
-        Fall back when no poll has succeeded for this long.
+        Fall back when no broker round trip has succeeded for this long.
+    clock
+        Seconds since the epoch: expiry and contact are judged by it.
+
+    Rejections are counted by reason in ``rejections``: ``malformed``,
+    ``other_router``, ``unknown_key``, ``bad_signature``, ``replay``, ``expired``,
+    ``out_of_bounds`` and ``advisory``.
     """
 
     def __init__(self, bootstrap: str, router_id: str, keyring: Keyring, bounds: Bounds,
                  fallback: Thresholds, *, topic: str = "tierwatch.control",
                  accept_advisory: bool = False, contact_timeout_s: float = 300.0,
                  clock: Callable[[], float] = time.time) -> None:
+        if not contact_timeout_s > 0:
+            raise ValueError("contact_timeout_s must be > 0")
         self.bootstrap, self.router_id, self.topic = bootstrap, router_id, topic
         self.keyring, self.bounds, self.fallback = keyring, bounds, fallback
         self.accept_advisory = accept_advisory
         self.contact_timeout_s = contact_timeout_s
+        # probe the broker often enough that one lost probe never looks like lost contact
+        self.probe_every_s = min(5.0, contact_timeout_s / 3)
         self.clock = clock
         self.rejections: Counter[str] = Counter()
         self.applied: ThresholdRecommendation | None = None
         self.last_contact: float | None = None
+        self._positions: dict[int, int] = {}  # partition → next offset, kept across reconnects
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -123,7 +137,11 @@ class ThresholdSubscriber:
             return "other_router"
         if rec.key_id not in self.keyring:
             return "unknown_key"
-        if not self.keyring.verify(rec.key_id, doc, rec.signature):
+        # The signed body is the parsed model's canonical JSON, as the signer computed it:
+        # how a producer formatted the bytes can neither break a valid message nor pass a
+        # forged one (every field the model holds is covered).
+        signed = rec.model_dump(mode="json", exclude_none=True)
+        if not self.keyring.verify(rec.key_id, signed, rec.signature):
             return "bad_signature"
         with self._lock:
             if self.applied is not None and rec.seq <= self.applied.seq:
@@ -137,8 +155,16 @@ class ThresholdSubscriber:
             self.applied = rec
         return "applied"
 
+    def mark_contact(self) -> None:
+        """Record a successful round trip with the control topic (the consumer calls it;
+        offline drivers, e.g. a closed-loop simulation, call it themselves)."""
+        now = self.clock()
+        with self._lock:
+            self.last_contact = now
+
     def current(self) -> Thresholds:
-        """The thresholds to route with now."""
+        """The thresholds to route with now: the applied recommendation while it is valid
+        and the control topic is in contact, else the fallback."""
         now = self.clock()
         with self._lock:
             rec, contact = self.applied, self.last_contact
@@ -147,6 +173,12 @@ class ThresholdSubscriber:
         if contact is None or now - contact > self.contact_timeout_s:
             return self.fallback
         return rec.thresholds
+
+    @property
+    def in_contact(self) -> bool:
+        """Whether a broker round trip succeeded within ``contact_timeout_s``."""
+        contact = self.last_contact
+        return contact is not None and self.clock() - contact <= self.contact_timeout_s
 
     # -- the consumer ---------------------------------------------------------------------
     def start(self, wait_caught_up: float = 30.0) -> ThresholdSubscriber:
@@ -172,6 +204,9 @@ class ThresholdSubscriber:
         while not self._stop.is_set():
             try:
                 self._consume()
+            except KafkaError as exc:  # broker unreachable: retry, contact ages meanwhile
+                log.warning("control consumer for %s: %s; retrying", self.router_id, exc)
+                self._stop.wait(1.0)
             except Exception:  # a broken broker must not kill the router's thread
                 log.exception("control consumer failed; retrying")
                 self._stop.wait(1.0)
@@ -181,26 +216,55 @@ class ThresholdSubscriber:
         consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False,
                                  group_id=None, client_id=f"tierwatch-sub-{uuid.uuid4().hex[:6]}")
         try:
-            parts = consumer.partitions_for_topic(self.topic) or set()
+            parts = consumer.partitions_for_topic(self.topic)
+            if not parts:
+                # no topic, no history: nothing to catch up on; look again shortly
+                log.warning("control topic %s not found; waiting", self.topic)
+                self._caught_up.set()
+                self._stop.wait(2.0)
+                return
             tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
             consumer.assign(tps)
-            consumer.seek_to_beginning(*tps)
-            end = consumer.end_offsets(tps)
+            for tp in tps:  # after a reconnect, resume where we were: no false replays
+                if tp.partition in self._positions:
+                    consumer.seek(tp, self._positions[tp.partition])
+                else:
+                    consumer.seek_to_beginning(tp)
+            end = consumer.end_offsets(tps, timeout_ms=self._probe_timeout_ms)
+            self.mark_contact()
+            probed = time.monotonic()
             while not self._stop.is_set():
                 batches = consumer.poll(timeout_ms=500)
-                with self._lock:
-                    self.last_contact = self.clock()
-                for records in batches.values():
+                for tp, records in batches.items():
                     for r in records:
-                        if r.key is None or r.key.decode("utf-8", "replace") == self.router_id:
+                        self._position(tp.partition, r.offset + 1)
+                        key = None if r.key is None else r.key.decode("utf-8", "replace")
+                        if key is None or key == self.router_id:
                             self.offer(r.value)
-                        else:
+                        else:  # the key is the router_id: this one is another router's
                             self.rejections["other_router"] += 1
+                if batches:
+                    self.mark_contact()  # records arrived: the broker answered
+                if time.monotonic() - probed >= self.probe_every_s:
+                    probed = time.monotonic()
+                    try:
+                        end = consumer.end_offsets(tps, timeout_ms=self._probe_timeout_ms)
+                    except KafkaError as exc:
+                        log.warning("control topic %s unreachable: %s", self.topic, exc)
+                    else:
+                        self.mark_contact()
                 if not self._caught_up.is_set() and all(
                         consumer.position(tp) >= end[tp] for tp in tps):
                     self._caught_up.set()
         finally:
             consumer.close()
+
+    @property
+    def _probe_timeout_ms(self) -> int:
+        return int(max(1.0, min(10.0, self.contact_timeout_s / 3)) * 1000)
+
+    def _position(self, partition: int, offset: int) -> None:
+        self._positions[partition] = max(offset, self._positions.get(partition, 0))
 
 
 class RoutingEventEmitter:

@@ -2,25 +2,46 @@
 
 Routing and feedback files (JSON lines, optionally gzipped, or Parquet) are merged by
 event time and fed through the same :class:`~pipeline.stream.processor.Processor` and
-:class:`~pipeline.core.monitor.Monitor` as the worker, in batches of consecutive events
-of one kind (the batch envelope the worker reads). Every output line is the exact
-message value the worker would publish on the matching topic. Memory does not grow
-with the input: files are streamed, and each file is expected in time order (disorder
-within the allowed lateness is fine).
+:class:`~pipeline.core.monitor.Monitor` as the worker. Every output line is the exact
+message value the worker would publish on the matching topic.
+
+How the events are cut into messages (:func:`messages`) is part of the contract, because
+the evaluations run at event-time boundaries when the watermark crosses them, and what an
+evaluation sees is what was processed before it:
+
+- a *window* of merged lines closes at ``batch`` lines, and before the first line at or
+  past the next evaluation boundary (``eval_every_s``), so an evaluation at ``B`` sees
+  every event before ``B``;
+- each window becomes one batch message of its routing lines, then one of its feedback
+  lines (the JSON-array envelope the worker reads);
+- after every message the due evaluations run (``Processor.flush``), as in a worker
+  taking one message per batch.
+
+A worker fed these messages in this order, one after the other, publishes the same bytes
+(``tests/integration/test_replay_agreement.py``).
+
+Bad input never stops a replay. A line that is not one JSON object, or is larger than
+``max_event_bytes``, is sent as a message of its own, so it is rejected alone. Every
+dead letter written by a replay names the input file in ``topic`` and the 1-based line
+number (the row for Parquet) in ``offset``.
+
+Memory does not grow with the input: files are streamed, each file is expected in time
+order (disorder within the allowed lateness is fine), and a window holds at most
+``batch`` lines.
 """
 
 from __future__ import annotations
 
 import gzip
 import heapq
-import re
+import math
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import IO, Any, NamedTuple, cast
 
 import orjson
 from prometheus_client import CollectorRegistry
@@ -28,73 +49,178 @@ from prometheus_client import CollectorRegistry
 from pipeline.core.economics import Prices
 from pipeline.core.monitor import Monitor, MonitorConfig, Signer
 from pipeline.core.signing import Keyring, parse_key
-from pipeline.schemas import Alert, Baseline
+from pipeline.schemas import MAX_EVENT_BYTES, Alert, Baseline, DeadLetter
 from pipeline.settings import Settings
 from pipeline.stream.metrics import WorkerMetrics
-from pipeline.stream.processor import InMessage, OutMessage, Processor
+from pipeline.stream.processor import InMessage, OutMessage, Processor, encode
+
+__all__ = ["BATCH", "Line", "Message", "Replay", "ReplayResult", "build_monitor", "merged",
+           "messages", "monitor_config", "read_alerts", "read_lines"]
 
 OUTPUT_FILES = {"alerts": "alerts.jsonl", "control": "control.jsonl", "review": "review.jsonl",
                 "dlq": "dlq.jsonl"}
-_TS = re.compile(rb'"ts"\s*:\s*"([^"]{10,64})"')
 BATCH = 512
+PARQUET_ROWS = 10_000
 
 
+# -- reading ---------------------------------------------------------------------------------
 def _open(path: Path) -> IO[bytes]:
     if path.suffix == ".gz":
         return cast(IO[bytes], gzip.open(path, "rb"))
     return path.open("rb")
 
 
-def read_lines(path: Path) -> Iterator[bytes]:
-    """Raw JSON objects of a JSONL(.gz) or Parquet file, one per event."""
+def _plain(value: Any) -> Any:
+    """A Parquet value as JSON would carry it: nulls inside structs dropped (a struct
+    column has every key of every row), maps as objects, timestamps as RFC 3339."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        if value and all(isinstance(v, tuple) and len(v) == 2 for v in value):
+            return {k: _plain(v) for k, v in value if v is not None}  # a map column
+        return [_plain(v) for v in value]
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return value
+
+
+def _numbered(path: Path) -> Iterator[tuple[int, bytes]]:
+    """``(line number, raw JSON)`` of every non-blank line, or every Parquet row."""
     if path.suffix == ".parquet":
         import pyarrow.parquet as pq
 
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=10_000):
+        n = 0
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=PARQUET_ROWS):
             for row in batch.to_pylist():
-                yield orjson.dumps({k: v for k, v in row.items() if v is not None})
+                n += 1
+                yield n, orjson.dumps(_plain(row))
         return
     with _open(path) as f:
-        for line in f:
+        for n, line in enumerate(f, start=1):
             line = line.strip()
             if line:
-                yield line
+                yield n, line
 
 
-def _event_time(line: bytes) -> float:
-    """Event time for the merge; lines without a readable ``ts`` sort first (and fail
-    validation with a precise reason later)."""
-    m = _TS.search(line)
-    if m is None:
-        return float("-inf")
+def read_lines(path: Path) -> Iterator[bytes]:
+    """Raw JSON objects of a JSONL(.gz) or Parquet file, one per event."""
+    for _, line in _numbered(path):
+        yield line
+
+
+class Line(NamedTuple):
+    """One input line. ``ok``: a JSON object small enough to ride in a batch message."""
+
+    ts: float
+    kind: str
+    line_no: int
+    raw: bytes
+    ok: bool
+
+
+def _parse_ts(value: Any) -> float | None:
+    if not isinstance(value, str):
+        return None
     try:
-        return datetime.fromisoformat(m.group(1).decode()).timestamp()
+        return datetime.fromisoformat(value).timestamp()
     except ValueError:
-        return float("-inf")
+        return None
 
 
-def merged(sources: dict[str, Path]) -> Iterator[tuple[float, str, int, bytes]]:
-    """``(ts, kind, line_no, line)`` of every file, merged by event time (stable)."""
-    def tagged(kind: str, path: Path) -> Iterator[tuple[float, str, int, bytes]]:
-        for i, line in enumerate(read_lines(path), start=1):
-            yield _event_time(line), kind, i, line
-    order = {k: n for n, k in enumerate(sources)}
-    return heapq.merge(*(tagged(k, p) for k, p in sources.items()),
-                       key=lambda t: (t[0], order[t[1]]))
+def _lines(kind: str, path: Path, max_event_bytes: int) -> Iterator[Line]:
+    """The lines of one file with their event time. A line without a readable ``ts`` takes
+    the time of the line before it, so it keeps its place in the merge (and fails
+    validation later with a precise reason)."""
+    last = -math.inf
+    loads, decode_error = orjson.loads, orjson.JSONDecodeError
+    for n, raw in _numbered(path):
+        try:
+            doc = loads(raw)
+        except decode_error:
+            doc = None
+        ok = isinstance(doc, dict) and len(raw) <= max_event_bytes
+        ts = _parse_ts(doc.get("ts")) if isinstance(doc, dict) else None
+        if ts is None:
+            ts = last
+        else:
+            last = ts
+        yield Line(ts, kind, n, raw, ok)
 
 
-@dataclass
-class ReplayResult:
-    counts: dict[str, int] = field(default_factory=dict)
-    outputs: dict[str, int] = field(default_factory=dict)
-    seconds: float = 0.0
-    events: int = 0
+def merged(sources: dict[str, Path],
+           max_event_bytes: int = MAX_EVENT_BYTES) -> Iterator[Line]:
+    """Every line of every file, merged by event time; ties keep file order, then
+    ``sources`` order (stable)."""
+    order = {k: i for i, k in enumerate(sources)}
+    return heapq.merge(*(_lines(k, p, max_event_bytes) for k, p in sources.items()),
+                       key=lambda line: (line.ts, order[line.kind]))
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One input message: a batch of lines of one kind, or a single line (``batch=False``)."""
+
+    kind: str
+    source: str
+    lines: list[Line]
+    batch: bool = True
 
     @property
-    def rate(self) -> float:
-        return self.events / self.seconds if self.seconds > 0 else 0.0
+    def value(self) -> bytes:
+        """The message bytes: a JSON array of the lines, or the single line as it is."""
+        if not self.batch:
+            return self.lines[0].raw
+        return b"[" + b",".join([line.raw for line in self.lines]) + b"]"
+
+    @property
+    def key(self) -> bytes | None:
+        """The key a producer would give it: the first event's ``request_id``."""
+        try:
+            doc = orjson.loads(self.lines[0].raw)
+            rid = doc.get("request_id") if isinstance(doc, dict) else None
+        except orjson.JSONDecodeError:
+            rid = None
+        return rid.encode() if isinstance(rid, str) else None
 
 
+def messages(routing: Path, feedback: Path | None = None, *, eval_every_s: float = 3600.0,
+             batch: int = BATCH, max_event_bytes: int = MAX_EVENT_BYTES) -> Iterator[Message]:
+    """The messages a replay sends, in order (see the module notes)."""
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch!r}")
+    if not eval_every_s > 0:
+        raise ValueError(f"eval_every_s must be > 0, got {eval_every_s!r}")
+    sources = {"routing": routing}
+    if feedback is not None:
+        sources["feedback"] = feedback
+    names = {k: str(p) for k, p in sources.items()}
+    pending: dict[str, list[Line]] = {k: [] for k in sources}
+    n = 0
+    boundary = math.inf
+
+    def window() -> Iterator[Message]:
+        nonlocal n
+        for kind, rows in pending.items():
+            if rows:
+                yield Message(kind, names[kind], rows)
+                pending[kind] = []
+        n = 0
+
+    for line in merged(sources, max_event_bytes):
+        if n and (n >= batch or line.ts >= boundary):
+            yield from window()
+        if line.ts >= boundary or (boundary == math.inf and line.ts > -math.inf):
+            boundary = (math.floor(line.ts / eval_every_s) + 1) * eval_every_s
+        if not line.ok:
+            yield from window()
+            yield Message(line.kind, names[line.kind], [line], batch=False)
+            continue
+        pending[line.kind].append(line)
+        n += 1
+    yield from window()
+
+
+# -- the monitor -----------------------------------------------------------------------------
 def build_monitor(settings: Settings, config: MonitorConfig | None = None,
                   record: bool = False) -> Monitor:
     """The monitor of these settings, signing with the configured control key."""
@@ -113,52 +239,65 @@ def monitor_config(settings: Settings) -> MonitorConfig:
                       cost_per_bad_outcome=settings.bad_outcome_cost_usd))
 
 
-class Replay:
-    """Drive a monitor over files; write what each output topic would have received."""
+# -- the replay ------------------------------------------------------------------------------
+@dataclass
+class ReplayResult:
+    counts: dict[str, int] = field(default_factory=dict)
+    outputs: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    events: int = 0
+    messages: int = 0
 
-    def __init__(self, settings: Settings, monitor: Monitor, out_dir: Path) -> None:
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds if self.seconds > 0 else 0.0
+
+
+class Replay:
+    """Drive a monitor over files; write what each output topic would have received.
+
+    ``batch`` caps the lines of a window (see :func:`messages`).
+    """
+
+    def __init__(self, settings: Settings, monitor: Monitor, out_dir: Path, *,
+                 batch: int = BATCH) -> None:
         self.settings = settings
         self.monitor = monitor
         self.out_dir = out_dir
+        self.batch = batch
         # event time only: outputs depend on the input, never on the wall clock
         self.processor = Processor(settings, monitor, WorkerMetrics(CollectorRegistry()),
                                    clock=None)
         self.result = ReplayResult()
 
+    def messages(self, routing: Path, feedback: Path | None = None) -> Iterator[Message]:
+        """The messages :meth:`run` sends for these files, in order."""
+        return messages(routing, feedback, eval_every_s=self.settings.eval_every_s,
+                        batch=self.batch, max_event_bytes=self.settings.max_event_bytes)
+
     def run(self, routing: Path, feedback: Path | None = None,
             baselines: Iterable[Baseline] = (), progress: bool | None = None,
             on_output: Callable[[OutMessage], None] | None = None) -> ReplayResult:
-        """Replay ``routing`` (and ``feedback``) into ``out_dir``; return the counts."""
+        """Replay ``routing`` (and ``feedback``) into ``out_dir``; return the counts.
+
+        ``progress``: a progress bar on stderr; by default only when stderr is a TTY.
+        """
         self.out_dir.mkdir(parents=True, exist_ok=True)
         for b in baselines:
             self.monitor.set_baseline(b)
-        sources = {"routing": routing}
-        if feedback is not None:
-            sources["feedback"] = feedback
         files: dict[str, IO[bytes]] = {k: (self.out_dir / name).open("wb")
                                        for k, name in OUTPUT_FILES.items()}
         bar = _progress(progress)
         started = time.perf_counter()
         try:
-            pending: dict[str, list[tuple[int, bytes]]] = {k: [] for k in sources}
-
-            def flush() -> None:
-                out: list[OutMessage] = []
-                for kind, rows in pending.items():
-                    if rows:
-                        out += self._handle(kind, str(sources[kind]), rows)
-                        self.result.events += len(rows)
-                        if bar is not None:
-                            bar.update(len(rows))
-                        rows.clear()
+            for msg in self.messages(routing, feedback):
+                out = self.handle(msg)
                 out += self.processor.flush()
                 self._write(files, out, on_output)
-
-            for n, (_, kind, line_no, line) in enumerate(merged(sources), start=1):
-                pending[kind].append((line_no, line))
-                if n % BATCH == 0:
-                    flush()
-            flush()
+                self.result.messages += 1
+                self.result.events += len(msg.lines)
+                if bar is not None:
+                    bar.update(len(msg.lines))
         finally:
             for f in files.values():
                 f.close()
@@ -169,16 +308,13 @@ class Replay:
                               sorted(self.monitor.counts.routed.items())}
         return self.result
 
-    def _handle(self, kind: str, source: str, rows: list[tuple[int, bytes]]) -> list[OutMessage]:
-        """One batch message of consecutive lines; a batch that is not JSON as a whole
-        (a broken line) is retried line by line, so only the broken line is rejected."""
-        first = rows[0][0]
-        msg = InMessage(source, None, first, None, b"[" + b",".join(r for _, r in rows) + b"]")
-        out = self.processor.handle(kind, msg)
-        if _is_whole_batch_reject(out):
-            out = [m for line_no, raw in rows
-                   for m in self.processor.handle(kind, InMessage(source, None, line_no, None,
-                                                                  raw))]
+    def handle(self, msg: Message) -> list[OutMessage]:
+        """Process one message (without the evaluations: see ``Processor.flush``)."""
+        first = msg.lines[0].line_no
+        out = self.processor.handle(msg.kind, InMessage(msg.source, None, first, None,
+                                                        msg.value))
+        if any(m.topic == "dlq" for m in out):
+            out = [_locate(m, msg) if m.topic == "dlq" else m for m in out]
         return out
 
     def _write(self, files: dict[str, IO[bytes]], out: list[OutMessage],
@@ -190,9 +326,34 @@ class Replay:
                 on_output(m)
 
 
-def _is_whole_batch_reject(out: list[OutMessage]) -> bool:
-    """A batch whose JSON failed as a whole: its lines are retried one by one."""
-    return len(out) == 1 and out[0].topic == "dlq" and b'"index"' not in out[0].value
+def _locate(m: OutMessage, msg: Message) -> OutMessage:
+    """Point a dead letter of a batch message at its line: ``offset`` is the line number.
+
+    A rejection inside the batch carries the event's ``index``; one the monitor makes (a
+    late event) carries the event, found again by ``event_id``. Dead letters of no line
+    (unjoined feedback expiring at an evaluation) are left as they are.
+    """
+    if not msg.batch:
+        return m
+    record = DeadLetter.model_validate_json(m.value)
+    if record.offset is None:
+        return m
+    line_no: int | None = None
+    if record.index is not None and record.index < len(msg.lines):
+        line_no = msg.lines[record.index].line_no
+    else:
+        try:
+            event_id = orjson.loads(record.payload).get("event_id")
+        except (orjson.JSONDecodeError, AttributeError):
+            event_id = None
+        for line in msg.lines:
+            if event_id is not None and orjson.loads(line.raw).get("event_id") == event_id:
+                line_no = line.line_no
+                break
+    if line_no is None:
+        return m
+    return OutMessage(m.topic, m.key, encode(record.model_copy(
+        update={"offset": line_no, "index": None})))
 
 
 def _progress(enabled: bool | None) -> Any:

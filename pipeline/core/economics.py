@@ -13,6 +13,8 @@ confidence.
 ...                    extra_support_rate=(0.002, 0.0015, 0.003))
 >>> round(e.savings_per_day, 2), round(e.hidden_cost_per_day, 2), e.trap
 (180.0, 320.0, True)
+>>> round(break_even_gap(p), 4)  # a cheap request pays for itself below this contact gap
+0.0012
 """
 
 from __future__ import annotations
@@ -69,3 +71,17 @@ def tier_economics(prices: Prices, *, requests_per_day: float, extra_bad_rate: I
     est, lo, hi = hidden(0), hidden(1), hidden(2)
     return TierEconomics(requests_per_day, cost, all_capable, savings, est, lo, hi,
                          savings - est, trap=lo > savings)
+
+
+def break_even_gap(prices: Prices) -> float | None:
+    """Extra support contacts per request at which a cheap request stops paying for itself.
+
+    The saving of one request routed cheap, divided by the price of a support contact;
+    ``None`` when contacts cost nothing (only the quality floor then limits the policy).
+    Extra bad outcomes other than contacts are not in the per-band evidence, so
+    ``cost_per_bad_outcome`` does not enter.
+    """
+    if prices.cost_per_support_contact <= 0:
+        return None
+    return (prices.capable_per_request - prices.cheap_per_request) \
+        / prices.cost_per_support_contact

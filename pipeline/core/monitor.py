@@ -39,6 +39,7 @@ from pipeline.schemas import (
     ReviewRequest,
     RoutingEvent,
     ThresholdRecommendation,
+    Thresholds,
 )
 
 __all__ = ["EventCounts", "Monitor", "MonitorConfig", "Output", "Signer"]
@@ -159,49 +160,78 @@ class Monitor:
     # -- routing -------------------------------------------------------------------------
     def observe_routing(self, events: Sequence[RoutingEvent]) -> list[Output]:
         """Count a batch of routing decisions; late ones come back as DLQ outputs."""
+        # The per-event hot path of the replay and the worker: the lateness check, the
+        # watermark and the counters are inlined, with the same effect as _late/_advance.
         out: list[Output] = []
         per_router: dict[str, list[tuple[RoutingEvent, float]]] = {}
         batch_ids: set[str] = set()
+        decisions = self.join
+        lateness = self.config.allowed_lateness_s
+        wm = self.watermark
         for ev in events:
             ts = ev.epoch
-            if (late := self._late(ts)) is not None:
+            if wm is not None and ts < wm - lateness and (late := self._late(ts)) is not None:
                 out.append(Output("dlq", ev.request_id, late, ev))
                 continue
-            if ev.request_id in self.join or ev.request_id in batch_ids:
+            rid = ev.request_id
+            if rid in decisions or rid in batch_ids:
                 self.counts.duplicates += 1
                 continue
-            batch_ids.add(ev.request_id)
-            self._advance(ts)
-            per_router.setdefault(ev.router_id, []).append((ev, ts))
+            batch_ids.add(rid)
+            if wm is None or ts > wm:
+                wm = self.watermark = ts
+            if self.next_eval is None:
+                self._advance(ts)
+            rows = per_router.get(ev.router_id)
+            if rows is None:
+                rows = per_router[ev.router_id] = []
+            rows.append((ev, ts))
+        add_decision = self.join.add_decision
+        routed = self.counts.routed
+        review = self._review
         for router_id, rows in per_router.items():
             state = self.router(router_id, rows[0][1])
-            ts_arr = np.fromiter((ts for _, ts in rows), np.float64, len(rows))
-            scores = np.fromiter((ev.score for ev, _ in rows), np.float64, len(rows))
+            n = len(rows)
+            ts_arr = np.fromiter((ts for _, ts in rows), np.float64, n)
+            scores = np.fromiter((ev.score for ev, _ in rows), np.float64, n)
             bands = state.bands(scores).tolist()
             signals: dict[str, list[tuple[float, float]]] = {}
+            tiers: list[str] = []
+            reasons: list[str] = []
+            thresholds = []
+            costs: list[float | None] = []
             for (ev, ts), band in zip(rows, bands, strict=True):
                 th = ev.thresholds
-                released = self.join.add_decision(
-                    ev.request_id, router_id, ev.tier, ev.score, ts, propensity=ev.propensity,
-                    band=band, in_band=th.capable_below <= ev.score < th.cheap_above,
-                    exploration=ev.route_reason in ("exploration", "uncertain_default"))
-                self.counts.add_routing(router_id, ev.tier)
+                tier, score, reason = ev.tier, ev.score, ev.route_reason
+                released = add_decision(
+                    ev.request_id, router_id, tier, score, ts, propensity=ev.propensity,
+                    band=band, in_band=th.capable_below <= score < th.cheap_above,
+                    exploration=reason == "exploration" or reason == "uncertain_default")
+                k = (router_id, tier)
+                routed[k] = routed.get(k, 0) + 1
                 for fb in released:
                     self._count_feedback(fb)
-                self._review(ev, ts, band)
-                for name, value in (ev.signals or {}).items():
-                    signals.setdefault(name, []).append((ts, value))
-            state.observe_routing(
-                ts_arr, scores, [ev.tier for ev, _ in rows], [ev.route_reason for ev, _ in rows],
-                [ev.thresholds for ev, _ in rows], [ev.cost_usd for ev, _ in rows], signals,
-                bands)
+                sig = ev.signals
+                review(ev, ts, band, th, sig)
+                if sig:
+                    for name, value in sig.items():
+                        pairs = signals.get(name)
+                        if pairs is None:
+                            pairs = signals[name] = []
+                        pairs.append((ts, value))
+                tiers.append(tier)
+                reasons.append(reason)
+                thresholds.append(th)
+                costs.append(ev.cost_usd)
+            state.observe_routing(ts_arr, scores, tiers, reasons, thresholds, costs, signals,
+                                  bands)
         return out
 
-    def _review(self, ev: RoutingEvent, ts: float, band: int) -> None:
-        th = ev.thresholds
-        ood = (ev.signals or {}).get("ood_distance")
+    def _review(self, ev: RoutingEvent, ts: float, band: int, th: Thresholds,
+                signals: dict[str, float] | None) -> None:
         d = self.sampler.offer(ev.request_id, ev.tier, ev.score, ts, cheap_above=th.cheap_above,
-                               capable_below=th.capable_below, ood_distance=ood)
+                               capable_below=th.capable_below,
+                               ood_distance=signals.get("ood_distance") if signals else None)
         if d.selected:
             reason = "boundary" if d.priority > 1.0 else "random"
             self._pending.append(Output("review", ev.request_id, ReviewRequest(

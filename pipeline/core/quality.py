@@ -100,6 +100,7 @@ __all__ = [
     "SequentialDropTest",
     "Totals",
     "beta_interval",
+    "conditional_drop_p_value",
     "effective_counts",
     "feedback_starvation",
     "hajek_mean",
@@ -111,6 +112,7 @@ __all__ = [
     "minimum_detectable_drop",
     "outcome",
     "required_sample_size",
+    "variance_ratio",
     "wilson_interval",
 ]
 
@@ -497,9 +499,10 @@ class OutcomeCounts:
         """Whether an outcome at ``ts`` still lands in the ring (else: too late)."""
         return self._head is None or self._bucket(ts) > self._head - self.n_buckets
 
-    def _add(self, key: Key, ts: float, vec: np.ndarray) -> Self:
+    def _add(self, key: Key, ts: float, vec: np.ndarray, ref_ts: float | None = None) -> Self:
         if not math.isfinite(ts):
             raise ValueError(f"ts must be finite, got {ts!r}")
+        ref_ts = ts if ref_ts is None else float(ref_ts)
         b = self._bucket(ts)
         if self._head is not None and b <= self._head - self.n_buckets:
             self.n_late += 1
@@ -510,7 +513,7 @@ class OutcomeCounts:
             arr = self._rings[key] = np.zeros((self.n_buckets, 6))
         arr[b % self.n_buckets] += vec
         ref = self.reference
-        if ref is not None and ref[0] <= ts < ref[1]:
+        if ref is not None and ref[0] <= ref_ts < ref[1]:
             r = self._ref.get(key)
             if r is None:
                 r = self._ref[key] = np.zeros(6)
@@ -550,10 +553,23 @@ class OutcomeCounts:
         c = float(count)
         return self._add((tier, int(band), "support_contact"), ts, np.array([c] * 6))
 
-    def update_contact(self, tier: str, band: int, ts: float) -> Self:
-        """Count one support contact against the routed requests at ``ts``."""
+    def update_contact(
+        self, tier: str, band: int, ts: float, reference_ts: float | None = None
+    ) -> Self:
+        """Count one support contact against the routed requests at ``ts``.
+
+        With ``reference_ts`` (the decision's event time) the contact is bucketed at
+        ``ts`` (when it happened) in the sliding windows but belongs to the reference
+        period by its decision's time: a window then counts the contacts that *arrived*
+        in it against the requests routed in it (unbiased while the rate is steady,
+        however long contacts take to arrive), and the reference counts every contact
+        its own requests eventually caused.  Without it, both use ``ts``.
+        """
+        if reference_ts is not None and not math.isfinite(reference_ts):
+            raise ValueError(f"reference_ts must be finite, got {reference_ts!r}")
         return self._add(
-            (tier, int(band), "support_contact"), ts, np.array([0.0, 0.0, 0.0, -1.0, -1.0, -1.0])
+            (tier, int(band), "support_contact"), ts, np.array([0.0, 0.0, 0.0, -1.0, -1.0, -1.0]),
+            reference_ts,
         )
 
     # ------------------------------------------------------------ reads
@@ -862,6 +878,77 @@ def _binom_cdf(s: float, n: float, p: float) -> float:
     return float(special.betainc(n - s, s + 1.0, 1.0 - p))
 
 
+def _binom_sf(s: float, n: float, p: float) -> float:
+    """``P(X >= s)`` for ``X ~ Binomial(n, p)``, continuous in ``s`` and ``n``."""
+    if s <= 0:
+        return 1.0
+    if s > n or p <= 0.0:
+        return 0.0
+    if p >= 1.0:
+        return 1.0
+    return float(special.betainc(s, n - s + 1.0, p))
+
+
+def conditional_drop_p_value(
+    s_current: float, n_current: float, s_reference: float, n_reference: float
+) -> float:
+    """One-sided p-value of ``H0: current good-rate ≥ reference good-rate``, two samples.
+
+    The conditional test of equal bad-outcome rates: given the bad outcomes of both
+    samples together, ``B = b_cur + b_ref``, the current window's share is
+    ``Binomial(B, n_cur / (n_cur + n_ref))`` under H0, and the p-value is its upper
+    tail at ``b_cur`` (continuous in the effective counts through the regularized
+    incomplete beta function).  It is exact for Poisson counts (rare bad outcomes:
+    support contacts, thumbs-down) and conservative for binomial ones, whose exact
+    conditional law is the hypergeometric (Fisher's exact test): sampling without
+    replacement is less spread than with it.  Unlike testing against the
+    reference's lower bound, all of ``alpha`` goes to one test and the reference's
+    noise is not paid twice.
+
+    Examples
+    --------
+    >>> p = conditional_drop_p_value(170, 200, 1800, 2000)   # 15 % bad vs 10 % bad
+    >>> round(p, 4)   # Fisher's exact test gives 0.0222
+    0.029
+    >>> conditional_drop_p_value(190, 200, 1800, 2000) > 0.99   # better than the reference
+    True
+    """
+    if not (n_current > 0 and n_reference > 0):
+        return 1.0
+    b_cur = max(n_current - s_current, 0.0)
+    b_ref = max(n_reference - s_reference, 0.0)
+    if b_cur <= 0:
+        return 1.0
+    share = n_current / (n_current + n_reference)
+    return _binom_sf(b_cur, b_cur + b_ref, share)
+
+
+def variance_ratio(totals: Totals, floor: float = 0.1) -> float:
+    """Per-observation variance of the outcomes over the binomial ``p(1-p)``, in [floor, 1].
+
+    ``Σw²(y-ȳ)²/Σw² / (ȳ(1-ȳ))``: exactly 1 for binary outcomes (unweighted or
+    not), below 1 for graded ones in [0, 1].  Dividing effective counts by it gives
+    the binomial with the same mean and variance as the weighted estimate
+    (binomial-equivalent size), which the exact binomial tails then use.  1 when
+    it cannot be estimated.
+
+    Examples
+    --------
+    >>> variance_ratio(Totals.from_arrays([1, 0, 1, 1]))
+    1.0
+    >>> round(variance_ratio(Totals.from_arrays([0.9, 0.8, 0.85, 0.95, 0.2])), 3)
+    0.392
+    """
+    p = totals.rate
+    n = totals.n_eff
+    if not (n > 1 and 0.0 < p < 1.0):
+        return 1.0
+    ratio = totals.variance * n / (p * (1.0 - p))
+    if not math.isfinite(ratio):
+        return 1.0
+    return min(1.0, max(float(floor), ratio))
+
+
 def _lower_bound(s: float, n: float, alpha: float) -> float:
     """One-sided Clopper–Pearson lower bound at level ``alpha``."""
     if n <= 0 or s <= 0:
@@ -884,6 +971,7 @@ def minimum_detectable_drop(
     power: float = 0.8,
     *,
     n_reference: float | None = None,
+    method: str = "bound",
 ) -> float:
     """Smallest drop of a good-rate the window test detects with ``power``.
 
@@ -904,6 +992,10 @@ def minimum_detectable_drop(
         Target probability of detection.
     n_reference
         Effective size of the reference sample; ``None`` = known rate.
+    method
+        How an estimated reference is tested (``SequentialDropTest.reference_test``):
+        ``"bound"`` (its lower bound) or ``"conditional"``
+        (:func:`conditional_drop_p_value` with the reference at its expected counts).
 
     Returns
     -------
@@ -925,6 +1017,10 @@ def minimum_detectable_drop(
     n = float(n_per_window)
     if not n > 0:
         return math.inf
+    if method == "conditional" and n_reference is not None and not math.isinf(n_reference):
+        return _conditional_mdd(n, base_rate, alpha, power, float(n_reference))
+    if method not in ("bound", "conditional"):
+        raise ValueError(f"method must be 'bound' or 'conditional', got {method!r}")
     p0, level = _test_level(base_rate, alpha, n_reference)
     if p0 <= 0 or _binom_cdf(0.0, n, p0) > level:
         return math.inf
@@ -935,6 +1031,25 @@ def minimum_detectable_drop(
         c = optimize.brentq(lambda s: _binom_cdf(s, n, p0) - level, 0.0, top, xtol=1e-10)
     p1 = optimize.brentq(lambda p: _binom_cdf(c, n, p) - power, 1e-15, p0, xtol=1e-12)
     return base_rate - p1
+
+
+def _conditional_mdd(n: float, base_rate: float, alpha: float, power: float, n_ref: float) -> float:
+    """MDD of the conditional two-sample test, the reference at its expected counts."""
+    q0 = 1.0 - base_rate
+    b_ref = q0 * n_ref
+    share = n / (n + n_ref)
+
+    def p_value(b: float) -> float:
+        return _binom_sf(b, b + b_ref, share)
+
+    if p_value(n) > alpha:  # even an all-bad window would not be significant
+        return math.inf
+    # smallest bad count c of the window that is significant (p decreases in b)
+    c = optimize.brentq(lambda b: p_value(b) - alpha, 1e-9, n, xtol=1e-9)
+    if _binom_sf(c, n, 1.0 - 1e-15) < power:  # pragma: no cover - degenerate sizes
+        return math.inf
+    q1 = optimize.brentq(lambda q: _binom_sf(c, n, q) - power, 1e-15, 1.0 - 1e-15, xtol=1e-12)
+    return max(q1 - q0, 0.0)
 
 
 def required_sample_size(
@@ -1045,6 +1160,8 @@ class DropResult:
     significant: bool
     sufficient: bool
     mdd: float | None = None
+    band: int | None = None
+    variance_ratio: float = 1.0
 
     @property
     def alarm(self) -> bool:
@@ -1114,6 +1231,21 @@ class SequentialDropTest:
         Power for the published minimum detectable drop.
     confidence
         Coverage of the reported interval of the current rate.
+    reference_test
+        How a window is compared with an estimated (``Totals``) reference:
+        ``"bound"`` tests it against the reference's Clopper–Pearson lower bound
+        (union bound, ``alpha/2`` each); ``"conditional"`` is the two-sample
+        conditional test of :func:`conditional_drop_p_value`, which spends all of
+        ``alpha`` on one test and does not pay the reference's noise twice.
+    graded
+        Scale both samples' effective counts by the reference's variance ratio
+        (:func:`variance_ratio`): graded outcomes in [0, 1] (shadow agreement,
+        review and survey scores) vary less than the binomial ``p(1-p)`` that the
+        exact tail assumes.  Binary outcomes have ratio 1 and are unaffected.
+    min_variance_ratio
+        Lower clip of that ratio (a guard against a degenerate reference: the
+        binomial-equivalent size is at most ``1/min_variance_ratio`` times the
+        effective size).
 
     Examples
     --------
@@ -1137,6 +1269,9 @@ class SequentialDropTest:
     min_effective_n: float = 30.0
     power: float = 0.8
     confidence: float = 0.95
+    reference_test: str = "bound"
+    graded: bool = False
+    min_variance_ratio: float = 0.1
     _alpha: float = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -1148,6 +1283,14 @@ class SequentialDropTest:
             raise ValueError("period_seconds and evaluation_interval_seconds must be > 0")
         if self.n_comparisons < 1:
             raise ValueError(f"n_comparisons must be >= 1, got {self.n_comparisons!r}")
+        if self.reference_test not in ("bound", "conditional"):
+            raise ValueError(
+                f"reference_test must be 'bound' or 'conditional', got {self.reference_test!r}"
+            )
+        if not 0.0 < self.min_variance_ratio <= 1.0:
+            raise ValueError(
+                f"min_variance_ratio must be in (0, 1], got {self.min_variance_ratio!r}"
+            )
         evaluations = max(1.0, self.period_seconds / self.evaluation_interval_seconds)
         alpha = self.false_alarms_per_period / (evaluations * self.n_comparisons)
         object.__setattr__(self, "_alpha", min(alpha, 0.5))
@@ -1185,6 +1328,7 @@ class SequentialDropTest:
         signal: str | None = None,
         window: str | None = None,
         with_mdd: bool = False,
+        band: int | None = None,
     ) -> DropResult:
         """Test ``H0: current rate ≥ reference rate`` with the two gates.
 
@@ -1193,22 +1337,31 @@ class SequentialDropTest:
         current
             The window's totals.
         reference
-            Reference totals (estimated; tested against its lower bound) or a
+            Reference totals (estimated; compared as ``reference_test`` says) or a
             configured reference rate (known).
-        tier, signal, window
+        tier, signal, window, band
             Labels carried into the result.
         with_mdd
             Also compute the minimum detectable drop at this window's size.
         """
         alpha = self.alpha
         s_cur, n_cur = effective_counts(current.wy, current.w, current.w2)
+        ratio = 1.0
+        conditional = False
         if isinstance(reference, Totals):
             ref_rate = reference.rate
             s_ref, n_ref = effective_counts(reference.wy, reference.w, reference.w2)
             n_reference: float | None = n_ref
-            p0 = _lower_bound(s_ref, n_ref, alpha / 2)
-            threshold = alpha / 2
             ref_ok = n_ref >= self.min_effective_n
+            if self.graded:
+                ratio = variance_ratio(reference, self.min_variance_ratio)
+            conditional = self.reference_test == "conditional"
+            if conditional:
+                p0 = math.nan
+                threshold = alpha
+            else:
+                p0 = _lower_bound(s_ref / ratio, n_ref / ratio, alpha / 2)
+                threshold = alpha / 2
         else:
             ref_rate = float(reference)
             if not 0.0 <= ref_rate <= 1.0:
@@ -1219,13 +1372,18 @@ class SequentialDropTest:
             ref_ok = True
         cur_rate = current.rate
         sufficient = ref_ok and n_cur >= self.min_effective_n and not math.isnan(ref_rate)
-        p_value = _binom_cdf(s_cur, n_cur, p0) if n_cur > 0 and p0 > 0 else 1.0
+        if conditional:
+            p_value = conditional_drop_p_value(
+                s_cur / ratio, n_cur / ratio, s_ref / ratio, n_ref / ratio
+            )
+        else:
+            p_value = (
+                _binom_cdf(s_cur / ratio, n_cur / ratio, p0) if n_cur > 0 and p0 > 0 else 1.0
+            )
         drop = ref_rate - cur_rate if n_cur > 0 else math.nan
         mdd = None
         if with_mdd and not math.isnan(ref_rate) and ref_rate > 0:
-            mdd = minimum_detectable_drop(
-                n_cur, ref_rate, alpha, self.power, n_reference=n_reference
-            )
+            mdd = self.mdd(n_cur, ref_rate, n_reference=n_reference, ratio=ratio)
         return DropResult(
             tier=tier,
             signal=signal,
@@ -1244,6 +1402,8 @@ class SequentialDropTest:
             significant=bool(p_value <= threshold),
             sufficient=bool(sufficient),
             mdd=mdd,
+            band=band,
+            variance_ratio=ratio,
         )
 
     def evaluate(
@@ -1341,10 +1501,25 @@ class SequentialDropTest:
         )
 
     # ------------------------------------------------------------ power
-    def mdd(self, n_eff: float, base_rate: float, n_reference: float | None = None) -> float:
-        """Minimum detectable drop of one window at this test's level and power."""
+    def mdd(
+        self,
+        n_eff: float,
+        base_rate: float,
+        n_reference: float | None = None,
+        ratio: float = 1.0,
+    ) -> float:
+        """Minimum detectable drop of one window at this test's level and power.
+
+        ``ratio`` is the outcome's variance ratio (:func:`variance_ratio`; 1 for
+        binary outcomes): the test runs on binomial-equivalent sizes ``n / ratio``.
+        """
         return minimum_detectable_drop(
-            n_eff, base_rate, self.alpha, self.power, n_reference=n_reference
+            n_eff / ratio,
+            base_rate,
+            self.alpha,
+            self.power,
+            n_reference=None if n_reference is None else n_reference / ratio,
+            method=self.reference_test,
         )
 
     def starving(

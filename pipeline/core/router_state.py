@@ -18,10 +18,12 @@ from pipeline.core.alerts import AlertBook, AlertKey
 from pipeline.core.baseline import quantile_bins
 from pipeline.core.detector import DriftConfig, DriftStream, StreamResult, window_name
 from pipeline.core.drift import calibrated_alpha
-from pipeline.core.economics import Prices, TierEconomics, tier_economics
+from pipeline.core.economics import Prices, TierEconomics, break_even_gap, tier_economics
 from pipeline.core.histogram import QuantileBins, coarse_splits
 from pipeline.core.quality import (
     FEEDBACK_SIGNALS,
+    ROUTED_SIGNALS,
+    SIGNALS,
     OutcomeCounts,
     SequentialDropTest,
     Totals,
@@ -41,7 +43,24 @@ OFF_POLICY = frozenset({"escalated", "fallback", "override"})
 
 @dataclass(frozen=True, slots=True)
 class QualityConfig:
+    """Per-tier quality tests: windows, floors, evidence gates and the test family.
+
+    Feedback signals use ``windows``; routed-request signals (support contacts, one
+    observation per routed request) use ``routed_windows``. Contacts are counted
+    when they happen (see ``OutcomeCounts.update_contact``), and they lag their
+    requests by hours: a window shorter than a day would compare contacts from the
+    day's busy hours with the requests of its quiet ones, a bias of the traffic's
+    diurnal amplitude, so the default stays at whole days. ``band_scan_signals``
+    are also tested per score band of the cheap tier, where a cohort the classifier
+    mistakes for simple lands. Every test of an evaluation shares one Bonferroni
+    budget of :meth:`n_comparisons` tests.
+
+    >>> QualityConfig().n_comparisons(n_tiers=2, n_bands=10)
+    53
+    """
+
     windows: tuple[float, ...] = (DAY, 7 * DAY)
+    routed_windows: tuple[float, ...] = (DAY, 7 * DAY)
     reference_days: float = 14.0
     floors: dict[str, float] = field(default_factory=lambda: {
         "thumbs": 0.03, "rating": 0.05, "review": 0.05, "shadow": 0.04, "survey": 0.05,
@@ -51,6 +70,24 @@ class QualityConfig:
     starvation_drop: float = 0.05
     starvation_within_days: float = 7.0
     boundary_width: float = 0.15
+    band_scan_signals: tuple[str, ...] = ROUTED_SIGNALS
+    boundary_signals: tuple[str, ...] = ("support_contact", "shadow", "thumbs")
+    gap_signals: tuple[str, ...] = ("thumbs", "shadow", "review")
+    reference_test: str = "conditional"
+    graded: bool = True
+
+    def windows_for(self, signal: str) -> tuple[float, ...]:
+        """The windows ``signal`` is tested over."""
+        return self.routed_windows if signal in ROUTED_SIGNALS else self.windows
+
+    def n_comparisons(self, n_tiers: int, n_bands: int) -> int:
+        """Tests per evaluation: tier × signal × window, the cheap tier's band scan,
+        the boundary tests and the in-band gap tests (aggregate tests only tell
+        whether the aggregate hides a tier, and need no budget)."""
+        per_tier = sum(len(self.windows_for(s)) for s in SIGNALS)
+        scan = n_bands * sum(len(self.windows_for(s)) for s in self.band_scan_signals)
+        boundary = sum(len(self.windows_for(s)) for s in self.boundary_signals)
+        return n_tiers * per_tier + scan + boundary + len(self.gap_signals)
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,9 +281,10 @@ class RouterState:
         per = self.feedback_day.setdefault(day, {})
         per[tier] = per.get(tier, 0) + 1
         if kind == "support_contact":
-            # bucketed at the decision's time, so numerator and denominator match
-            self.quality.update_contact(tier, band, decision_ts if decision_ts is not None
-                                        else ts)
+            # windows count contacts when they happen (a window bucketed at decision time
+            # misses the contacts still to come: its rate reads low, and hides rises);
+            # the reference takes them by decision time, so it is complete
+            self.quality.update_contact(tier, band, ts, reference_ts=decision_ts)
             return
         w = weight or 1.0
         self.quality.update(tier, band, kind, ts, outcome(kind, value), w)
@@ -308,25 +346,47 @@ class RouterState:
 
     def _evaluate_quality(self, ev: Evaluation, at: float) -> dict[str, Any]:
         c = self.config
+        q = c.quality
         out: dict[str, Any] = {"mdd": {}, "rates": {}}
+        # one Bonferroni family for every quality test of an evaluation (QualityConfig)
+        family = q.n_comparisons(n_tiers=2, n_bands=c.n_bands)
+        for signal, test in self._drop_tests.items():
+            if (test.n_comparisons, test.reference_test, test.graded) != (
+                    family, q.reference_test, q.graded):
+                self._drop_tests[signal] = replace(test, n_comparisons=family,
+                                                   reference_test=q.reference_test,
+                                                   graded=q.graded)
+        if self._gap_test.n_comparisons != family:
+            self._gap_test = replace(self._gap_test, n_comparisons=family)
         tiers = [t for t in (c.cheap_tier, c.capable_tier) if t in self.quality.tiers]
+        testing = at >= self.start + q.reference_days * DAY
         for signal, test in self._drop_tests.items():
             results = []
-            for seconds in c.quality.windows:
+            scan = []  # the cheap tier, band by band
+            for seconds in q.windows_for(signal):
                 w = window_name(seconds)
                 for tier in [*tiers, None]:
                     ref = self.quality.reference_totals(signal, tier=tier)
                     cur = self.quality.window(at, seconds, signal=signal, tier=tier)
-                    if ref.w <= 0 or at < self.start + c.quality.reference_days * DAY:
+                    if ref.w <= 0 or not testing:
                         continue
                     r = test.test(cur, ref, tier=tier, signal=signal, window=w)
                     results.append(r)
                     if tier is not None and signal == "thumbs" and ref.rate > 0:
                         out["mdd"].setdefault(tier, {})[f"{signal}/{w}"] = test.mdd(
                             cur.n_eff, ref.rate, n_reference=ref.n_eff)
+                if testing and signal in q.band_scan_signals and c.cheap_tier in tiers:
+                    for b in range(c.n_bands):
+                        ref = self.quality.reference_totals(signal, tier=c.cheap_tier, band=b)
+                        if ref.w <= 0:
+                            continue
+                        cur = self.quality.window(at, seconds, signal=signal,
+                                                  tier=c.cheap_tier, band=b)
+                        scan.append(test.test(cur, ref, tier=c.cheap_tier, signal=signal,
+                                              window=w, band=b))
             for tier in tiers:
                 mine = [r for r in results if r.tier == tier]
-                alarm = [r for r in mine if r.alarm]
+                alarm = [r for r in mine + scan if r.tier == tier and r.alarm]
                 kind = "support_contact_rise" if signal == "support_contact" \
                     else "tier_quality_drop"
                 key = AlertKey(kind, self.router_id, tier, signal)
@@ -336,10 +396,15 @@ class RouterState:
                     continue
                 aggregate = [r for r in results if r.tier is None and r.window == worst.window]
                 masked = bool(aggregate) and tier in masked_tiers(aggregate[0], [worst])
-                stats = {"test": worst.to_dict(), "aggregate_hides_it": masked}
+                stats = {"test": worst.to_dict(), "aggregate_hides_it": masked,
+                         "bands": sorted({r.band for r in alarm if r.band is not None})}
                 what = ("support contacts per request rose" if signal == "support_contact"
                         else f"{signal} satisfaction dropped")
-                summary = (f"{tier} tier: {what} by {abs(worst.drop):.3f} "
+                where = ""
+                if worst.band is not None:
+                    lo, hi = self.band_edges[worst.band], self.band_edges[worst.band + 1]
+                    where = f" in score band {lo:.2f}–{hi:.2f}"
+                summary = (f"{tier} tier: {what}{where} by {abs(worst.drop):.3f} "
                            f"({worst.reference_rate:.3f} → {worst.current_rate:.3f}) over "
                            f"{worst.window}" + ("; the aggregate hides it" if masked else ""))
                 self._transition(ev, key, bool(alarm), worst.window or "", summary, stats)
@@ -362,9 +427,9 @@ class RouterState:
             return
         bands = self._boundary_bands()
         worst = None
-        for signal in ("support_contact", "shadow", "thumbs"):
+        for signal in c.quality.boundary_signals:
             test = self._drop_tests[signal]
-            for seconds in c.quality.windows:
+            for seconds in c.quality.windows_for(signal):
                 cur, ref = Totals(), Totals()
                 for b in bands:
                     cur = cur + self.quality.window(at, seconds, signal=signal,
@@ -388,7 +453,7 @@ class RouterState:
         c = self.config
         seconds = max(c.quality.windows)
         best = None
-        for signal in ("thumbs", "shadow", "review"):
+        for signal in c.quality.gap_signals:
             cheap = self.inband.window(at, seconds, signal=signal, tier=c.cheap_tier)
             capable = self.inband.window(at, seconds, signal=signal, tier=c.capable_tier)
             if cheap.w <= 0 or capable.w <= 0:
@@ -443,15 +508,19 @@ class RouterState:
             return None
         extra_bad = self._extra_rate(at, "thumbs")
         extra_sup = self._extra_rate(at, "support_contact")
-        prices = c.prices
+        return tier_economics(self._prices(at), requests_per_day=per_day,
+                              extra_bad_rate=extra_bad, extra_support_rate=extra_sup)
+
+    def _prices(self, at: float) -> Prices:
+        """The configured prices, with per-request prices the router actually paid (7d)."""
+        c = self.config
         observed = {t: self._daily(at, self.cost_day, t) / max(self._daily(at, self.routed_day, t),
                                                                  1e-9)
                     for t in (c.cheap_tier, c.capable_tier)}
-        if all(v > 0 for v in observed.values()):  # what the router actually paid
-            prices = replace(prices, cheap_per_request=observed[c.cheap_tier],
-                             capable_per_request=observed[c.capable_tier])
-        return tier_economics(prices, requests_per_day=per_day, extra_bad_rate=extra_bad,
-                              extra_support_rate=extra_sup)
+        if all(v > 0 for v in observed.values()):
+            return replace(c.prices, cheap_per_request=observed[c.cheap_tier],
+                           capable_per_request=observed[c.capable_tier])
+        return c.prices
 
     def _extra_rate(self, at: float, signal: str) -> tuple[float, float, float]:
         """Cheap's bad rate minus capable's, per request, with a 95 % interval (7d window)."""
@@ -470,37 +539,49 @@ class RouterState:
         return (diff, diff - 1.96 * se, diff + 1.96 * se)
 
     def band_evidence(self, at: float) -> list[BandEvidence]:
-        """Per-band quality gap (capable − cheap) on support contacts, per routed request."""
+        """Per-band extra support contacts per routed request of cheap over capable (7d).
+
+        Above ``cheap_above`` the capable tier serves nothing, so a band without enough
+        capable evidence borrows it from the nearest band that has it (ties: the higher
+        band): capable quality varies slowly with the score, and its nearest neighbours
+        are the most alike queries it serves. Pooling every capable request instead
+        would compare the cheap tier's easiest queries with the capable tier's hardest.
+        """
         c = self.config
         seconds = 7 * DAY
         capable_all = self.quality.window(at, seconds, signal="support_contact",
                                           tier=c.capable_tier)
+        capable_by_band = [self.quality.window(at, seconds, signal="support_contact",
+                                               tier=c.capable_tier, band=b)
+                           for b in range(c.n_bands)]
+        enough = [b for b in range(c.n_bands)
+                  if capable_by_band[b].n_eff >= c.quality.min_effective_n]
         total = self.streams.get(("router", "score"))
         live = total.hist.window(at, seconds).astype(float) if total else None
         evidence = []
         for b in range(c.n_bands):
             cheap = self.quality.window(at, seconds, signal="support_contact",
                                         tier=c.cheap_tier, band=b)
-            capable = self.quality.window(at, seconds, signal="support_contact",
-                                          tier=c.capable_tier, band=b)
-            if capable.n_eff < c.quality.min_effective_n:
-                capable = capable_all  # capable quality is flat in score; pool it
+            if enough:
+                capable = capable_by_band[min(enough, key=lambda k: (abs(k - b), -k))]
+            else:
+                capable = capable_all
             share = 0.0
             if live is not None and live.sum() > 0 and self.bins is not None:
-                lo, hi = self.band_edges[b], self.band_edges[b + 1]
                 mids = self.bins.fine_edges
                 centre = (mids[:-1] + mids[1:]) / 2
-                share = float(live[(centre >= lo) & (centre < hi)].sum() / live.sum())
+                inside = (centre >= self.band_edges[b]) & (centre < self.band_edges[b + 1])
+                share = float(live[inside].sum() / live.sum())
+            lo, hi = float(self.band_edges[b]), float(self.band_edges[b + 1])
             if cheap.w <= 0 or capable.w <= 0:
-                evidence.append(BandEvidence(float(self.band_edges[b]),
-                                             float(self.band_edges[b + 1]), None, None, None,
-                                             cheap.n_eff, share))
+                evidence.append(BandEvidence(lo, hi, None, None, None, cheap.n_eff, share))
                 continue
-            gap = capable.rate - cheap.rate
-            se = math.sqrt(max(cheap.variance, 0.0) + max(capable.variance, 0.0))
-            z = 2.33  # one-sided 99 %: confidence before moving toward cheap
-            evidence.append(BandEvidence(float(self.band_edges[b]), float(self.band_edges[b + 1]),
-                                         gap, gap - z * se, gap + z * se, cheap.n_eff, share))
+            # rates are of "no contact": a contact is a bad outcome; score intervals, since
+            # contacts are rare (each bound ≈ 99 % one-sided before moving either way)
+            evidence.append(BandEvidence.from_counts(
+                lo, hi, cheap_bad=(1 - cheap.rate) * cheap.n_eff, cheap_n=cheap.n_eff,
+                capable_bad=(1 - capable.rate) * capable.n_eff, capable_n=capable.n_eff,
+                live_share=share))
         return evidence
 
     def _recommend(self, at: float, now: float) -> dict[str, Any] | None:
@@ -510,7 +591,10 @@ class RouterState:
         current = self.recommended or self.thresholds
         drift_firing = self.alerts.any_firing(self.router_id, set(DRIFT_KINDS))
         bands = self.band_evidence(at)
-        decision = self.policy.decide(current, bands, now=now, drift_firing=drift_firing)
+        prices = self._prices(at)
+        break_even = break_even_gap(prices)
+        decision = self.policy.decide(current, bands, now=now, drift_firing=drift_firing,
+                                      break_even_gap=break_even)
         refresh = (self.last_recommendation_ts is not None and
                    now - self.last_recommendation_ts >= self.config.recommendation_ttl_s / 2)
         if not decision.moved and not refresh:
@@ -520,7 +604,8 @@ class RouterState:
         self.last_recommendation_ts = now
         return {"seq": self.seq, "thresholds": decision.thresholds, "previous": current,
                 "reasons": decision.reasons, "target": decision.target,
-                "drift_firing": drift_firing,
+                "drift_firing": drift_firing, "allowance": decision.allowance,
+                "break_even_gap": _finite(break_even),
                 "bands": [{"lo": b.lo, "hi": b.hi, "gap": _finite(b.gap),
                            "gap_lo": _finite(b.gap_lo), "gap_hi": _finite(b.gap_hi),
                            "n": b.n, "live_share": b.live_share} for b in bands],
@@ -528,22 +613,30 @@ class RouterState:
 
     def expected_impact(self, at: float, old: Thresholds, new: Thresholds,
                         bands: list[BandEvidence]) -> dict[str, float]:
-        """Cost per day and quality change of ``new`` vs ``old`` from the live histogram."""
+        """Cost per day and quality change of ``new`` vs ``old`` from the live histogram.
+
+        ``quality_change`` is in support contacts per request (negative: worse); prices
+        are those the router paid over the last week when events carry ``cost_usd``.
+        """
         c = self.config
         volume = sum(self._daily(at, self.routed_day, t) for t in (c.cheap_tier,
                                                                    c.capable_tier))
+        price = self._prices(at)
+
         def cheap_share(th: Thresholds) -> float:
             return sum(b.live_share * th.p_cheap((b.lo + b.hi) / 2) for b in bands)
-        s_old, s_new = cheap_share(old), cheap_share(new)
-        price = c.prices
+
         def cost(share: float) -> float:
             return volume * (share * price.cheap_per_request
                              + (1 - share) * price.capable_per_request)
+
+        s_old, s_new = cheap_share(old), cheap_share(new)
         dq = -sum(b.live_share * (new.p_cheap((b.lo + b.hi) / 2) - old.p_cheap((b.lo + b.hi) / 2))
                   * (b.gap or 0.0) for b in bands)
-        return {"cost_per_day_usd": cost(s_new), "cost_change_per_day_usd": cost(s_new) - cost(s_old),
+        change = cost(s_new) - cost(s_old)
+        return {"cost_per_day_usd": cost(s_new), "cost_change_per_day_usd": change,
                 "cheap_share": min(1.0, max(0.0, s_new)), "quality_change": dq,
-                "net_value_change_per_day_usd": -(cost(s_new) - cost(s_old))
+                "net_value_change_per_day_usd": -change
                 + volume * dq * price.cost_per_support_contact}
 
     # -- metrics ------------------------------------------------------------------------

@@ -107,6 +107,9 @@ class DailyVolume:
         self._head: int | None = None
         self._first: int | None = None
         self.n_late = 0
+        # estimate(day) memo: (day, value). Valid while no day before ``day`` changes and
+        # head/first stay put; in-order traffic only touches the head day, so it hits.
+        self._memo: tuple[int, float | None] | None = None
 
     def day(self, ts: float) -> int:
         """Event-time day index of ``ts``."""
@@ -122,8 +125,9 @@ class DailyVolume:
         self, ts: float, priority: float = 1.0, selected: bool = False, requests: float = 1.0
     ) -> Self:
         """Count one request (or ``requests`` of them) at ``ts``."""
-        d = self.day(ts)
-        if self._head is not None and d < self._head - self.history_days:
+        d = math.floor(ts / self.day_seconds)
+        head = self._head
+        if head is not None and d < head - self.history_days:
             self.n_late += 1
             return self
         row = self._days.get(d)
@@ -132,10 +136,15 @@ class DailyVolume:
         row[_PRIORITY] += priority
         row[_REQUESTS] += requests
         row[_SELECTED] += 1.0 if selected else 0.0
+        memo = self._memo
+        if memo is not None and d < memo[0]:
+            self._memo = None
         if self._first is None or d < self._first:
             self._first = d
-        if self._head is None or d > self._head:
+            self._memo = None
+        if head is None or d > head:
             self._head = d
+            self._memo = None
             self._trim()
         return self
 
@@ -150,14 +159,20 @@ class DailyVolume:
         Only days since the first event and still held count; ``None`` when
         there is none.
         """
+        memo = self._memo
+        if memo is not None and memo[0] == day:
+            return memo[1]
         if self._head is None or self._first is None:
             return None
         lo = max(day - self.history_days, self._first, self._head - self.history_days)
         hi = day - 1
         if hi < lo:
-            return None
-        total = sum(self._days[d][_PRIORITY] for d in range(lo, hi + 1) if d in self._days)
-        return total / (hi - lo + 1)
+            est = None
+        else:
+            total = sum(self._days[d][_PRIORITY] for d in range(lo, hi + 1) if d in self._days)
+            est = total / (hi - lo + 1)
+        self._memo = (day, est)
+        return est
 
     @property
     def head(self) -> int | None:
@@ -168,6 +183,7 @@ class DailyVolume:
         """Add the totals of another partition (same configuration)."""
         if (self.history_days, self.day_seconds) != (other.history_days, other.day_seconds):
             raise ValueError("cannot merge DailyVolume with different history_days/day_seconds")
+        self._memo = None
         for d, row in other._days.items():
             mine = self._days.setdefault(d, [0.0, 0.0, 0.0])
             for i in range(3):

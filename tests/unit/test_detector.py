@@ -19,7 +19,8 @@ KEYS = [(0.6, 0.5, 0.1), (0.7, 0.6, 0.1), (0.8, 0.7, 0.2)]
 @settings(max_examples=50, deadline=None)
 @given(st.lists(st.tuples(st.floats(0, 3 * 86400), st.floats(0, 1), st.sampled_from(KEYS)),
                 min_size=1, max_size=300))
-def test_mix_counts_equal_a_direct_count(rows: list[tuple[float, float, tuple[float, ...]]]) -> None:
+def test_mix_counts_equal_a_direct_count(
+        rows: list[tuple[float, float, tuple[float, ...]]]) -> None:
     rows.sort()
     s = DriftStream(BINS, DriftConfig(alpha=1e-6), tier="cheap")
     ts = np.array([r[0] for r in rows])
