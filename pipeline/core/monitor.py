@@ -1,9 +1,10 @@
 """One tierwatch monitor: events in, alerts, recommendations and review requests out.
 
 The same object runs in the faust worker, in ``tierwatch replay`` and in the demo.
-Everything is event time: the watermark is the largest event time accepted; events
-more than the allowed lateness behind it are dead-lettered, and evaluations run at
-fixed event-time boundaries (every ``eval_every_s``) as the watermark crosses them.
+Everything is event time: the watermark is the largest routing event time accepted
+(feedback keeps a watermark of its own); events more than the allowed lateness behind
+their input's watermark are dead-lettered, and evaluations run at fixed event-time
+boundaries (every ``eval_every_s``) as the routing watermark crosses them.
 Same events in the same order give the same outputs, byte for byte.
 
 >>> m = Monitor()
@@ -118,6 +119,7 @@ class Monitor:
         self.sampler = ReviewSampler(self.config.review_quota_per_day,
                                      seed=self.config.review_seed)
         self.watermark: float | None = None
+        self.feedback_watermark: float | None = None
         self.next_eval: float | None = None
         self.history: dict[str, list[dict[str, Any]]] = {}
         self.first_drift_histogram: dict[str, dict[str, Any]] = {}
@@ -143,9 +145,10 @@ class Monitor:
         if state is not None:
             state.set_baseline(baseline)
 
-    def _late(self, ts: float) -> Rejection | None:
-        if self.watermark is not None and ts < self.watermark - self.config.allowed_lateness_s:
-            return Rejection("late", f"ts: event time is {self.watermark - ts:.0f}s behind the "
+    def _late(self, ts: float, watermark: float | None = None) -> Rejection | None:
+        wm = self.watermark if watermark is None else watermark
+        if wm is not None and ts < wm - self.config.allowed_lateness_s:
+            return Rejection("late", f"ts: event time is {wm - ts:.0f}s behind the "
                              f"watermark; allowed lateness is {self.config.allowed_lateness_s:g}s",
                              "ts")
         return None
@@ -242,16 +245,20 @@ class Monitor:
     # -- feedback ------------------------------------------------------------------------
     def observe_feedback(self, events: Sequence[FeedbackEvent]) -> list[Output]:
         """Join and count a batch of feedback; late ones come back as DLQ outputs."""
+        # Feedback has a watermark of its own: a small feedback topic consumed ahead of a
+        # lagging routing topic must not make the routing events look late. The routing
+        # watermark alone drives evaluations.
         out: list[Output] = []
         for ev in events:
             ts = ev.epoch
-            if (late := self._late(ts)) is not None:
+            if (late := self._late(ts, self.feedback_watermark)) is not None:
                 out.append(Output("dlq", ev.request_id, late, ev))
                 continue
             if self.join.seen(ev.event_id):
                 self.counts.duplicates += 1
                 continue
-            self._advance(ts)
+            if self.feedback_watermark is None or ts > self.feedback_watermark:
+                self.feedback_watermark = ts
             joined = self.join.add_feedback(
                 ev.event_id, ev.request_id, ev.kind, ev.value, ts, router_id=ev.router_id,
                 tier=ev.tier, score=ev.score, weight=ev.weight, source=ev.source)
