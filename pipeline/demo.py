@@ -79,8 +79,10 @@ def story(monitor: Monitor, router_id: str, alerts: list[Alert], start: float,
         return (f"dashboard: {agg['value']:.1%} satisfied"
                 + (" (inside its usual band)" if inside else " (outside its usual band)"))
 
+    lines: list[tuple[float, str]] = []
     if onset_ts is not None:
-        yield f"day {_day(onset_ts, start):>3}: the change begins (ground truth)"
+        lines.append((onset_ts, f"day {_day(onset_ts, start):>3}: the change begins "
+                                "(ground truth)"))
     seen: set[tuple[str, str | None]] = set()
     for a in sorted(alerts, key=lambda a: a.ts):
         k = (a.kind, a.tier)
@@ -89,12 +91,15 @@ def story(monitor: Monitor, router_id: str, alerts: list[Alert], start: float,
         seen.add(k)
         ts = a.ts.timestamp()
         tier = f" [{a.tier}]" if a.tier else ""
-        yield (f"day {_day(ts, start):>3}: {a.kind.replace('_', ' ')}{tier} — "
-               f"{a.summary}  |  {dashboard(ts)}")
+        lines.append((ts, f"day {_day(ts, start):>3}: {a.kind.replace('_', ' ')}{tier} — "
+                          f"{a.summary}  |  {dashboard(ts)}"))
     for rec in monitor.recommendations.values():
         ts = rec.issued_at.timestamp()
-        yield (f"day {_day(ts, start):>3}: last recommendation #{rec.seq} cheap_above "
-               f"{rec.previous.cheap_above:.2f}→{rec.thresholds.cheap_above:.2f} ({rec.mode})")
+        lines.append((ts, f"day {_day(ts, start):>3}: last recommendation #{rec.seq} "
+                          f"cheap_above {rec.previous.cheap_above:.2f}→"
+                          f"{rec.thresholds.cheap_above:.2f} ({rec.mode})"))
+    for _, line in sorted(lines, key=lambda t: t[0]):  # stable: ties keep this order
+        yield line
 
 
 def run_demo(settings: Settings, out_dir: Path, *, scenario: str = "pareto-trap",

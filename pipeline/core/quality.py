@@ -81,7 +81,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, NamedTuple, Self
 
 import numpy as np
@@ -112,7 +112,6 @@ __all__ = [
     "minimum_detectable_drop",
     "outcome",
     "required_sample_size",
-    "variance_ratio",
     "wilson_interval",
 ]
 
@@ -474,6 +473,13 @@ class OutcomeCounts:
         self.n_late = 0
         self._match_cache: dict[tuple[str, str | None, int | None], list[Key]] = {}
         self._match_size = -1
+        # per-key window sums, valid until the next update: the tier, aggregate and band
+        # windows of one evaluation sum the same keys' buckets over and over
+        self._version = 0
+        self._sums: dict[tuple[Key, int, int], np.ndarray] = {}
+        self._sums_version = 0
+        self._refs: dict[tuple[str, str | None, int | None], Totals] = {}
+        self._refs_version = 0
 
     # ------------------------------------------------------------ internals
     def _bucket(self, ts: float) -> int:
@@ -508,6 +514,7 @@ class OutcomeCounts:
             self.n_late += 1
             return self
         self._advance(b)
+        self._version += 1
         arr = self._rings.get(key)
         if arr is None:
             arr = self._rings[key] = np.zeros((self.n_buckets, 6))
@@ -640,13 +647,21 @@ class OutcomeCounts:
         rows: slice | None = slice(a, b + 1) if a <= b else None
         if hi - lo + 1 == self.n_buckets:
             rows = slice(None)
+        if self._sums_version != self._version:
+            self._sums.clear()
+            self._sums_version = self._version
+        sums = self._sums
         total = np.zeros(6)
         for k in keys:
-            ring = self._rings[k]
-            if rows is None:
-                total += ring[a:].sum(axis=0) + ring[: b + 1].sum(axis=0)
-            else:
-                total += ring[rows].sum(axis=0)
+            part = sums.get((k, lo, hi))
+            if part is None:
+                ring = self._rings[k]
+                if rows is None:
+                    part = ring[a:].sum(axis=0) + ring[: b + 1].sum(axis=0)
+                else:
+                    part = ring[rows].sum(axis=0)
+                sums[(k, lo, hi)] = part
+            total += part
         return Totals.from_vector(total)
 
     def _match_cached(self, signal: str, tier: str | None, band: int | None) -> list[Key]:
@@ -664,10 +679,16 @@ class OutcomeCounts:
         self, signal: str, tier: str | None = None, band: int | None = None
     ) -> Totals:
         """Totals of the frozen reference period (empty if none configured)."""
-        total = np.zeros(6)
-        for k in self._match(self._ref, signal, tier, band):
-            total += self._ref[k]
-        return Totals.from_vector(total)
+        if self._refs_version != self._version:
+            self._refs.clear()
+            self._refs_version = self._version
+        cached = self._refs.get((signal, tier, band))
+        if cached is None:
+            total = np.zeros(6)
+            for k in self._match(self._ref, signal, tier, band):
+                total += self._ref[k]
+            cached = self._refs[(signal, tier, band)] = Totals.from_vector(total)
+        return cached
 
     # ------------------------------------------------------------ merge / serde
     def _check_compatible(self, other: OutcomeCounts) -> None:
@@ -683,6 +704,7 @@ class OutcomeCounts:
     def merge(self, other: OutcomeCounts) -> Self:
         """Add another partition's counts (same configuration required)."""
         self._check_compatible(other)
+        self._version += 1
         if other._head is not None:
             self._advance(other._head)
             assert self._head is not None
@@ -923,32 +945,6 @@ def conditional_drop_p_value(
     return _binom_sf(b_cur, b_cur + b_ref, share)
 
 
-def variance_ratio(totals: Totals, floor: float = 0.1) -> float:
-    """Per-observation variance of the outcomes over the binomial ``p(1-p)``, in [floor, 1].
-
-    ``Σw²(y-ȳ)²/Σw² / (ȳ(1-ȳ))``: exactly 1 for binary outcomes (unweighted or
-    not), below 1 for graded ones in [0, 1].  Dividing effective counts by it gives
-    the binomial with the same mean and variance as the weighted estimate
-    (binomial-equivalent size), which the exact binomial tails then use.  1 when
-    it cannot be estimated.
-
-    Examples
-    --------
-    >>> variance_ratio(Totals.from_arrays([1, 0, 1, 1]))
-    1.0
-    >>> round(variance_ratio(Totals.from_arrays([0.9, 0.8, 0.85, 0.95, 0.2])), 3)
-    0.392
-    """
-    p = totals.rate
-    n = totals.n_eff
-    if not (n > 1 and 0.0 < p < 1.0):
-        return 1.0
-    ratio = totals.variance * n / (p * (1.0 - p))
-    if not math.isfinite(ratio):
-        return 1.0
-    return min(1.0, max(float(floor), ratio))
-
-
 def _lower_bound(s: float, n: float, alpha: float) -> float:
     """One-sided Clopper–Pearson lower bound at level ``alpha``."""
     if n <= 0 or s <= 0:
@@ -1161,7 +1157,6 @@ class DropResult:
     sufficient: bool
     mdd: float | None = None
     band: int | None = None
-    variance_ratio: float = 1.0
 
     @property
     def alarm(self) -> bool:
@@ -1170,7 +1165,8 @@ class DropResult:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able statistics (for an Alert's ``statistics``); NaN/inf → None."""
-        d = asdict(self)
+        # every field is a scalar: no need for asdict's recursive deep copy (hot path)
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
         d["interval"] = list(self.interval)
         d["alarm"] = self.alarm
         return _finite(d)
@@ -1237,15 +1233,6 @@ class SequentialDropTest:
         (union bound, ``alpha/2`` each); ``"conditional"`` is the two-sample
         conditional test of :func:`conditional_drop_p_value`, which spends all of
         ``alpha`` on one test and does not pay the reference's noise twice.
-    graded
-        Scale both samples' effective counts by the reference's variance ratio
-        (:func:`variance_ratio`): graded outcomes in [0, 1] (shadow agreement,
-        review and survey scores) vary less than the binomial ``p(1-p)`` that the
-        exact tail assumes.  Binary outcomes have ratio 1 and are unaffected.
-    min_variance_ratio
-        Lower clip of that ratio (a guard against a degenerate reference: the
-        binomial-equivalent size is at most ``1/min_variance_ratio`` times the
-        effective size).
 
     Examples
     --------
@@ -1270,8 +1257,6 @@ class SequentialDropTest:
     power: float = 0.8
     confidence: float = 0.95
     reference_test: str = "bound"
-    graded: bool = False
-    min_variance_ratio: float = 0.1
     _alpha: float = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -1286,10 +1271,6 @@ class SequentialDropTest:
         if self.reference_test not in ("bound", "conditional"):
             raise ValueError(
                 f"reference_test must be 'bound' or 'conditional', got {self.reference_test!r}"
-            )
-        if not 0.0 < self.min_variance_ratio <= 1.0:
-            raise ValueError(
-                f"min_variance_ratio must be in (0, 1], got {self.min_variance_ratio!r}"
             )
         evaluations = max(1.0, self.period_seconds / self.evaluation_interval_seconds)
         alpha = self.false_alarms_per_period / (evaluations * self.n_comparisons)
@@ -1346,21 +1327,18 @@ class SequentialDropTest:
         """
         alpha = self.alpha
         s_cur, n_cur = effective_counts(current.wy, current.w, current.w2)
-        ratio = 1.0
         conditional = False
         if isinstance(reference, Totals):
             ref_rate = reference.rate
             s_ref, n_ref = effective_counts(reference.wy, reference.w, reference.w2)
             n_reference: float | None = n_ref
             ref_ok = n_ref >= self.min_effective_n
-            if self.graded:
-                ratio = variance_ratio(reference, self.min_variance_ratio)
             conditional = self.reference_test == "conditional"
             if conditional:
                 p0 = math.nan
                 threshold = alpha
             else:
-                p0 = _lower_bound(s_ref / ratio, n_ref / ratio, alpha / 2)
+                p0 = _lower_bound(s_ref, n_ref, alpha / 2)
                 threshold = alpha / 2
         else:
             ref_rate = float(reference)
@@ -1373,17 +1351,13 @@ class SequentialDropTest:
         cur_rate = current.rate
         sufficient = ref_ok and n_cur >= self.min_effective_n and not math.isnan(ref_rate)
         if conditional:
-            p_value = conditional_drop_p_value(
-                s_cur / ratio, n_cur / ratio, s_ref / ratio, n_ref / ratio
-            )
+            p_value = conditional_drop_p_value(s_cur, n_cur, s_ref, n_ref)
         else:
-            p_value = (
-                _binom_cdf(s_cur / ratio, n_cur / ratio, p0) if n_cur > 0 and p0 > 0 else 1.0
-            )
+            p_value = _binom_cdf(s_cur, n_cur, p0) if n_cur > 0 and p0 > 0 else 1.0
         drop = ref_rate - cur_rate if n_cur > 0 else math.nan
         mdd = None
         if with_mdd and not math.isnan(ref_rate) and ref_rate > 0:
-            mdd = self.mdd(n_cur, ref_rate, n_reference=n_reference, ratio=ratio)
+            mdd = self.mdd(n_cur, ref_rate, n_reference=n_reference)
         return DropResult(
             tier=tier,
             signal=signal,
@@ -1403,7 +1377,6 @@ class SequentialDropTest:
             sufficient=bool(sufficient),
             mdd=mdd,
             band=band,
-            variance_ratio=ratio,
         )
 
     def evaluate(
@@ -1501,24 +1474,14 @@ class SequentialDropTest:
         )
 
     # ------------------------------------------------------------ power
-    def mdd(
-        self,
-        n_eff: float,
-        base_rate: float,
-        n_reference: float | None = None,
-        ratio: float = 1.0,
-    ) -> float:
-        """Minimum detectable drop of one window at this test's level and power.
-
-        ``ratio`` is the outcome's variance ratio (:func:`variance_ratio`; 1 for
-        binary outcomes): the test runs on binomial-equivalent sizes ``n / ratio``.
-        """
+    def mdd(self, n_eff: float, base_rate: float, n_reference: float | None = None) -> float:
+        """Minimum detectable drop of one window at this test's level and power."""
         return minimum_detectable_drop(
-            n_eff / ratio,
+            n_eff,
             base_rate,
             self.alpha,
             self.power,
-            n_reference=None if n_reference is None else n_reference / ratio,
+            n_reference=n_reference,
             method=self.reference_test,
         )
 

@@ -1,0 +1,187 @@
+"""Signing: canonical JSON, key rotation by key_id, tamper detection — and the subscriber's
+verdicts on signed messages, offline (no broker)."""
+
+from __future__ import annotations
+
+import string
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline.control import Bounds, ThresholdSubscriber
+from pipeline.core.signing import Keyring, canonical_json, new_key, parse_key
+from pipeline.schemas import ExpectedImpact, ThresholdRecommendation, Thresholds
+from pipeline.stream.processor import encode
+
+K1 = bytes.fromhex(new_key())
+K2 = bytes.fromhex(new_key())
+NOW = datetime(2026, 5, 1, 12, tzinfo=UTC)
+OLD = Thresholds(cheap_above=0.6, capable_below=0.5, exploration_rate=0.1)
+NEW = Thresholds(cheap_above=0.65, capable_below=0.55, exploration_rate=0.1)
+FALLBACK = Thresholds(cheap_above=0.9, capable_below=0.8, exploration_rate=0.0)
+
+
+def recommendation(ring: Keyring, *, key_id: str = "k1", seq: int = 1,
+                   router_id: str = "support", mode: str = "enforce",
+                   thresholds: Thresholds = NEW, issued: datetime = NOW,
+                   ttl: timedelta = timedelta(days=7)) -> ThresholdRecommendation:
+    """A recommendation signed as the monitor signs one (``Monitor._recommend``)."""
+    unsigned = ThresholdRecommendation.model_validate({
+        "router_id": router_id, "seq": seq, "issued_at": issued, "valid_until": issued + ttl,
+        "mode": mode, "thresholds": thresholds, "previous": OLD,
+        "reasons": ["cheap_above 0.600 → 0.650 toward target 0.700"],
+        "evidence": {"target": 0.7, "bands": [{"lo": 0.6, "hi": 0.7, "gap": 0.01}]},
+        "expected_impact": ExpectedImpact(cost_per_day_usd=10.0, cost_change_per_day_usd=1.0,
+                                          cheap_share=0.5, quality_change=0.001),
+        "baseline_version": "b1", "key_id": key_id, "signature": "0" * 64})
+    doc = unsigned.model_dump(mode="json", exclude_none=True)
+    return unsigned.model_copy(update={"signature": ring.sign(key_id, doc)})
+
+
+def subscriber(ring: Keyring, **kw: Any) -> ThresholdSubscriber:
+    sub = ThresholdSubscriber("127.0.0.1:1", "support", ring, Bounds(), FALLBACK,
+                              clock=lambda: NOW.timestamp(), **kw)
+    sub.mark_contact()
+    return sub
+
+
+# -- canonical JSON --------------------------------------------------------------------------
+
+def test_canonical_json_is_sorted_compact_utf8_and_ignores_the_signature() -> None:
+    doc = {"b": 1, "a": {"z": [1, 2], "y": "é"}, "signature": "x"}
+    assert canonical_json(doc) == '{"a":{"y":"é","z":[1,2]},"b":1}'.encode()
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**53, 2**53)
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4)
+    | st.dictionaries(st.text(string.printable, max_size=8), inner, max_size=4),
+    max_leaves=20)
+
+
+@settings(max_examples=200, deadline=None)
+@given(doc=st.dictionaries(st.text(max_size=10), json_values, max_size=8), data=st.data())
+def test_canonical_json_ignores_key_order_and_round_trips(doc: dict[str, Any],
+                                                          data: st.DataObject) -> None:
+    shuffled = dict(data.draw(st.permutations(list(doc.items()))))
+    assert canonical_json(shuffled) == canonical_json(doc)
+    body = {k: v for k, v in doc.items() if k != "signature"}
+    assert orjson.loads(canonical_json(doc)) == orjson.loads(orjson.dumps(body))
+
+
+# -- keys and rotation -----------------------------------------------------------------------
+
+def test_parse_key_reads_hex_or_text_and_refuses_short_keys() -> None:
+    assert parse_key("00" * 16) == bytes(16)
+    assert parse_key("a passphrase of some length") == b"a passphrase of some length"
+    with pytest.raises(ValueError, match="at least 16 bytes"):
+        parse_key("short")
+    with pytest.raises(ValueError, match="shorter than 16 bytes"):
+        Keyring({"k": b"short"})
+
+
+def test_rotation_by_key_id() -> None:
+    old = Keyring({"k1": K1})
+    both = Keyring({"k1": K1, "k2": K2})
+    new = Keyring({"k2": K2})
+    by_old = recommendation(old, key_id="k1", seq=1)
+    by_new = recommendation(both, key_id="k2", seq=2)
+    during = subscriber(both)
+    assert during.offer(encode(by_old)) == "applied"
+    assert during.offer(encode(by_new)) == "applied"
+    # the old key retired: its messages no longer verify, the new key's still do
+    after = subscriber(new)
+    assert after.offer(encode(by_old)) == "unknown_key"
+    assert after.offer(encode(by_new)) == "applied"
+    # a key id is not a key: k2's id on a k1 signature fails
+    relabelled = by_old.model_copy(update={"key_id": "k2"})
+    assert subscriber(both).offer(encode(relabelled)) == "bad_signature"
+
+
+# -- tamper detection ------------------------------------------------------------------------
+
+TAMPER: dict[str, Any] = {
+    "router_id": "support",  # replaced below by a different value per field
+    "seq": 99, "issued_at": "2026-05-02T00:00:00Z", "valid_until": "2027-05-08T12:00:00Z",
+    "mode": "advisory",
+    "thresholds": {"cheap_above": 0.3, "capable_below": 0.2, "exploration_rate": 0.1},
+    "previous": {"cheap_above": 0.1, "capable_below": 0.0, "exploration_rate": 0.0},
+    "reasons": ["trust me"], "evidence": {"target": 0.1},
+    "expected_impact": {"cost_per_day_usd": 0.0, "cost_change_per_day_usd": 0.0,
+                        "cheap_share": 1.0, "quality_change": 0.0},
+    "baseline_version": "b2"}
+
+
+@pytest.mark.parametrize("field", [f for f in TAMPER if f != "router_id"])
+def test_changing_any_signed_field_breaks_the_signature(field: str) -> None:
+    ring = Keyring({"k1": K1})
+    doc = orjson.loads(encode(recommendation(ring)))
+    assert doc[field] != TAMPER[field]
+    doc[field] = TAMPER[field]
+    assert not ring.verify("k1", doc, doc["signature"])
+    assert subscriber(ring).offer(orjson.dumps(doc)) == "bad_signature"
+
+
+@settings(max_examples=100, deadline=None)
+@given(cheap_above=st.floats(0.0, 1.0), exploration=st.floats(0.0, 0.5))
+def test_forged_thresholds_never_verify(cheap_above: float, exploration: float) -> None:
+    ring = Keyring({"k1": K1})
+    doc = orjson.loads(encode(recommendation(ring)))
+    forged = {"cheap_above": cheap_above, "capable_below": 0.0,
+              "exploration_rate": exploration}
+    if forged == doc["thresholds"]:
+        return
+    doc["thresholds"] = forged
+    assert subscriber(ring).offer(orjson.dumps(doc)) == "bad_signature"
+
+
+def test_a_signature_by_an_unknown_key_or_garbage_fails() -> None:
+    ring = Keyring({"k1": K1})
+    forged = recommendation(Keyring({"k1": K2}))  # right id, wrong key
+    assert subscriber(ring).offer(encode(forged)) == "bad_signature"
+    doc = orjson.loads(encode(recommendation(ring)))
+    doc["signature"] = "f" * 64
+    assert subscriber(ring).offer(orjson.dumps(doc)) == "bad_signature"
+    doc["signature"] = "not hex"
+    assert subscriber(ring).offer(orjson.dumps(doc)) == "malformed"
+
+
+def test_formatting_of_the_bytes_does_not_matter_only_the_content() -> None:
+    ring = Keyring({"k1": K1})
+    rec = recommendation(ring)
+    doc = orjson.loads(encode(rec))
+    # another producer: other key order, whitespace, an omitted null written out, an
+    # integer where a float is expected (a timestamp written with another offset is
+    # another document: the signed text keeps its offset)
+    reformatted = dict(reversed(list(doc.items())))
+    reformatted["expected_impact"] = {**doc["expected_impact"], "cost_per_day_usd": 10,
+                                      "net_value_change_per_day_usd": None}
+    raw = orjson.dumps(reformatted, option=orjson.OPT_INDENT_2)
+    assert raw != encode(rec)
+    assert subscriber(ring).offer(raw) == "applied"
+    reformatted["issued_at"] = "2026-05-01T14:00:00+02:00"
+    assert subscriber(ring).offer(orjson.dumps(reformatted)) == "bad_signature"
+
+
+def test_the_subscriber_verifies_what_the_monitor_signs() -> None:
+    """A recommendation from a real Monitor verifies; ``encode`` is the worker's bytes."""
+    from pipeline.core.monitor import Monitor, Signer
+
+    ring = Keyring({"k1": K1})
+    monitor = Monitor(signer=Signer(ring, "k1", "enforce"))
+    state = monitor.router("support", NOW.timestamp() - 30 * 86400)
+    monitor._recommend(state, {  # the signing path alone, on a stub decision
+        "seq": 1, "thresholds": NEW, "previous": OLD, "reasons": ["r"], "target": 0.7,
+        "drift_firing": False, "bands": [],
+        "impact": {"cost_per_day_usd": 1.0, "cost_change_per_day_usd": 0.0,
+                   "cheap_share": 0.5, "quality_change": 0.0}}, NOW.timestamp())
+    (out,) = monitor.drain()
+    assert out.topic == "control" and out.key == "support"
+    sub = subscriber(ring)
+    assert sub.offer(encode(out.payload)) == "applied"  # type: ignore[arg-type]
+    assert sub.current() == NEW
