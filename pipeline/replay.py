@@ -313,8 +313,9 @@ class Replay:
         first = msg.lines[0].line_no
         out = self.processor.handle(msg.kind, InMessage(msg.source, None, first, None,
                                                         msg.value))
-        if any(m.topic == "dlq" for m in out):
-            out = [_locate(m, msg) if m.topic == "dlq" else m for m in out]
+        if msg.batch and any(m.topic == "dlq" for m in out):
+            lines = _Lines(msg)
+            out = [_locate(m, lines) if m.topic == "dlq" else m for m in out]
         return out
 
     def _write(self, files: dict[str, IO[bytes]], out: list[OutMessage],
@@ -326,30 +327,43 @@ class Replay:
                 on_output(m)
 
 
-def _locate(m: OutMessage, msg: Message) -> OutMessage:
+class _Lines:
+    """The line numbers of a batch message, by index and (built when asked) by event_id."""
+
+    def __init__(self, msg: Message) -> None:
+        self.msg = msg
+        self._by_id: dict[Any, int] | None = None
+
+    def at(self, index: int) -> int | None:
+        lines = self.msg.lines
+        return lines[index].line_no if 0 <= index < len(lines) else None
+
+    def of(self, event_id: Any) -> int | None:
+        if self._by_id is None:
+            self._by_id = {}
+            for line in self.msg.lines:
+                self._by_id.setdefault(orjson.loads(line.raw).get("event_id"), line.line_no)
+        return self._by_id.get(event_id) if event_id is not None else None
+
+
+def _locate(m: OutMessage, lines: _Lines) -> OutMessage:
     """Point a dead letter of a batch message at its line: ``offset`` is the line number.
 
     A rejection inside the batch carries the event's ``index``; one the monitor makes (a
     late event) carries the event, found again by ``event_id``. Dead letters of no line
     (unjoined feedback expiring at an evaluation) are left as they are.
     """
-    if not msg.batch:
-        return m
     record = DeadLetter.model_validate_json(m.value)
     if record.offset is None:
         return m
-    line_no: int | None = None
-    if record.index is not None and record.index < len(msg.lines):
-        line_no = msg.lines[record.index].line_no
+    if record.index is not None:
+        line_no = lines.at(record.index)
     else:
         try:
-            event_id = orjson.loads(record.payload).get("event_id")
-        except (orjson.JSONDecodeError, AttributeError):
-            event_id = None
-        for line in msg.lines:
-            if event_id is not None and orjson.loads(line.raw).get("event_id") == event_id:
-                line_no = line.line_no
-                break
+            payload = orjson.loads(record.payload)
+        except orjson.JSONDecodeError:
+            payload = None
+        line_no = lines.of(payload.get("event_id") if isinstance(payload, dict) else None)
     if line_no is None:
         return m
     return OutMessage(m.topic, m.key, encode(record.model_copy(

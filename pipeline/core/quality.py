@@ -21,8 +21,13 @@ requests**, not against feedback: every routed request adds one "good" unit
 (:meth:`OutcomeCounts.update_routed`) and every contact turns one of them bad
 (:meth:`OutcomeCounts.update_contact`).  Its rate is therefore
 ``1 - contacts / routed requests``, so that every signal is a good-rate and a
-rise in contacts is a drop like any other.  Bucket a contact at its
-*decision's* event time so numerator and denominator cover the same requests.
+rise in contacts is a drop like any other.  Contacts arrive hours to days
+after their requests: bucketed at the decision's time, the newest buckets of
+a window miss the contacts still to come, so a short window reads low and
+hides a rise.  :meth:`OutcomeCounts.update_contact` therefore takes the
+contact's own time for the windows (contacts that happened in the window per
+request routed in it: unbiased while the rate is steady) and, with
+``reference_ts``, the decision's time for the reference period (complete).
 
 Counts
 ------
@@ -62,6 +67,13 @@ approximation is anti-conservative by orders of magnitude for small windows.
 For unweighted binary outcomes the test is exact; for weighted or fractional
 outcomes it uses Kish's effective counts (an approximation).
 
+With ``reference_test="conditional"`` the window and the reference are
+compared as two samples instead (:func:`conditional_drop_p_value`: given both
+samples' bad outcomes, the window's share is binomial under H0), which spends
+all of ``alpha`` on one test; with ``graded=True`` a Bernstein bound that uses
+the outcomes' actual variance (:func:`bernstein_drop_p_value`) is combined
+with it, for graded outcomes that vary far less than ``p(1-p)``.
+
 Two gates: an alarm needs the point drop ``≥ floor`` (practical) **and** the
 test significant at ``alpha`` (statistical) **and** at least
 ``min_effective_n`` effective observations (no verdicts from tiny samples).
@@ -99,6 +111,7 @@ __all__ = [
     "OutcomeCounts",
     "SequentialDropTest",
     "Totals",
+    "bernstein_drop_p_value",
     "beta_interval",
     "conditional_drop_p_value",
     "effective_counts",
@@ -945,6 +958,45 @@ def conditional_drop_p_value(
     return _binom_sf(b_cur, b_cur + b_ref, share)
 
 
+def bernstein_drop_p_value(current: Totals, reference: Totals) -> float:
+    """Bernstein bound on ``P(reference mean - current mean >= observed)`` under H0.
+
+    Valid for any outcomes in [0, 1] at any sample size: with both samples drawn from
+    distributions of the same mean and of variance ``σ²`` (estimated pooled, around
+    the pooled mean), the difference of the means is a sum of independent terms with
+    variance ``V = σ²(1/n_cur + 1/n_ref)``, each bounded by ``b``, the largest weight
+    share (``1/n`` for unweighted samples, else at most ``√Σw²/Σw``), so
+    ``P(D ≥ t) ≤ exp(-t² / (2V + 2bt/3))``.  Where graded outcomes vary much less
+    than ``p(1-p)`` it is far sharper than the binomial tail; where they do not, the
+    binomial is sharper.  (A binomial with matched variance is sharper still, but
+    anti-conservative in the far tail when low outcomes are rare in a small window.)
+
+    Examples
+    --------
+    >>> ref = Totals.from_arrays([0.9] * 900 + [0.3] * 100)          # mean 0.84
+    >>> cur = Totals.from_arrays([0.9] * 160 + [0.3] * 40)           # mean 0.78
+    >>> f"{bernstein_drop_p_value(cur, ref):.1e}"
+    '3.8e-03'
+    """
+    t = reference.rate - current.rate
+    if not t > 0 or current.w <= 0 or reference.w <= 0:
+        return 1.0
+    w = current.w + reference.w
+    w2 = current.w2 + reference.w2
+    mean = (current.wy + reference.wy) / w
+    ss = current.w2y2 + reference.w2y2 - 2.0 * mean * (current.w2y + reference.w2y)
+    sigma2 = max(ss + mean * mean * w2, 0.0) / w2
+
+    def share(x: Totals) -> float:
+        n_eff = x.n_eff
+        return 1.0 / n_eff if math.isclose(n_eff, x.n, rel_tol=1e-9) else math.sqrt(x.w2) / x.w
+
+    n_cur, n_ref = current.n_eff, reference.n_eff
+    variance = sigma2 * (1.0 / n_cur + 1.0 / n_ref)
+    b = max(share(current), share(reference))
+    return math.exp(-t * t / (2.0 * variance + 2.0 * b * t / 3.0))
+
+
 def _lower_bound(s: float, n: float, alpha: float) -> float:
     """One-sided Clopper–Pearson lower bound at level ``alpha``."""
     if n <= 0 or s <= 0:
@@ -1233,6 +1285,12 @@ class SequentialDropTest:
         (union bound, ``alpha/2`` each); ``"conditional"`` is the two-sample
         conditional test of :func:`conditional_drop_p_value`, which spends all of
         ``alpha`` on one test and does not pay the reference's noise twice.
+    graded
+        For graded outcomes in [0, 1] (shadow agreement, review and survey scores),
+        whose variance is far below the binomial ``p(1-p)``: also compute
+        :func:`bernstein_drop_p_value` and report twice the smaller of the two
+        p-values (Bonferroni over the two, so it stays valid).  Needs
+        ``reference_test="conditional"``.
 
     Examples
     --------
@@ -1257,6 +1315,7 @@ class SequentialDropTest:
     power: float = 0.8
     confidence: float = 0.95
     reference_test: str = "bound"
+    graded: bool = False
     _alpha: float = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -1272,6 +1331,8 @@ class SequentialDropTest:
             raise ValueError(
                 f"reference_test must be 'bound' or 'conditional', got {self.reference_test!r}"
             )
+        if self.graded and self.reference_test != "conditional":
+            raise ValueError("graded needs reference_test='conditional'")
         evaluations = max(1.0, self.period_seconds / self.evaluation_interval_seconds)
         alpha = self.false_alarms_per_period / (evaluations * self.n_comparisons)
         object.__setattr__(self, "_alpha", min(alpha, 0.5))
@@ -1352,6 +1413,10 @@ class SequentialDropTest:
         sufficient = ref_ok and n_cur >= self.min_effective_n and not math.isnan(ref_rate)
         if conditional:
             p_value = conditional_drop_p_value(s_cur, n_cur, s_ref, n_ref)
+            if self.graded:
+                assert isinstance(reference, Totals)
+                bernstein = bernstein_drop_p_value(current, reference)
+                p_value = min(1.0, 2.0 * min(p_value, bernstein))
         else:
             p_value = _binom_cdf(s_cur, n_cur, p0) if n_cur > 0 and p0 > 0 else 1.0
         drop = ref_rate - cur_rate if n_cur > 0 else math.nan

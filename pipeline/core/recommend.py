@@ -14,9 +14,11 @@ the quality floor, ``gap ≤ tolerance``. Their minimum is the band's **allowanc
 - otherwise the policy holds, and says why (too little evidence, or an interval that
   straddles the allowance).
 
-Each decision moves ``cheap_above`` by at most ``max_step``, never by less than
-``hysteresis``, at most once per ``cooldown_s``; ``capable_below`` keeps its distance
-(the uncertain band's width). ``cheap_above`` may reach 1.0: no confident-cheap region
+Each decision moves ``cheap_above`` by at most ``max_step``, at most once per
+``cooldown_s``, and toward cheap never by less than ``hysteresis`` (a move toward capable
+on confident harm goes all the way to the edge of the harmful band: stopping just short
+of it would leave the threshold inside the band it condemned); ``capable_below`` keeps
+its distance (the uncertain band's width). ``cheap_above`` may reach 1.0: no confident-cheap region
 is left when even the band of the most confidently simple queries is harmful.
 
 Evidence is pooled per band over a rolling window, so a band is described faithfully
@@ -236,6 +238,7 @@ class Policy:
         if self.goal is not None and current.cheap_above >= self.goal:
             self.goal = None  # reached
         target: float | None = None
+        harm = bool(bad) or self.goal is not None
         if bad:
             top = max(bad, key=lambda b: b.hi)
             target = min(hi_b, max(lo_b, top.hi))
@@ -267,7 +270,7 @@ class Policy:
                 head = (f"hold: the last move toward capable was {since_up:.0f}s ago; moving "
                         f"back needs a full evidence window ({c.evidence_window_s:.0f}s) "
                         f"routed since")
-            elif abs(delta) < c.hysteresis:
+            elif abs(delta) < c.hysteresis and not harm:
                 head = (f"hold: target {_fmt(target)} within hysteresis {c.hysteresis:.3f} "
                         f"of {_fmt(current.cheap_above)}")
             elif cooling:

@@ -74,6 +74,7 @@ class QualityConfig:
     boundary_signals: tuple[str, ...] = ("support_contact", "shadow", "thumbs")
     gap_signals: tuple[str, ...] = ("thumbs", "shadow", "review")
     reference_test: str = "conditional"
+    graded_signals: tuple[str, ...] = ("review", "shadow", "survey")
 
     def windows_for(self, signal: str) -> tuple[float, ...]:
         """The windows ``signal`` is tested over."""
@@ -350,9 +351,12 @@ class RouterState:
         # one Bonferroni family for every quality test of an evaluation (QualityConfig)
         family = q.n_comparisons(n_tiers=2, n_bands=c.n_bands)
         for signal, test in self._drop_tests.items():
-            if (test.n_comparisons, test.reference_test) != (family, q.reference_test):
+            graded = signal in q.graded_signals and q.reference_test == "conditional"
+            if (test.n_comparisons, test.reference_test, test.graded) != (
+                    family, q.reference_test, graded):
                 self._drop_tests[signal] = replace(test, n_comparisons=family,
-                                                   reference_test=q.reference_test)
+                                                   reference_test=q.reference_test,
+                                                   graded=graded)
         if self._gap_test.n_comparisons != family:
             self._gap_test = replace(self._gap_test, n_comparisons=family)
         tiers = [t for t in (c.cheap_tier, c.capable_tier) if t in self.quality.tiers]

@@ -63,7 +63,8 @@ def test_events_in_signed_thresholds_out_applied_by_the_router(kafka_bootstrap: 
     env = {"TIERWATCH_BOOTSTRAP_SERVERS": kafka_bootstrap, "TIERWATCH_TOPIC_PREFIX": prefix,
            "TIERWATCH_APP_ID": f"{prefix}-worker", "TIERWATCH_MAX_FUTURE_S": "1e10",
            "TIERWATCH_CONTROL_MODE": "enforce", "TIERWATCH_CONTROL_KEY": key,
-           "TIERWATCH_CONTROL_KEY_ID": key_id}
+           "TIERWATCH_CONTROL_KEY_ID": key_id,
+           "FAUST_DATADIR": str(tmp_path / "worker-data")}  # not in the working directory
     rng = random.Random(11)
     # eight days of event time ending an hour ago, so the recommendation (valid 7 days
     # from its event time) is still valid by the wall clock

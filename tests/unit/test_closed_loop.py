@@ -17,7 +17,6 @@ Scale: 0.1 requests/s (8,640 a day), 45 days; the incident cohort ramps in over 
 from __future__ import annotations
 
 import time
-from collections import defaultdict
 from dataclasses import dataclass, field
 
 import pytest
@@ -73,28 +72,34 @@ class Ledger:
 @dataclass
 class Outcome:
     name: str
-    cheap_above: float
-    requests: int
-    cheap: dict[str, int]
-    cost: float
-    contacts: dict[str, int]  # contacts by route reason
+    ledger: Ledger
     good: float  # true good answers in the window (simulator ground truth)
+
+    @property
+    def cheap_above(self) -> float:
+        return self.ledger.cheap_above
+
+    @property
+    def cost(self) -> float:
+        return sum(c for _, _, c in self.ledger.requests.values())
+
+    def cheap(self, reason: str | None = None) -> list[str]:
+        """Request ids routed cheap (for ``reason``, or any)."""
+        return [rid for rid, (is_cheap, r, _) in self.ledger.requests.items()
+                if is_cheap and reason in (None, r)]
+
+    def contacted(self, ids: list[str] | None = None) -> int:
+        ids = list(self.ledger.requests) if ids is None else ids
+        return sum(rid in self.ledger.contacts for rid in ids)
 
 
 def outcome(name: str, sim: Simulator, ledger: Ledger) -> Outcome:
-    cheap: dict[str, int] = defaultdict(int)
-    contacts: dict[str, int] = defaultdict(int)
-    for rid, (is_cheap, reason, _) in ledger.requests.items():
-        if is_cheap:
-            cheap[reason] += 1
-        contacts[reason] += rid in ledger.contacts
     first, last = int((ledger.lo - ledger.start) // DAY), int((ledger.hi - ledger.start) // DAY)
     good = 0.0
     for d in sim.truth()["daily"][first:last]:
         for tier in d["tiers"].values():
             good += (tier["good_rate"] or 0.0) * tier["requests"]
-    return Outcome(name, ledger.cheap_above, len(ledger.requests), dict(cheap),
-                   sum(c for _, _, c in ledger.requests.values()), dict(contacts), good)
+    return Outcome(name, ledger, good)
 
 
 def run_open(thresholds: Thresholds | None, name: str) -> dict[str, Outcome]:
@@ -163,31 +168,36 @@ def table(rows: list[Outcome], base: Outcome) -> tuple[str, dict[str, dict[str, 
     head = (f"  {'router':<12}{'cheap_above':>12}{'cheap %':>9}{'savings $/d':>13}"
             f"{'extra contacts/d':>18}{'hidden $/d':>12}{'net $/d':>10}"
             f"{'extra contacts / cheap req':>28}{'  (confident':>12}{'| exploring)':>12}"
+            f"{'confident n':>13}"
             f"{'good-answer loss / cheap req':>30}")
     lines = [head]
     for r in rows:
-        n_cheap = sum(r.cheap.values())
-        # requests routed capable in both runs contact support identically
-        extra = {k: r.contacts.get(k, 0) - base.contacts.get(k, 0) for k in CHEAP_REASONS}
-        total_extra = sum(r.contacts.values()) - sum(base.contacts.values())
+        assert r.ledger.requests.keys() == base.ledger.requests.keys()  # the same requests
+        n = len(r.ledger.requests)
+        n_cheap = len(r.cheap())
+        # a request contacts support in both runs alike unless its tier differs: the
+        # difference, request by request, is what the cheap tier caused
+        total_extra = r.contacted() - base.contacted()
+        per = {}
+        for k in CHEAP_REASONS:
+            ids = r.cheap(k)
+            per[k] = (r.contacted(ids) - base.contacted(ids)) / len(ids) if ids \
+                else float("nan")
         savings = (base.cost - r.cost) / days
         hidden = total_extra * CONTACT_USD / days
-        per = {k: extra[k] / r.cheap[k] if r.cheap.get(k) else float("nan")
-               for k in CHEAP_REASONS}
         per_cheap = total_extra / n_cheap if n_cheap else float("nan")
         loss = (base.good - r.good) / n_cheap if n_cheap else float("nan")
         out[r.name] = {"savings": savings, "hidden": hidden, "net": savings - hidden,
-                       "cheap_share": n_cheap / r.requests,
-                       "extra_per_request": total_extra / r.requests,
+                       "cheap_share": n_cheap / n, "extra_per_request": total_extra / n,
                        "extra_per_cheap": per_cheap,
                        "extra_per_confident": per["confident_cheap"],
-                       "confident_requests": r.cheap.get("confident_cheap", 0),
+                       "confident_requests": len(r.cheap("confident_cheap")),
                        "extra_per_exploration": per["exploration"], "good_loss": loss}
         lines.append(
-            f"  {r.name:<12}{r.cheap_above:>12.3f}{100 * n_cheap / r.requests:>9.2f}"
+            f"  {r.name:<12}{r.cheap_above:>12.3f}{100 * n_cheap / n:>9.2f}"
             f"{savings:>13.2f}{total_extra / days:>18.1f}{hidden:>12.2f}"
             f"{savings - hidden:>10.2f}{per_cheap:>28.4f}{per['confident_cheap']:>12.4f}"
-            f"{per['exploration']:>12.4f}{loss:>30.4f}")
+            f"{per['exploration']:>12.4f}{len(r.cheap('confident_cheap')):>13}{loss:>30.4f}")
     return "\n".join(lines), out
 
 

@@ -40,9 +40,9 @@ SEED = 7
 ONSET_DAY = 21.0
 DAYS = ONSET_DAY + 10
 BATCH = 512
-# Defended bound on the delay to the first cheap-tier quality alert at RATE. Before
-# the quality engine counted contacts when they happen and scanned score bands it
-# was 121 h at this rate; it is ~44 h now (see the printed table).
+# Defended bound on the delay to the first cheap-tier quality alert at RATE: 44 h for
+# this seed (34-51 h over seeds 1-3). Before support contacts were counted when they
+# happen, with the cheap tier's score bands scanned, it was 121 h at this rate.
 MAX_DELAY_H = 60.0
 QUALITY_KINDS = frozenset({"tier_quality_drop", "tier_quality_gap", "boundary_degradation",
                            "support_contact_rise", "pareto_trap"})
@@ -170,5 +170,8 @@ def test_cheap_tier_pages_and_detection_delay(incident: dict[str, Any]) -> None:
           "≥ 24 h, the incident team needed ~13 weeks (~2,200 h)")
     assert delay_h <= MAX_DELAY_H
     assert (contacts.ts.timestamp() - onset) / HOUR <= MAX_DELAY_H
-    # the page names the score band where the cohort lands and says the aggregate hides it
-    assert contacts.statistics["bands"] or contacts.statistics["test"]["band"] is None
+    # the page names the score band where the cohort lands (it looks simple: top scores)
+    # and says the aggregate hides it
+    band = contacts.statistics["test"]["band"]
+    assert band is not None and band >= 8, contacts.summary
+    assert contacts.statistics["aggregate_hides_it"]

@@ -129,6 +129,47 @@ def test_two_sample_drop_test_holds_its_level() -> None:
     assert rejected / replicates <= alpha
 
 
+def _graded_values(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Graded outcomes shaped like the simulator's shadow agreement: mostly high, some
+    middling (both answers bad), some low (they differ)."""
+    u = rng.random(n)
+    mean = np.where(u < 0.85, 2.2, np.where(u < 0.9, 0.0, -1.4))
+    return 1.0 / (1.0 + np.exp(-(mean + 0.7 * rng.standard_normal(n))))
+
+
+def _graded(rng: np.random.Generator, n: int, weighted: bool = False) -> Totals:
+    weights = np.where(rng.random(n) < 0.5, 50.0, 500.0) if weighted else None  # as reviews
+    return Totals.from_arrays(_graded_values(rng, n), weights)
+
+
+@pytest.mark.parametrize(("n", "weighted"), [(40, True), (110, False), (780, False)])
+def test_graded_drop_test_holds_its_level(n: int, weighted: bool) -> None:
+    """Graded outcomes (shadow, review): the conditional test and the Bernstein bound,
+    Bonferroni-combined, reject at most alpha under no change, few or many outcomes."""
+    alpha = 0.01
+    test = SequentialDropTest(floor=0.0, false_alarms_per_period=alpha,
+                              evaluation_interval_seconds=30 * DAY, min_effective_n=1,
+                              reference_test="conditional", graded=True)
+    rng = np.random.default_rng(n)
+    replicates = 3000
+    rejected = sum(test.test(_graded(rng, n, weighted), _graded(rng, 1500, weighted)).significant
+                   for _ in range(replicates))
+    assert rejected / replicates <= alpha
+
+
+def test_graded_test_sees_what_the_binomial_tail_cannot() -> None:
+    """Shadow agreement of the cheap tier over a week at 0.2 events/s (~800 scores, ~1570
+    in the reference), 100 of them from a cohort the cheap model gets wrong."""
+    rng = np.random.default_rng(3)
+    ref = _graded(rng, 1570)
+    cur = Totals.from_arrays(np.concatenate([_graded_values(rng, 700), np.full(100, 0.25)]))
+    kwargs = {"floor": 0.0, "n_comparisons": 53, "reference_test": "conditional"}
+    binomial = SequentialDropTest(**kwargs).test(cur, ref)
+    graded = SequentialDropTest(**kwargs, graded=True).test(cur, ref)
+    assert 0.05 < graded.drop < 0.08
+    assert graded.significant and not binomial.significant
+
+
 def test_two_sample_test_is_more_powerful_than_the_bound() -> None:
     """One band of the cheap tier, a day of traffic: 2x the contact rate of its reference."""
     ref = Totals(25_000, 25_000, 25_000, *[25_000.0 - 60] * 3)  # 0.24 % contacts
