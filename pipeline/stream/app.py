@@ -9,6 +9,7 @@ Messages are taken in batches (``take_events``) since per-message overhead domin
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 
 import faust
@@ -48,6 +49,8 @@ def build_worker(settings: Settings, *, registry: CollectorRegistry | None = Non
         settings.app_id,
         broker=[f"kafka://{h.strip()}" for h in settings.bootstrap_servers.split(",")],
         store="memory://",
+        # faust writes a per-app folder; keep it out of the working directory
+        datadir=os.environ.get("FAUST_DATADIR", f".run/faust/{settings.app_id}"),
         web_port=settings.web_port,
         web_host="127.0.0.1",
         topic_allow_declare=False,
