@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import faust
 from faust.types import TP
@@ -45,12 +46,14 @@ def build_worker(settings: Settings, *, registry: CollectorRegistry | None = Non
     scrape: CollectorRegistry = registry
     metrics = WorkerMetrics(registry)
     processor = Processor(settings, monitor or build_monitor(settings), metrics)
+    # faust writes a per-app folder; keep it out of the working directory
+    datadir = Path(os.environ.get("FAUST_DATADIR", f".run/faust/{settings.app_id}"))
+    datadir.parent.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.app_id,
         broker=[f"kafka://{h.strip()}" for h in settings.bootstrap_servers.split(",")],
         store="memory://",
-        # faust writes a per-app folder; keep it out of the working directory
-        datadir=os.environ.get("FAUST_DATADIR", f".run/faust/{settings.app_id}"),
+        datadir=datadir,
         web_port=settings.web_port,
         web_host="127.0.0.1",
         topic_allow_declare=False,
