@@ -7,7 +7,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 PYTEST  := $(BIN)/pytest -p no:cacheprovider
 
-.PHONY: demo test lint unit bench system-deps kafka-jars up down clean
+.PHONY: demo test lint unit bench soak system-deps kafka-jars up down clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -33,6 +33,10 @@ lint: $(STAMP)
 ## bench: the marked benchmarks under tests/benchmarks (deselected by default)
 bench: $(STAMP) system-deps kafka-jars
 	$(PYTEST) -m benchmark tests/benchmarks -s
+
+## soak: the acceptance-size fault runs (SIGKILLs over a million events; deselected by default)
+soak: $(STAMP) system-deps kafka-jars
+	$(PYTEST) -m soak tests/integration -s
 
 ## system-deps: promtool (Debian's prometheus) and headless chromium for the report test
 system-deps:

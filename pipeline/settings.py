@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import AliasChoices, Field, field_validator
@@ -64,6 +65,20 @@ class Settings(BaseSettings):
         8.0, ge=0, description="What one support contact costs (for hidden cost).")
     bad_outcome_cost_usd: float = Field(
         0.0, ge=0, description="What one bad answer costs beyond its support contacts.")
+    session_timeout_s: float = Field(
+        30.0, ge=6, description="Consumer group session timeout: how soon a dead worker's "
+        "partitions move to a live one (the broker's minimum is 6 s by default).")
+    checkpoint_dir: Path | None = Field(
+        None, description="Where the worker keeps its checkpoints (state + input offsets); "
+        "default .run/checkpoints/<app_id>. One worker per directory.")
+    checkpoint_every_s: float = Field(
+        30.0, gt=0, description="Wall-time interval between checkpoints; committed offsets "
+        "follow them, so a restart re-reads at most this much input.")
+    merge_idle_s: float = Field(
+        2.0, ge=0, description="How long the ordered merge waits for a partition that has "
+        "not delivered its next message before releasing without it.")
+    merge_max_buffered: int = Field(
+        20_000, ge=1, description="Messages the ordered merge may hold before releasing.")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("topic_prefix")

@@ -128,6 +128,10 @@ class Monitor:
         self._pending: list[Output] = []
         self.evaluations = 0
 
+    def __getstate__(self) -> dict[str, Any]:
+        # a snapshot must never carry the signing key; its owner re-attaches a signer
+        return {**self.__dict__, "signer": None}
+
     # -- state ---------------------------------------------------------------------------
     def router(self, router_id: str, ts: float) -> RouterState:
         state = self.routers.get(router_id)

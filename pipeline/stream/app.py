@@ -4,29 +4,89 @@ One agent with ``concurrency=1`` reads routing, feedback and baselines, because 
 faust agent with concurrency > 1 can commit offsets past unprocessed messages
 (faust issue #606) and one ordered stream keeps the monitor's state single-writer.
 Messages are taken in batches (``take_events``) since per-message overhead dominates.
+
+Exactly-once state, without faust's experimental ``exactly_once``:
+
+- **One order.** Fetched messages wait in an :class:`~pipeline.core.merge.OrderedMerge`
+  and reach the processor in (record timestamp, topic, partition, offset) order, once
+  every assigned partition has its next message or is caught up with its log. The
+  baselines topic is a table: it is read up to its end before any event, then applied as
+  it comes. Over logs already written, the order is a function of the logs alone.
+- **Snapshots with offsets.** Every ``checkpoint_every_s`` the worker flushes its
+  producer, then durably writes the processor's state with the next offset of every
+  input partition (:mod:`pipeline.stream.checkpoint`).
+- **Commits follow snapshots.** The consumer commits the offsets of the latest durable
+  snapshot, never faust's acked offsets, so a restart re-reads from at or before the
+  snapshot, and the processor skips what the snapshot already counts. Outputs emitted
+  after the snapshot are emitted again, with the same ids.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import faust
+from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from pipeline.core.merge import OrderedMerge
 from pipeline.core.monitor import Monitor
 from pipeline.replay import build_monitor
 from pipeline.settings import Settings
+from pipeline.stream.checkpoint import CheckpointStore
 from pipeline.stream.metrics import WorkerMetrics
 from pipeline.stream.processor import InMessage, OutMessage, Processor
 
 log = logging.getLogger("tierwatch.worker")
 INPUTS = ("routing", "feedback", "baselines")
 OUTPUTS = ("alerts", "control", "review", "dlq")
+RANK = {"baselines": 0, "routing": 1, "feedback": 2}
+
+
+class CheckpointedConsumer(faust_aiokafka.Consumer):
+    """A faust consumer that commits the latest durable checkpoint's offsets.
+
+    faust acks a message once the agent has taken it, and would commit that; here a
+    taken message may still wait in the merge, and a processed one is not durable
+    until the next snapshot. faust's ack bookkeeping is still drained, to stay bounded.
+    """
+
+    committed_positions: dict[TP, int]
+
+    async def _commit_tps(self, tps: Iterable[TP], start_new_transaction: bool) -> bool:
+        self._filter_committable_offsets(tps)
+        positions: Mapping[TP, int] = getattr(self.app, "durable_positions", {})
+        done = getattr(self, "committed_positions", {})
+        offsets = {tp: o for tp, o in positions.items()
+                   if tp in self.assignment() and done.get(tp) != o}
+        if not offsets:
+            return False
+        ok = await self._commit(offsets)
+        if ok:
+            self.committed_positions = {**done, **offsets}
+        return ok
+
+
+class CheckpointedTransport(faust_aiokafka.Transport):
+    Consumer = CheckpointedConsumer
+
+
+class TierwatchApp(faust.App):
+    """faust's App with the checkpoint-following consumer."""
+
+    durable_positions: dict[TP, int]
+
+    def _new_transport(self) -> Any:
+        return CheckpointedTransport(self.conf.broker_consumer, self)
 
 
 @dataclass
@@ -37,19 +97,28 @@ class Worker:
     processor: Processor
     metrics: WorkerMetrics
     registry: CollectorRegistry
+    store: CheckpointStore
 
 
 def build_worker(settings: Settings, *, registry: CollectorRegistry | None = None,
                  monitor: Monitor | None = None) -> Worker:
-    """Wire a faust app around one :class:`Processor`."""
+    """Wire a faust app around one :class:`Processor`, restored from its checkpoint."""
     registry = registry if registry is not None else CollectorRegistry()
     scrape: CollectorRegistry = registry
     metrics = WorkerMetrics(registry)
     processor = Processor(settings, monitor or build_monitor(settings), metrics)
+    store = CheckpointStore(settings.checkpoint_dir
+                            or Path(".run/checkpoints") / settings.app_id)
+    snapshot = store.load()
+    if snapshot is not None:
+        processor.restore(snapshot)
+        log.info("restored checkpoint of %s: %d messages, offsets %s",
+                 time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(snapshot.taken_at)),
+                 snapshot.messages, snapshot.positions)
     # faust writes a per-app folder; keep it out of the working directory
     datadir = Path(os.environ.get("FAUST_DATADIR", f".run/faust/{settings.app_id}"))
     datadir.parent.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
+    app = TierwatchApp(
         settings.app_id,
         broker=[f"kafka://{h.strip()}" for h in settings.bootstrap_servers.split(",")],
         store="memory://",
@@ -61,31 +130,109 @@ def build_worker(settings: Settings, *, registry: CollectorRegistry | None = Non
         producer_acks=-1,
         consumer_auto_offset_reset="earliest",
         broker_commit_every=settings.batch_size,
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=settings.session_timeout_s / 10,
+        broker_rebalance_timeout=settings.session_timeout_s,
     )
+    app.durable_positions = {TP(t, p): o for (t, p), o in processor.positions.items()}
     by_name = {settings.topic(k): k for k in INPUTS}
     source = app.topic(*by_name, key_type=bytes, value_type=bytes,
                        key_serializer="raw", value_serializer="raw")
     sinks = {k: app.topic(settings.topic(k), key_type=bytes, value_type=bytes,
                           key_serializer="raw", value_serializer="raw") for k in OUTPUTS}
+    merge: OrderedMerge[InMessage] = OrderedMerge()
+    lock = asyncio.Lock()
+    state: dict[str, Any] = {"blocked_since": None, "checkpoint": time.monotonic(),
+                             "bootstrapped": False, "checkpointed": processor.messages}
 
     async def publish(out: list[OutMessage]) -> None:
         for m in out:
             await sinks[m.topic].send(key=m.key, value=m.value)
+
+    def inputs() -> set[TP]:
+        return {tp for tp in app.consumer.assignment() if tp.topic in by_name}
+
+    def caught_up(tp: Any) -> bool:
+        highwater = app.consumer.highwater(tp)
+        return highwater is not None and processor.positions.get(
+            (tp.topic, tp.partition), 0) >= highwater
+
+    def release() -> list[InMessage]:
+        """What the merge can hand to the processor now, in its order."""
+        assigned = inputs()
+        tables = sorted(tp for tp in assigned if by_name[tp.topic] == "baselines")
+        streams = sorted(assigned.difference(tables))
+        # the baselines topic is a table: applied as it arrives, and read to its end
+        # before the first event, so every event meets the baselines already published
+        ready = [m for tp in tables for m in merge.take(tp)]
+        if not state["bootstrapped"]:
+            if not all(caught_up(tp) for tp in tables):
+                return ready
+            state["bootstrapped"] = True
+        ready += merge.release(streams, caught_up)
+        now = time.monotonic()
+        if ready or not len(merge):
+            state["blocked_since"] = None
+        elif state["blocked_since"] is None:
+            state["blocked_since"] = now
+        elif now - state["blocked_since"] >= settings.merge_idle_s:
+            ready += merge.release(streams, caught_up, force=True)
+            metrics.merge_forced.labels("idle").inc()
+            state["blocked_since"] = None
+        if len(merge) >= settings.merge_max_buffered:
+            ready += merge.release(streams, caught_up, force=True)
+            metrics.merge_forced.labels("full").inc()
+        metrics.merge_buffered.set(len(merge))
+        return ready
+
+    async def drain() -> None:
+        async with lock:
+            for i, msg in enumerate(release()):
+                out = processor.handle(by_name[msg.topic], msg)
+                out.extend(processor.flush())
+                await publish(out)
+                if i % 64 == 63:
+                    await asyncio.sleep(0)  # let the web server and the timers run
+            if (time.monotonic() - state["checkpoint"] >= settings.checkpoint_every_s
+                    and processor.messages != state["checkpointed"]):
+                await checkpoint()
+
+    async def checkpoint() -> None:
+        """Flush the outputs, then write the state and offsets; call holding ``lock``."""
+        started = time.perf_counter()
+        state["checkpoint"] = time.monotonic()
+        try:
+            await app.producer.flush()
+            snapshot = processor.snapshot()
+            blob = store.encode(snapshot)
+            size = await asyncio.get_running_loop().run_in_executor(None, store.write, blob)
+        except Exception:  # a failed checkpoint must not stop the worker
+            log.exception("checkpoint failed; committed offsets stay at the previous one")
+            metrics.checkpoint_failures.inc()
+            return
+        app.durable_positions = {TP(t, p): o for (t, p), o in snapshot.positions.items()}
+        state["checkpointed"] = snapshot.messages
+        metrics.checkpoint_seconds.observe(time.perf_counter() - started)
+        metrics.checkpoint_bytes.set(size)
+        metrics.checkpoint_time.set(time.time())
 
     async def ingest(stream: faust.StreamT) -> None:
         # take_events exists on faust's Stream but not on its StreamT protocol
         batches = stream.take_events(  # type: ignore[attr-defined]
             settings.batch_size, settings.batch_within_s)
         async for events in batches:
-            out: list[OutMessage] = []
             for event in events:
-                msg = event.message
-                kind = by_name[msg.topic]
-                out.extend(processor.handle(kind, InMessage(
-                    msg.topic, msg.partition, msg.offset, msg.key, msg.value)))
-            out.extend(processor.flush())
-            await publish(out)
+                m = event.message
+                tp = TP(m.topic, m.partition)
+                merge.push(tp, (m.timestamp, RANK[by_name[m.topic]], m.partition, m.offset),
+                           InMessage(m.topic, m.partition, m.offset, m.key, m.value))
+            await drain()
             record_lag(events)
+
+    @app.timer(interval=0.25)
+    async def unblock() -> None:
+        # the merge may be waiting on a partition that delivers nothing more
+        await drain()
 
     def record_lag(events: list[faust.EventT]) -> None:
         last: dict[tuple[str, int], int] = {}
@@ -108,7 +255,12 @@ def build_worker(settings: Settings, *, registry: CollectorRegistry | None = Non
 
     class StatusView(View):
         async def get(self, request: Request) -> Response:
-            return self.json(processor.monitor.status())
+            return self.json({**processor.monitor.status(), "worker": {
+                "messages": processor.messages,
+                "positions": {f"{t}:{p}": o for (t, p), o in processor.positions.items()},
+                "checkpoint": {f"{tp.topic}:{tp.partition}": o
+                               for tp, o in app.durable_positions.items()},
+                "merge_buffered": len(merge)}})
 
     class RouterView(View):
         async def get(self, request: Request, router_id: str) -> Response:
@@ -122,7 +274,7 @@ def build_worker(settings: Settings, *, registry: CollectorRegistry | None = Non
     app.page("/metrics")(MetricsView)
     app.page("/status")(StatusView)
     app.page("/routers/{router_id}")(RouterView)
-    return Worker(app, processor, metrics, registry)
+    return Worker(app, processor, metrics, registry, store)
 
 
 def run_worker(settings: Settings) -> None:

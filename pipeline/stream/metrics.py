@@ -109,6 +109,27 @@ class WorkerMetrics:
         self.consumer_lag = Gauge("tierwatch_consumer_lag_messages",
                                   "Messages not yet consumed, by input topic and partition.",
                                   ["topic", "partition"], registry=registry)
+        self.fenced = Counter(
+            "tierwatch_fenced_messages", "Input messages skipped after a restore because the "
+            "checkpoint already counts them.", ["topic"], registry=registry)
+        self.merge_buffered = Gauge(
+            "tierwatch_merge_buffered_messages", "Input messages fetched and waiting in the "
+            "ordered merge.", registry=registry)
+        self.merge_forced = Counter(
+            "tierwatch_merge_forced_releases", "Times the ordered merge released without "
+            "every partition's next message (idle timeout or full buffer).", ["reason"],
+            registry=registry)
+        self.checkpoint_seconds = Histogram(
+            "tierwatch_checkpoint_seconds", "Time to take and durably write one checkpoint.",
+            registry=registry, buckets=(0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0))
+        self.checkpoint_bytes = Gauge("tierwatch_checkpoint_bytes",
+                                      "Size of the latest checkpoint.", registry=registry)
+        self.checkpoint_time = Gauge(
+            "tierwatch_checkpoint_last_success_timestamp_seconds",
+            "Wall time of the latest durable checkpoint.", registry=registry)
+        self.checkpoint_failures = Counter(
+            "tierwatch_checkpoint_failures", "Checkpoints that could not be written.",
+            registry=registry)
 
     def _gauge(self, name: str, doc: str, labels: list[str]) -> None:
         self.gauges[name] = Gauge(f"tierwatch_{name}", doc, labels, registry=self.registry)

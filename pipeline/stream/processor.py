@@ -28,6 +28,7 @@ from pipeline.schemas import (
     decode_events,
 )
 from pipeline.settings import Settings
+from pipeline.stream.checkpoint import Snapshot
 from pipeline.stream.metrics import WorkerMetrics
 
 
@@ -78,8 +79,24 @@ class Processor:
         self.metrics = metrics
         self.clock = clock
         self._evaluations_seen = 0
+        #: next offset not yet counted, per input (topic, partition): the snapshot's fence
+        self.positions: dict[tuple[str, int], int] = {}
+        self.messages = 0
+
+    def counted(self, msg: InMessage) -> bool:
+        """Whether the state already includes this message (re-read after a restore)."""
+        if msg.partition is None or msg.offset is None:
+            return False
+        return msg.offset < self.positions.get((msg.topic, msg.partition), 0)
 
     def handle(self, kind: str, msg: InMessage) -> list[OutMessage]:
+        """Process one input message; a message the state already counts is skipped."""
+        if self.counted(msg):
+            self.metrics.fenced.labels(kind).inc()
+            return []
+        if msg.partition is not None and msg.offset is not None:
+            self.positions[(msg.topic, msg.partition)] = msg.offset + 1
+        self.messages += 1
         started = time.perf_counter()
         raw = msg.value if msg.value is not None else b""
         if kind == "baselines":
@@ -94,6 +111,26 @@ class Processor:
             out.extend(self._observe(msg, events))
         self.metrics.processing.labels(kind).observe(time.perf_counter() - started)
         return out
+
+    def snapshot(self) -> Snapshot:
+        """The state and the offsets it includes, without the signing key.
+
+        Call between messages; the result shares the live objects, so encode it before
+        the next message is handled.
+        """
+        return Snapshot(dict(self.positions), self.monitor, messages=self.messages)
+
+    def restore(self, snapshot: Snapshot) -> None:
+        """Resume from ``snapshot``: its monitor, with this processor's signer and metrics."""
+        monitor: Monitor = snapshot.state
+        monitor.signer = self.monitor.signer
+        self.monitor = monitor
+        self.positions = dict(snapshot.positions)
+        self.messages = snapshot.messages
+        for baseline in monitor.baselines.values():
+            self.metrics.baseline_info(baseline)
+        self._evaluations_seen = monitor.evaluations
+        self.metrics.update_from(monitor)
 
     def _baseline(self, msg: InMessage, raw: bytes) -> list[OutMessage]:
         try:

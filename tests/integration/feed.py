@@ -1,0 +1,200 @@
+"""Put a simulated feed on a real broker, identically under several topic prefixes.
+
+Each message gets a synthetic record timestamp (``T0 + i`` ms, in the replay's message
+order) and a key (its first request id, so the default partitioner decides), so every
+copy of the feed is the same log: workers reading two copies must agree exactly.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+from kafka import KafkaConsumer, KafkaProducer
+
+from pipeline.core.monitor import Monitor
+from pipeline.demo import simulate
+from pipeline.replay import Replay, build_monitor
+from pipeline.schemas import Baseline
+from pipeline.settings import Settings
+from pipeline.stream.checkpoint import CheckpointStore, Snapshot
+from pipeline.topics import create_topics
+from tests.integration.worker_proc import http_get
+
+T0_MS = 1_700_000_000_000
+OUTPUTS = ("alerts", "control", "review", "dlq")
+
+
+@dataclass
+class Feed:
+    """The messages of a simulated scenario, in the replay's order."""
+
+    baselines: list[Baseline]
+    messages: list[tuple[str, bytes | None, bytes]]  # (kind, key, value)
+    events: int
+    replay_dir: Path
+    monitor: Monitor  # the replay's, at the end: the state of an uninterrupted run
+
+    @classmethod
+    def simulate(cls, tmp: Path, *, scenario: str, days: float, rate: float,
+                 seed: int) -> Feed:
+        routing, feedback, baselines, _ = simulate(scenario, tmp / "data", days=days,
+                                                   rate=rate, seed=seed)
+        settings = Settings(max_future_s=1e10)
+        replay = Replay(settings, build_monitor(settings), tmp / "replay")
+        result = replay.run(routing, feedback, baselines, progress=False)
+        msgs = [(m.kind, m.key, m.value) for m in replay.messages(routing, feedback)]
+        return cls(baselines, msgs, result.events, tmp / "replay", replay.monitor)
+
+    def produce(self, bootstrap: str, settings: Settings) -> int:
+        """Create ``settings``' topics and write the feed; returns the input messages."""
+        create_topics(settings)
+        producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20,
+                                 batch_size=1 << 20, max_request_size=8 * 1024 * 1024)
+        try:
+            for b in self.baselines:
+                producer.send(settings.topic("baselines"), key=b.router_id.encode(),
+                              value=b.model_dump_json().encode(), timestamp_ms=T0_MS)
+            for i, (kind, key, value) in enumerate(self.messages, start=1):
+                producer.send(settings.topic(kind), key=key, value=value,
+                              timestamp_ms=T0_MS + i)
+            producer.flush()
+        finally:
+            producer.close()
+        return len(self.baselines) + len(self.messages)
+
+
+def worker_env(bootstrap: str, settings: Settings, checkpoints: Path,
+               **extra: str) -> dict[str, str]:
+    return {"TIERWATCH_BOOTSTRAP_SERVERS": bootstrap,
+            "TIERWATCH_TOPIC_PREFIX": settings.topic_prefix,
+            "TIERWATCH_APP_ID": settings.app_id,
+            "TIERWATCH_PARTITIONS": str(settings.partitions),
+            "TIERWATCH_MAX_FUTURE_S": "1e10",
+            "TIERWATCH_CHECKPOINT_DIR": str(checkpoints),
+            "TIERWATCH_CHECKPOINT_EVERY_S": "1",
+            "TIERWATCH_SESSION_TIMEOUT_S": "6",
+            # a noisy machine must not force the merge to release early
+            "TIERWATCH_MERGE_IDLE_S": "60",
+            **extra}
+
+
+def worker_status(base: str) -> dict[str, Any]:
+    status: dict[str, Any] = orjson.loads(http_get(base + "/status"))
+    return status
+
+
+def wait_durable(base: str, messages: int, proc: Any, log: Path, timeout: float) -> None:
+    """Until the worker has processed ``messages`` input messages and checkpointed them."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"worker exited: {log.read_text()[-3000:]}")
+        w = worker_status(base)["worker"]
+        if w["messages"] >= messages and w["checkpoint"] == w["positions"]:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"worker stuck at {w['messages']}/{messages}: "
+                               f"{log.read_text()[-3000:]}")
+        time.sleep(0.5)
+
+
+def read_topic(bootstrap: str, topic: str, timeout: float = 5.0) -> list[bytes]:
+    """Every message of a (small) topic, in partition order."""
+    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                             enable_auto_commit=False, group_id=None,
+                             consumer_timeout_ms=int(timeout * 1000))
+    try:
+        return [r.value for r in consumer]
+    finally:
+        consumer.close()
+
+
+def outputs(bootstrap: str, settings: Settings) -> dict[str, list[bytes]]:
+    return {k: read_topic(bootstrap, settings.topic(k)) for k in OUTPUTS}
+
+
+def identity(kind: str, value: bytes) -> Any:
+    """What makes an output message the same message when it is emitted again."""
+    doc = orjson.loads(value)
+    if kind == "alerts":
+        return (doc["alert_id"], doc["state"], doc["ts"])
+    if kind == "control":
+        return (doc["router_id"], doc["seq"])
+    if kind == "review":
+        return doc["request_id"]
+    return (doc["topic"], doc["partition"], doc["offset"], doc.get("index"))
+
+
+def dedup(kind: str, values: Sequence[bytes]) -> tuple[list[bytes], int]:
+    """First copies in order, and how many re-emissions were dropped.
+
+    A re-emission must carry the same bytes as the first copy (a dead letter up to its
+    ``rejected_at``, which is wall time).
+    """
+    first: dict[Any, bytes] = {}
+    out: list[bytes] = []
+    for v in values:
+        key = identity(kind, v)
+        if key in first:
+            a, b = orjson.loads(first[key]), orjson.loads(v)
+            if kind == "dlq":
+                a.pop("rejected_at"), b.pop("rejected_at")
+            assert a == b, f"{kind} {key} re-emitted with different content"
+            continue
+        first[key] = v
+        out.append(v)
+    return out, len(values) - len(out)
+
+
+def final_snapshot(checkpoints: Path) -> Snapshot:
+    return CheckpointStore.decode((checkpoints / CheckpointStore.LATEST).read_bytes())
+
+
+def canon(obj: Any, depth: int = 0) -> Any:
+    """A structure equal for equal states whatever the process: sets sorted, arrays listed."""
+    import numpy as np
+
+    if depth > 60:
+        raise RecursionError("state nests too deep")
+    if isinstance(obj, (str, int, float, bool, bytes)) or obj is None:
+        return obj
+    if isinstance(obj, np.ndarray):
+        return ("ndarray", str(obj.dtype), obj.shape, obj.tolist())
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, dict):
+        return ("dict", sorted(((repr(canon(k, depth + 1)), canon(v, depth + 1))
+                                for k, v in obj.items()), key=lambda kv: kv[0]))
+    if isinstance(obj, (set, frozenset)):
+        return ("set", sorted(repr(canon(x, depth + 1)) for x in obj))
+    if isinstance(obj, (list, tuple)):
+        return (type(obj).__name__, [canon(x, depth + 1) for x in obj])
+    if hasattr(obj, "model_dump"):
+        return (type(obj).__name__, obj.model_dump(mode="json"))
+    fields: dict[str, Any] = {}
+    if hasattr(obj, "__dict__"):
+        fields.update(vars(obj))
+    for cls in type(obj).__mro__:
+        for slot in getattr(cls, "__slots__", ()):
+            if hasattr(obj, slot):
+                fields[slot] = getattr(obj, slot)
+    if not fields and not hasattr(obj, "__dict__"):
+        return (type(obj).__name__, repr(obj))
+    return (type(obj).__name__, canon(fields, depth + 1))
+
+
+def differences(a: Any, b: Any, path: str = "state") -> Iterator[str]:
+    """Paths at which two canonical states differ (for a readable assertion message)."""
+    if a == b:
+        return
+    if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            label = x[0] if isinstance(x, tuple) and x and isinstance(x[0], str) else i
+            yield from differences(x, y, f"{path}/{label}")
+    else:
+        yield f"{path}: {str(a)[:300]} != {str(b)[:300]}"

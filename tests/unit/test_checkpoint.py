@@ -1,0 +1,74 @@
+"""Checkpoints: atomic, verified, falling back to the previous one; the processor's fence."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from pipeline.core.monitor import Monitor
+from pipeline.replay import build_monitor
+from pipeline.settings import Settings
+from pipeline.stream.checkpoint import CheckpointStore, Snapshot
+from pipeline.stream.metrics import WorkerMetrics
+from pipeline.stream.processor import InMessage, Processor
+from tests.unit.test_fuzz_processor import VALID
+
+
+def event(i: int, tier: str = "cheap") -> bytes:
+    import orjson
+
+    return orjson.dumps({**VALID, "event_id": f"e{i}", "request_id": f"q{i}", "tier": tier})
+
+
+def processor(monitor: Monitor | None = None) -> Processor:
+    return Processor(Settings(), monitor or build_monitor(Settings()),
+                     WorkerMetrics(CollectorRegistry()), clock=None)
+
+
+def test_a_corrupt_latest_falls_back_to_the_previous(tmp_path: Path) -> None:
+    store = CheckpointStore(tmp_path)
+    store.save(Snapshot({("t", 0): 1}, "one", messages=1))
+    store.save(Snapshot({("t", 0): 2}, "two", messages=2))
+    assert store.load().state == "two"  # type: ignore[union-attr]
+    latest = tmp_path / CheckpointStore.LATEST
+    blob = bytearray(latest.read_bytes())
+    blob[-1] ^= 0xFF
+    latest.write_bytes(bytes(blob))
+    assert store.load().state == "one"  # type: ignore[union-attr]
+    latest.write_bytes(b"garbage")
+    assert store.load().state == "one"  # type: ignore[union-attr]
+    store.close()
+
+
+def test_one_worker_per_directory(tmp_path: Path) -> None:
+    store = CheckpointStore(tmp_path)
+    with pytest.raises(RuntimeError, match="another worker"):
+        CheckpointStore(tmp_path)
+    store.close()
+    CheckpointStore(tmp_path).close()
+
+
+def test_restore_skips_what_the_snapshot_counts_and_never_saves_the_key(tmp_path: Path) -> None:
+    p = processor()
+    for i in range(5):
+        p.handle("routing", InMessage("tierwatch.routing", 0, i, None, event(i)))
+    store = CheckpointStore(tmp_path)
+    blob = store.encode(p.snapshot())
+    assert b"tierwatch-dev-key-change-me" not in blob
+    store.write(blob)
+    for i in range(5, 8):  # counted after the snapshot, then the worker dies
+        p.handle("routing", InMessage("tierwatch.routing", 0, i, None, event(i)))
+
+    q = processor()
+    q.restore(store.load())  # type: ignore[arg-type]
+    assert q.monitor.signer is not None and q.monitor.counts.routed == {("r", "cheap"): 5}
+    for i in range(2, 8):  # the consumer re-reads from the committed offset, at or before
+        q.handle("routing", InMessage("tierwatch.routing", 0, i, None, event(i)))
+    assert q.monitor.counts.routed == p.monitor.counts.routed == {("r", "cheap"): 8}
+    assert q.positions == p.positions == {("tierwatch.routing", 0): 8}
+    fenced = q.metrics.registry.get_sample_value("tierwatch_fenced_messages_total",
+                                                 {"topic": "routing"})
+    assert fenced == 3
+    store.close()
