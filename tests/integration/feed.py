@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from pipeline.core.monitor import Monitor
 from pipeline.demo import simulate
@@ -76,7 +76,7 @@ def worker_env(bootstrap: str, settings: Settings, checkpoints: Path,
             "TIERWATCH_PARTITIONS": str(settings.partitions),
             "TIERWATCH_MAX_FUTURE_S": "1e10",
             "TIERWATCH_CHECKPOINT_DIR": str(checkpoints),
-            "TIERWATCH_CHECKPOINT_EVERY_S": "1",
+            "TIERWATCH_CHECKPOINT_EVERY_S": "3",
             "TIERWATCH_SESSION_TIMEOUT_S": "6",
             # a noisy machine must not force the merge to release early
             "TIERWATCH_MERGE_IDLE_S": "60",
@@ -103,13 +103,23 @@ def wait_durable(base: str, messages: int, proc: Any, log: Path, timeout: float)
         time.sleep(0.5)
 
 
-def read_topic(bootstrap: str, topic: str, timeout: float = 5.0) -> list[bytes]:
-    """Every message of a (small) topic, in partition order."""
-    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                             enable_auto_commit=False, group_id=None,
-                             consumer_timeout_ms=int(timeout * 1000))
+def read_topic(bootstrap: str, topic: str, timeout: float = 60.0) -> list[bytes]:
+    """Every message of a (small) topic up to its current end, partition by partition."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                             group_id=None)
     try:
-        return [r.value for r in consumer]
+        parts = [TopicPartition(topic, p) for p in sorted(
+            consumer.partitions_for_topic(topic) or ())]
+        consumer.assign(parts)
+        consumer.seek_to_beginning(*parts)
+        ends = consumer.end_offsets(parts)
+        got: dict[TopicPartition, list[bytes]] = {tp: [] for tp in parts}
+        deadline = time.monotonic() + timeout
+        while any(consumer.position(tp) < ends[tp] for tp in parts):
+            assert time.monotonic() < deadline, f"could not read {topic} to its end"
+            for tp, records in consumer.poll(timeout_ms=200).items():
+                got[tp].extend(r.value for r in records)
+        return [v for tp in parts for v in got[tp]]
     finally:
         consumer.close()
 
