@@ -18,7 +18,7 @@ evaluation sees is what was processed before it:
   taking one message per batch.
 
 A worker fed these messages in this order, one after the other, publishes the same bytes
-(``tests/integration/test_replay_agreement.py``).
+(``tests/integration/test_recovery.py``).
 
 Bad input never stops a replay. A line that is not one JSON object, or is larger than
 ``max_event_bytes``, is sent as a message of its own, so it is rejected alone. Every

@@ -35,20 +35,31 @@ class Feed:
 
     baselines: list[Baseline]
     messages: list[tuple[str, bytes | None, bytes]]  # (kind, key, value)
-    events: int
+    routing: Path
+    feedback: Path
     replay_dir: Path
-    monitor: Monitor  # the replay's, at the end: the state of an uninterrupted run
 
     @classmethod
     def simulate(cls, tmp: Path, *, scenario: str, days: float, rate: float,
                  seed: int) -> Feed:
         routing, feedback, baselines, _ = simulate(scenario, tmp / "data", days=days,
                                                    rate=rate, seed=seed)
-        settings = Settings(max_future_s=1e10)
-        replay = Replay(settings, build_monitor(settings), tmp / "replay")
-        result = replay.run(routing, feedback, baselines, progress=False)
+        replay = Replay(Settings(), Monitor(), tmp / "replay")
         msgs = [(m.kind, m.key, m.value) for m in replay.messages(routing, feedback)]
-        return cls(baselines, msgs, result.events, tmp / "replay", replay.monitor)
+        return cls(baselines, msgs, routing, feedback, tmp / "replay")
+
+    @property
+    def events(self) -> int:
+        return sum(len(orjson.loads(v)) if v.startswith(b"[") else 1
+                   for _, _, v in self.messages)
+
+    def replay(self) -> tuple[Monitor, dict[str, list[bytes]]]:
+        """The replay's monitor at the end (an uninterrupted run) and its output lines."""
+        settings = Settings(max_future_s=1e10)
+        replay = Replay(settings, build_monitor(settings), self.replay_dir)
+        replay.run(self.routing, self.feedback, self.baselines, progress=False)
+        return replay.monitor, {k: (self.replay_dir / f"{k}.jsonl").read_bytes().splitlines()
+                                for k in OUTPUTS}
 
     def produce(self, bootstrap: str, settings: Settings) -> int:
         """Create ``settings``' topics and write the feed; returns the input messages."""
