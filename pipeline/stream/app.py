@@ -13,8 +13,8 @@ Exactly-once state, without faust's experimental ``exactly_once``:
   baselines topic is a table: it is read up to its end before any event, then applied as
   it comes. Over logs already written, the order is a function of the logs alone.
 - **Snapshots with offsets.** Every ``checkpoint_every_s`` the worker flushes its
-  producer, then durably writes the processor's state with the next offset of every
-  input partition (:mod:`pipeline.stream.checkpoint`).
+  producer, then forks a child that durably writes the processor's state with the next
+  offset of every input partition (:mod:`pipeline.stream.checkpoint`).
 - **Commits follow snapshots.** The consumer commits the offsets of the latest durable
   snapshot, never faust's acked offsets, so a restart re-reads from at or before the
   snapshot, and the processor skips what the snapshot already counts. Outputs emitted
@@ -143,7 +143,8 @@ def build_worker(settings: Settings, *, registry: CollectorRegistry | None = Non
     merge: OrderedMerge[InMessage] = OrderedMerge()
     lock = asyncio.Lock()
     state: dict[str, Any] = {"blocked_since": None, "checkpoint": time.monotonic(),
-                             "bootstrapped": False, "checkpointed": processor.messages}
+                             "bootstrapped": False, "checkpointed": processor.messages,
+                             "writer": None}
 
     async def publish(out: list[OutMessage]) -> None:
         for m in out:
@@ -198,20 +199,38 @@ def build_worker(settings: Settings, *, registry: CollectorRegistry | None = Non
                 await checkpoint()
 
     async def checkpoint() -> None:
-        """Flush the outputs, then write the state and offsets; call holding ``lock``."""
-        started = time.perf_counter()
+        """Flush the outputs, then snapshot state and offsets; call holding ``lock``.
+
+        A forked child writes the snapshot while processing goes on; the committed
+        offsets move to the snapshot's once the child has made it durable.
+        """
+        if state["writer"] is not None:
+            return
         state["checkpoint"] = time.monotonic()
+        started = time.perf_counter()
         try:
             await app.producer.flush()
             snapshot = processor.snapshot()
-            blob = store.encode(snapshot)
-            size = await asyncio.get_running_loop().run_in_executor(None, store.write, blob)
+            pid = store.fork_save(snapshot)
         except Exception:  # a failed checkpoint must not stop the worker
             log.exception("checkpoint failed; committed offsets stay at the previous one")
             metrics.checkpoint_failures.inc()
             return
-        app.durable_positions = {TP(t, p): o for (t, p), o in snapshot.positions.items()}
-        state["checkpointed"] = snapshot.messages
+        state["writer"] = asyncio.ensure_future(finish(pid, snapshot.positions,
+                                                       snapshot.messages, started))
+
+    async def finish(pid: int, positions: dict[tuple[str, int], int], messages: int,
+                     started: float) -> None:
+        try:
+            size = await asyncio.get_running_loop().run_in_executor(None, store.reap, pid)
+        except Exception:
+            log.exception("checkpoint failed; committed offsets stay at the previous one")
+            metrics.checkpoint_failures.inc()
+            return
+        finally:
+            state["writer"] = None
+        app.durable_positions = {TP(t, p): o for (t, p), o in positions.items()}
+        state["checkpointed"] = messages
         metrics.checkpoint_seconds.observe(time.perf_counter() - started)
         metrics.checkpoint_bytes.set(size)
         metrics.checkpoint_time.set(time.time())

@@ -9,6 +9,11 @@ the latest durable snapshot (see :mod:`pipeline.stream.app`), so after any crash
 worker restores the snapshot, re-reads from at or before its offsets, and skips what the
 snapshot already counts: every event counts exactly once.
 
+A snapshot is written by a forked child, as Redis writes its RDB files: the fork is a
+copy-on-write image of the state at that instant, so the worker goes on processing
+while the child pickles and writes it. The child dies with its parent (Linux
+``PR_SET_PDEATHSIG``), so a killed worker leaves no writer behind.
+
 Snapshots are pickles of the worker's own objects: the directory must be as trusted as
 the worker's code. The control signing key is never written (the signer is re-attached
 from the settings on restore).
@@ -16,11 +21,13 @@ from the settings on restore).
 
 from __future__ import annotations
 
+import ctypes
 import fcntl
 import hashlib
 import logging
 import os
 import pickle
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,6 +76,8 @@ class CheckpointStore:
             self._lock = None
             raise RuntimeError(f"another worker holds the checkpoint directory {directory}; "
                                "give each worker its own TIERWATCH_CHECKPOINT_DIR") from err
+        for stale in directory.glob(f".{self.LATEST}.*.tmp"):  # writers killed mid-write
+            stale.unlink(missing_ok=True)
 
     def close(self) -> None:
         if self._lock is not None:
@@ -114,6 +123,31 @@ class CheckpointStore:
             os.close(dir_fd)
         return len(blob)
 
+    def fork_save(self, snapshot: Snapshot) -> int:
+        """Write ``snapshot`` from a forked child; returns its pid (see :meth:`reap`).
+
+        Call it between messages: the child sees the state as it is at the fork.
+        """
+        pid = os.fork()
+        if pid:
+            return pid
+        code = 1
+        try:  # the child: no logging, no event loop, no cleanup handlers
+            _die_with_parent()
+            if self._lock is not None:
+                os.close(self._lock.fileno())  # the lock stays with the parent
+            self.save(snapshot)
+            code = 0
+        finally:
+            os._exit(code)
+
+    def reap(self, pid: int) -> int:
+        """Wait for a :meth:`fork_save` child; returns the snapshot's size or raises."""
+        _, status = os.waitpid(pid, 0)
+        if not os.WIFEXITED(status) or os.WEXITSTATUS(status) != 0:
+            raise RuntimeError(f"checkpoint writer {pid} failed (wait status {status})")
+        return (self.directory / self.LATEST).stat().st_size
+
     def load(self) -> Snapshot | None:
         """The newest readable snapshot, or ``None`` when there is none."""
         for name in (self.LATEST, self.PREVIOUS):
@@ -125,3 +159,13 @@ class CheckpointStore:
             except (ValueError, pickle.UnpicklingError, EOFError, AttributeError) as err:
                 log.error("checkpoint %s unreadable (%s); trying the previous one", path, err)
         return None
+
+
+def _die_with_parent() -> None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: an orphaned writer still writes a consistent snapshot
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os._exit(1)

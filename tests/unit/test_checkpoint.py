@@ -72,3 +72,20 @@ def test_restore_skips_what_the_snapshot_counts_and_never_saves_the_key(tmp_path
                                                  {"topic": "routing"})
     assert fenced == 3
     store.close()
+
+
+def test_a_forked_writer_saves_the_state_as_it_was_at_the_fork(tmp_path: Path) -> None:
+    store = CheckpointStore(tmp_path)
+    (tmp_path / f".{CheckpointStore.LATEST}.999.tmp").write_bytes(b"half")
+    store.close()
+    store = CheckpointStore(tmp_path)
+    assert not list(tmp_path.glob("*.tmp")), "a killed writer's leftovers are removed"
+    state = {"n": 1}
+    pid = store.fork_save(Snapshot({("t", 0): 1}, state))
+    state["n"] = 2  # the parent goes on; the child wrote the image of the fork
+    assert store.reap(pid) == (tmp_path / CheckpointStore.LATEST).stat().st_size
+    assert store.load().state == {"n": 1}  # type: ignore[union-attr]
+    store.directory = tmp_path / "missing" / "dir"
+    with pytest.raises(RuntimeError, match="failed"):
+        store.reap(store.fork_save(Snapshot({}, state)))
+    store.close()
