@@ -78,7 +78,7 @@ class Settings(BaseSettings):
         2.0, ge=0, description="How long the ordered merge waits for a partition that has "
         "not delivered its next message before releasing without it.")
     merge_max_buffered: int = Field(
-        20_000, ge=1, description="Messages the ordered merge may hold before releasing.")
+        5_000, ge=1, description="Messages the ordered merge may hold before releasing.")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("topic_prefix")
