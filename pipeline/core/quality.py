@@ -83,9 +83,23 @@ Comparisons
 (a) tier vs its own reference period (:meth:`SequentialDropTest.test`,
 :meth:`SequentialDropTest.evaluate`); (b) cheap vs capable inside the
 uncertain band on exploration traffic weighted by inverse propensity, Hájek
-estimator with linearized variance (:meth:`SequentialDropTest.test_gap`);
+estimator with linearized variance: :meth:`SequentialDropTest.test_gap` tests
+whether a gap exists, :meth:`SequentialDropTest.test_gap_change` whether it
+*widened* since the reference period, which is what monitoring alarms on;
 (c) aggregate vs tiers: :func:`masked_tiers` lists tiers that dropped while
 the aggregate stayed within its reference band.
+
+Why (b) alarms on the widening and not on the gap: a cost-saving router sends
+the uncertain band's requests to the cheap model knowing it is somewhat worse
+there (that is the trade it was tuned for), so a gap in the band is expected
+from the first day, and with enough traffic it is significant in every window.
+Alarming on the gap itself then pages continuously, at a rate that grows with
+the traffic, for a state that was accepted when the thresholds were set.  What
+needs a page is the gap *changing*: the difference in differences
+``(capable − cheap)_window − (capable − cheap)_reference``, each arm against its
+own reference, tested like comparison (a) with a one-sided bound valid at any
+sample size (:func:`gap_change_p_value`) and the same practical floor and
+evidence gates.
 """
 
 from __future__ import annotations
@@ -116,6 +130,7 @@ __all__ = [
     "conditional_drop_p_value",
     "effective_counts",
     "feedback_starvation",
+    "gap_change_p_value",
     "hajek_mean",
     "horvitz_thompson_mean",
     "horvitz_thompson_total",
@@ -987,14 +1002,78 @@ def bernstein_drop_p_value(current: Totals, reference: Totals) -> float:
     ss = current.w2y2 + reference.w2y2 - 2.0 * mean * (current.w2y + reference.w2y)
     sigma2 = max(ss + mean * mean * w2, 0.0) / w2
 
-    def share(x: Totals) -> float:
-        n_eff = x.n_eff
-        return 1.0 / n_eff if math.isclose(n_eff, x.n, rel_tol=1e-9) else math.sqrt(x.w2) / x.w
-
     n_cur, n_ref = current.n_eff, reference.n_eff
     variance = sigma2 * (1.0 / n_cur + 1.0 / n_ref)
-    b = max(share(current), share(reference))
+    b = max(_max_weight_share(current), _max_weight_share(reference))
     return math.exp(-t * t / (2.0 * variance + 2.0 * b * t / 3.0))
+
+
+def _max_weight_share(x: Totals) -> float:
+    """Upper bound on ``max wᵢ / Σw``: ``1/n`` for equal weights, else ``√Σw² / Σw``."""
+    n_eff = x.n_eff
+    return 1.0 / n_eff if math.isclose(n_eff, x.n, rel_tol=1e-9) else math.sqrt(x.w2) / x.w
+
+
+def _pooled_variance(a: Totals, b: Totals) -> float:
+    """Per-observation variance ``Σw²(y − m)² / Σw²`` of two samples pooled around
+    their pooled weighted mean ``m`` (what both share under "no change")."""
+    w, w2 = a.w + b.w, a.w2 + b.w2
+    if w <= 0 or w2 <= 0:
+        return math.nan
+    m = (a.wy + b.wy) / w
+    ss = a.w2y2 + b.w2y2 - 2.0 * m * (a.w2y + b.w2y) + m * m * w2
+    return max(ss, 0.0) / w2
+
+
+def gap_change_p_value(
+    cheap: Totals, capable: Totals, cheap_reference: Totals, capable_reference: Totals
+) -> tuple[float, float, float]:
+    """One-sided test that the capable − cheap gap *widened* since the reference.
+
+    The statistic is the difference in differences
+    ``D = (capable − cheap)_current − (capable − cheap)_reference`` of the four
+    Hájek rates.  Under ``H0: the gap did not widen`` ``E[D] ≤ 0``, and ``D − E[D]``
+    is a weighted sum of independent centred outcomes in [0, 1] (the current and
+    reference samples are disjoint; where they overlap, the positive covariance of
+    an arm with itself only shrinks the true variance, so the bound stays valid).
+    Bernstein's inequality then gives ``P(D ≥ t) ≤ exp(−t² / (2V + 2bt/3))`` at any
+    sample size, where ``V = Σ_arm σ²_arm (1/n_eff,current + 1/n_eff,reference)``
+    uses each arm's variance estimated over its two periods pooled (around their
+    pooled mean, which adds a between-period term if the arm moved: an
+    overestimate, never an underestimate, of the within-period variance) and ``b``
+    bounds every term's range (the largest weight share of the four samples).  As
+    in :func:`bernstein_drop_p_value` the variance is a plug-in estimate.  A normal
+    tail would be sharper, but at the per-test levels of continuous monitoring
+    (~1e-5) it is anti-conservative for rare bad outcomes in small IPW-weighted arms.
+
+    Returns
+    -------
+    tuple of float
+        ``(D, sqrt(V), p_value)``; ``p_value`` is 1 when ``D ≤ 0`` or an arm is empty.
+
+    Examples
+    --------
+    >>> same = Totals.from_arrays([1.0] * 850 + [0.0] * 150)            # 0.85
+    >>> cap = Totals.from_arrays([1.0] * 900 + [0.0] * 100)             # 0.90
+    >>> gap_change_p_value(same, cap, same, cap)[2]                     # constant gap
+    1.0
+    >>> worse = Totals.from_arrays([1.0] * 750 + [0.0] * 250)           # 0.75
+    >>> d, se, p = gap_change_p_value(worse, cap, same, cap)
+    >>> round(d, 3), f"{p:.1e}"
+    (0.1, '8.5e-05')
+    """
+    samples = (cheap, capable, cheap_reference, capable_reference)
+    if any(x.w <= 0 for x in samples):
+        return math.nan, math.nan, 1.0
+    d = (capable.rate - cheap.rate) - (capable_reference.rate - cheap_reference.rate)
+    variance = 0.0
+    for cur, ref in ((cheap, cheap_reference), (capable, capable_reference)):
+        variance += _pooled_variance(cur, ref) * (1.0 / cur.n_eff + 1.0 / ref.n_eff)
+    se = math.sqrt(variance)
+    if not d > 0:
+        return d, se, 1.0
+    b = max(_max_weight_share(x) for x in samples)
+    return d, se, math.exp(-d * d / (2.0 * variance + 2.0 * b * d / 3.0))
 
 
 def _lower_bound(s: float, n: float, alpha: float) -> float:
@@ -1226,7 +1305,13 @@ class DropResult:
 
 @dataclass(frozen=True)
 class GapResult:
-    """Cheap vs capable inside the uncertain band (IPW/Hájek), one window."""
+    """Cheap vs capable inside the uncertain band (IPW/Hájek), one window.
+
+    From :meth:`SequentialDropTest.test_gap` the gates apply to ``gap`` itself; from
+    :meth:`SequentialDropTest.test_gap_change` they apply to ``widening`` (``gap``
+    minus ``reference_gap``), and ``se``, ``z`` and ``p_value`` are those of the
+    widening.
+    """
 
     band: int | None
     window: str | None
@@ -1243,6 +1328,8 @@ class GapResult:
     practical: bool
     significant: bool
     sufficient: bool
+    reference_gap: float | None = None
+    widening: float | None = None
 
     @property
     def alarm(self) -> bool:
@@ -1536,6 +1623,67 @@ class SequentialDropTest:
             practical=bool(gap >= self.floor),
             significant=bool(p_value <= alpha),
             sufficient=bool(sufficient),
+        )
+
+    def test_gap_change(
+        self,
+        cheap: Totals,
+        capable: Totals,
+        cheap_reference: Totals,
+        capable_reference: Totals,
+        *,
+        band: int | None = None,
+        window: str | None = None,
+    ) -> GapResult:
+        """Has the in-band gap widened since the reference period?  (Comparison (b).)
+
+        The four arms are IPW-weighted in-band totals (:func:`ipw_weight`): cheap and
+        capable over the window and over the reference period.  The gates are those
+        of (a) applied to the widening ``gap − reference_gap``: practical (``≥
+        floor``), significant (:func:`gap_change_p_value` ``≤ alpha``) and sufficient
+        (every arm of both periods has ``min_effective_n``).  A structural gap, one
+        the router had from its reference period on, does not alarm however large
+        the sample; a gap that grows by the floor does.
+
+        Examples
+        --------
+        >>> t = SequentialDropTest(floor=0.03, n_comparisons=50)
+        >>> ref_cheap = Totals.from_arrays([1.0] * 1700 + [0.0] * 300)   # 0.85
+        >>> ref_cap = Totals.from_arrays([1.0] * 1800 + [0.0] * 200)     # 0.90
+        >>> t.test_gap(ref_cheap, ref_cap).alarm            # the gap exists ...
+        True
+        >>> t.test_gap_change(ref_cheap, ref_cap, ref_cheap, ref_cap).alarm  # ... unchanged
+        False
+        >>> now_cheap = Totals.from_arrays([1.0] * 1500 + [0.0] * 500)   # 0.75
+        >>> r = t.test_gap_change(now_cheap, ref_cap, ref_cheap, ref_cap)
+        >>> round(r.widening, 3), r.alarm
+        (0.1, True)
+        """
+        alpha = self.alpha
+        widening, se, p_value = gap_change_p_value(cheap, capable, cheap_reference,
+                                                   capable_reference)
+        gap = capable.rate - cheap.rate
+        reference_gap = capable_reference.rate - cheap_reference.rate
+        z = widening / se if se > 0 else math.nan
+        n_eff = min(x.n_eff for x in (cheap, capable, cheap_reference, capable_reference))
+        return GapResult(
+            band=band,
+            window=window,
+            cheap_rate=cheap.rate,
+            capable_rate=capable.rate,
+            gap=gap,
+            se=se,
+            z=z,
+            p_value=p_value,
+            alpha=alpha,
+            floor=self.floor,
+            n_eff_cheap=cheap.n_eff,
+            n_eff_capable=capable.n_eff,
+            practical=bool(widening >= self.floor),
+            significant=bool(p_value <= alpha),
+            sufficient=bool(n_eff >= self.min_effective_n),
+            reference_gap=reference_gap,
+            widening=widening,
         )
 
     # ------------------------------------------------------------ power

@@ -156,8 +156,9 @@ class RouterState:
         ref = (start, start + q.reference_days * DAY)
         n_buckets = int(max(q.windows) // 3600) + 2
         self.quality = OutcomeCounts(3600.0, n_buckets, reference=ref)
-        # in-band traffic weighted by 1/propensity: the causal cheap-vs-capable comparison
-        self.inband = OutcomeCounts(3600.0, n_buckets)
+        # in-band traffic weighted by 1/propensity: the causal cheap-vs-capable comparison,
+        # with its own reference period: the gap alarms when it widens, not for existing
+        self.inband = OutcomeCounts(3600.0, n_buckets, reference=ref)
         self.alerts = AlertBook(config.clear_evals)
         self.policy = Policy(config.policy)
         self.baseline: Baseline | None = None
@@ -204,19 +205,28 @@ class RouterState:
             self.streams[("router", name)] = DriftStream(quantile_bins(dist), dc)
 
     def _configure_quality_tests(self) -> None:
-        q = self.config.quality
-        signals = (*FEEDBACK_SIGNALS, "support_contact")
-        n_comparisons = 2 * len(signals) * len(q.windows) + self.config.n_bands + 2
-        for signal in signals:
+        """Build every quality test from :class:`QualityConfig`, once.
+
+        All of them share one Bonferroni family (:meth:`QualityConfig.n_comparisons`)
+        and the configured budget and evaluation interval; each signal gets its floor,
+        and graded signals the variance-aware test when the reference test allows it.
+        """
+        c = self.config
+        q = c.quality
+        family = q.n_comparisons(n_tiers=2, n_bands=c.n_bands)
+        common: dict[str, Any] = {
+            "false_alarms_per_period": c.false_alarms_per_30d,
+            "period_seconds": 30 * DAY,
+            "evaluation_interval_seconds": c.eval_every_s,
+            "n_comparisons": family,
+            "min_effective_n": q.min_effective_n,
+        }
+        for signal in SIGNALS:
             self._drop_tests[signal] = SequentialDropTest(
-                floor=q.floors.get(signal, 0.05),
-                false_alarms_per_period=self.config.false_alarms_per_30d,
-                evaluation_interval_seconds=self.config.eval_every_s,
-                n_comparisons=n_comparisons, min_effective_n=q.min_effective_n)
-        self._gap_test = SequentialDropTest(
-            floor=q.gap_floor, false_alarms_per_period=self.config.false_alarms_per_30d,
-            evaluation_interval_seconds=self.config.eval_every_s,
-            n_comparisons=n_comparisons, min_effective_n=q.min_effective_n)
+                floor=q.floors.get(signal, 0.05), reference_test=q.reference_test,
+                graded=signal in q.graded_signals and q.reference_test == "conditional",
+                **common)
+        self._gap_test = SequentialDropTest(floor=q.gap_floor, **common)
 
     def band(self, score: float) -> int:
         return int(self.bands(np.array([score]))[0])
@@ -348,17 +358,6 @@ class RouterState:
         c = self.config
         q = c.quality
         out: dict[str, Any] = {"mdd": {}, "rates": {}}
-        # one Bonferroni family for every quality test of an evaluation (QualityConfig)
-        family = q.n_comparisons(n_tiers=2, n_bands=c.n_bands)
-        for signal, test in self._drop_tests.items():
-            graded = signal in q.graded_signals and q.reference_test == "conditional"
-            if (test.n_comparisons, test.reference_test, test.graded) != (
-                    family, q.reference_test, graded):
-                self._drop_tests[signal] = replace(test, n_comparisons=family,
-                                                   reference_test=q.reference_test,
-                                                   graded=graded)
-        if self._gap_test.n_comparisons != family:
-            self._gap_test = replace(self._gap_test, n_comparisons=family)
         tiers = [t for t in (c.cheap_tier, c.capable_tier) if t in self.quality.tiers]
         testing = at >= self.start + q.reference_days * DAY
         for signal, test in self._drop_tests.items():
@@ -450,22 +449,53 @@ class RouterState:
                          worst.alarm, worst.window or "", summary,
                          {"test": worst.to_dict(), "bands": bands})
 
+    def _uncertain_bands(self) -> list[int] | None:
+        """Score bands that meet the uncertain band under the thresholds in force
+        (``None``: no thresholds seen yet, every band)."""
+        th = self.thresholds
+        if th is None:
+            return None
+        edges = self.band_edges
+        return [b for b in range(self.config.n_bands)
+                if edges[b + 1] > th.capable_below and edges[b] < th.cheap_above]
+
     def _gap(self, ev: Evaluation, at: float) -> None:
+        """Comparison (b): has cheap fallen further behind capable in the uncertain band?
+
+        Each arm's window is compared with the same arm over the reference period, on
+        the score bands of the uncertain band in force that the reference period also
+        covered for both arms, so that moving a threshold compares like with like.
+        """
         c = self.config
+        if at < self.start + c.quality.reference_days * DAY:
+            return
         seconds = max(c.quality.windows)
+        bands = self._uncertain_bands()
         best = None
         for signal in c.quality.gap_signals:
-            cheap = self.inband.window(at, seconds, signal=signal, tier=c.cheap_tier)
-            capable = self.inband.window(at, seconds, signal=signal, tier=c.capable_tier)
-            if cheap.w <= 0 or capable.w <= 0:
+            pair = (c.cheap_tier, c.capable_tier)
+            covered = [b for b in (bands if bands is not None else [None])
+                       if all(self.inband.reference_totals(signal, tier=t, band=b).w > 0
+                              for t in pair)]
+            arms: dict[str, tuple[Totals, Totals]] = {}
+            for tier in pair:
+                cur, ref = Totals(), Totals()
+                for b in covered:
+                    cur = cur + self.inband.window(at, seconds, signal=signal, tier=tier, band=b)
+                    ref = ref + self.inband.reference_totals(signal, tier=tier, band=b)
+                arms[tier] = (cur, ref)
+            (cheap, cheap_ref), (capable, capable_ref) = arms[c.cheap_tier], arms[c.capable_tier]
+            if min(cheap.w, capable.w, cheap_ref.w, capable_ref.w) <= 0:
                 continue
-            r = self._gap_test.test_gap(cheap, capable, window=window_name(seconds))
-            if best is None or (r.alarm, r.gap) > (best.alarm, best.gap):
+            r = self._gap_test.test_gap_change(cheap, capable, cheap_ref, capable_ref,
+                                               window=window_name(seconds))
+            if best is None or (r.alarm, r.widening or 0.0) > (best.alarm, best.widening or 0.0):
                 best = r
         if best is None:
             return
-        summary = (f"in the uncertain band, cheap is {best.gap:.3f} below capable "
-                   f"(IPW, exploration traffic, {best.window})")
+        summary = (f"in the uncertain band, cheap fell further behind capable: gap "
+                   f"{best.reference_gap:.3f} → {best.gap:.3f} (IPW, exploration traffic, "
+                   f"{best.window} vs the reference period)")
         self._transition(ev, AlertKey("tier_quality_gap", self.router_id, c.cheap_tier),
                          best.alarm, best.window or "", summary, best.to_dict())
 
