@@ -20,12 +20,13 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal, TypeVar
 
 import orjson
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -44,7 +45,18 @@ Id = Annotated[str, Field(min_length=1, max_length=256)]
 Name = Annotated[str, Field(min_length=1, max_length=64)]
 Unit = Annotated[float, Field(ge=0.0, le=1.0)]
 Money = Annotated[float, Field(ge=0.0)]
-Timestamp = Annotated[AwareDatetime, Field(strict=False)]
+EARLIEST, LATEST = datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC)
+
+
+def _in_range(ts: datetime) -> datetime:
+    # an event dated year 1 or 9999 is a broken clock, not history: it would drag the
+    # watermark (and every evaluation boundary) across centuries
+    if not EARLIEST <= ts < LATEST:
+        raise ValueError("must be in [2000-01-01, 2100-01-01) UTC")
+    return ts
+
+
+Timestamp = Annotated[AwareDatetime, Field(strict=False), AfterValidator(_in_range)]
 
 RouteReason = Literal[
     "confident_cheap",
@@ -165,7 +177,7 @@ class FeedbackEvent(_Event):
     value: float
     tier: Name | None = None
     score: Unit | None = None
-    weight: Annotated[float, Field(gt=0.0, le=1e6)] | None = None
+    weight: Annotated[float, Field(ge=1e-6, le=1e6)] | None = None
     source: Id | None = None
 
     @model_validator(mode="after")
@@ -285,6 +297,9 @@ class DeadLetter(Strict):
     payload: str
     payload_encoding: Literal["utf-8", "base64"] = "utf-8"
     rejected_at: Annotated[datetime, Field(strict=False)]
+    #: set when ``payload`` holds only the first 64 KiB: the original size and digest
+    payload_bytes: int | None = None
+    payload_sha256: str | None = None
 
 
 PAYLOADS: dict[str, type[BaseModel]] = {

@@ -128,6 +128,13 @@ class Monitor:
         self._pending: list[Output] = []
         self.evaluations = 0
 
+    @property
+    def memory_s(self) -> float:
+        """How far back any evaluation looks: its longest window, join TTL or lateness."""
+        c = self.config
+        return (max(c.join_ttl_s, max(c.quality.windows), max(c.drift_windows))
+                + c.allowed_lateness_s + c.eval_every_s)
+
     def __getstate__(self) -> dict[str, Any]:
         # a snapshot must never carry the signing key; its owner re-attaches a signer
         return {**self.__dict__, "signer": None}
@@ -285,6 +292,10 @@ class Monitor:
     def drain(self) -> list[Output]:
         """Run the evaluations that are due; return every pending output."""
         wm, step = self.watermark, self.config.eval_every_s
+        if wm is not None and self.next_eval is not None and wm - self.next_eval > self.memory_s:
+            # a jump in event time (a silent month, a clock gone wrong): evaluations more
+            # than the longest memory behind see empty windows only, so skip them
+            self.next_eval = math.ceil((wm - self.memory_s) / step) * step
         while wm is not None and self.next_eval is not None and wm >= self.next_eval:
             self.evaluate(self.next_eval)
             self.next_eval += step

@@ -128,6 +128,7 @@ def build_worker(settings: Settings, *, registry: CollectorRegistry | None = Non
         topic_allow_declare=False,
         topic_disable_leader=True,
         producer_acks=-1,
+        producer_linger=0.02,  # batch the outputs: one produce request per dead letter is slow
         consumer_auto_offset_reset="earliest",
         broker_commit_every=settings.batch_size,
         broker_session_timeout=settings.session_timeout_s,

@@ -8,13 +8,11 @@ set is a memory leak in every Prometheus server that scrapes us.
 from __future__ import annotations
 
 import time
-from collections import Counter as Tally
-from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from pipeline.core.monitor import Monitor, Output
-from pipeline.schemas import Baseline, DeadLetter, FeedbackEvent, RoutingEvent
+from pipeline.schemas import Baseline, DeadLetter
 
 OTHER = "other"
 
@@ -155,25 +153,30 @@ class WorkerMetrics:
     def published_control(self, router_id: str) -> None:
         self.control_published.labels(self.router(router_id)).set(time.time())
 
-    def observed_routing(self, events: Sequence[RoutingEvent]) -> None:
-        """Count a batch of valid routing events (one increment per label set)."""
-        self.events.labels("routing", "valid").inc(len(events))
+    def observed_routing(self, routed: dict[tuple[str, str], int], duplicates: int) -> None:
+        """Count the routing events the monitor took, per (router, tier), and duplicates."""
+        self.events.labels("routing", "valid").inc(sum(routed.values()))
+        if duplicates:
+            self.events.labels("routing", "duplicate").inc(duplicates)
         now = time.time()
-        for (router_id, tier), n in Tally((e.router_id, e.tier) for e in events).items():
+        for (router_id, tier), n in routed.items():
             router = self.router(router_id)
             self.last_event.labels(router).set(now)
             capped = self.tier(f"{router}/{tier}").split("/", 1)[-1]
             self.routed.labels(router, capped).inc(n)
 
-    def observed_feedback(self, events: Sequence[FeedbackEvent]) -> None:
-        self.events.labels("feedback", "valid").inc(len(events))
-        for (router_id, kind), n in Tally((e.router_id, e.kind) for e in events).items():
+    def observed_feedback(self, taken: dict[tuple[str, str], int], duplicates: int) -> None:
+        """Count the feedback events the monitor took, per (router, kind), and duplicates."""
+        self.events.labels("feedback", "valid").inc(sum(taken.values()))
+        if duplicates:
+            self.events.labels("feedback", "duplicate").inc(duplicates)
+        for (router_id, kind), n in taken.items():
             self.feedback.labels(self.router(router_id or "unknown"), kind).inc(n)
 
-    def dead_letter(self, record: DeadLetter) -> None:
+    def dead_letter(self, record: DeadLetter, events: int = 1) -> None:
         topic = record.topic.rsplit(".", 1)[-1] or "unknown"
-        self.events.labels(topic, "dead_lettered").inc()
-        self.dead_letters.labels(topic, record.reason_class).inc()
+        self.events.labels(topic, "dead_lettered").inc(events)
+        self.dead_letters.labels(topic, record.reason_class).inc(events)
 
     def published(self, o: Output) -> None:
         self.outputs.labels(o.topic).inc()

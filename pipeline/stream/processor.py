@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import math
 import time
 from collections.abc import Callable
@@ -30,6 +31,12 @@ from pipeline.schemas import (
 from pipeline.settings import Settings
 from pipeline.stream.checkpoint import Snapshot
 from pipeline.stream.metrics import WorkerMetrics
+
+#: a dead letter carries at most this much of the rejected bytes (then their size and
+#: SHA-256), so that it always fits in a Kafka message whatever the input was
+DEAD_LETTER_PAYLOAD_BYTES = 64 * 1024
+#: dead letters per input message; the rest of a hostile batch is summed up in one more
+MAX_DEAD_LETTERS = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +114,7 @@ class Processor:
             events, rejections = decode_events(  # type: ignore[assignment]
                 raw, model, max_event_bytes=self.settings.max_event_bytes,
                 max_message_bytes=self.settings.max_message_bytes)
-            out = [self._dead_letter(msg, r, raw) for r in rejections]
+            out = self._rejections(msg, rejections, raw)
             out.extend(self._observe(msg, events))
         self.metrics.processing.labels(kind).observe(time.perf_counter() - started)
         return out
@@ -159,13 +166,26 @@ class Processor:
                 accepted.append(ev)
         routing = [e for e in accepted if isinstance(e, RoutingEvent)]
         feedback = [e for e in accepted if isinstance(e, FeedbackEvent)]
+        counts = self.monitor.counts
         outputs = []
+        # metrics count what the monitor took: late and duplicate events are not valid
         if routing:
+            before, dups = dict(counts.routed), counts.duplicates
             outputs = self.monitor.observe_routing(routing)
-            self.metrics.observed_routing(routing)
+            self.metrics.observed_routing(_delta(before, counts.routed),
+                                          counts.duplicates - dups)
         if feedback:
-            outputs += self.monitor.observe_feedback(feedback)
-            self.metrics.observed_feedback(feedback)
+            # one at a time (feedback is sparse): counts.feedback grows only as feedback
+            # joins its decision, and the metric counts what was taken, joined or not
+            taken: dict[tuple[str, str], int] = {}
+            dups = counts.duplicates
+            for ev in feedback:
+                seen, late = counts.duplicates, self.monitor.observe_feedback([ev])
+                outputs += late
+                if not late and counts.duplicates == seen:
+                    key = (ev.router_id or "unknown", ev.kind)
+                    taken[key] = taken.get(key, 0) + 1
+            self.metrics.observed_feedback(taken, counts.duplicates - dups)
         out.extend(self._output(msg, o) for o in outputs)
         return out
 
@@ -191,16 +211,56 @@ class Processor:
             return self.clock()
         return self.monitor.watermark or 0.0
 
-    def _dead_letter(self, msg: InMessage | None, r: Rejection, raw: bytes) -> OutMessage:
-        if r.index is not None:
-            with contextlib.suppress(orjson.JSONDecodeError, IndexError, TypeError):
-                raw = orjson.dumps(orjson.loads(raw)[r.index])
-        text, encoding = _payload_text(raw)
+    def _rejections(self, msg: InMessage, rejections: list[Rejection],
+                    raw: bytes) -> list[OutMessage]:
+        """Dead letters for one message: its events parsed once, at most
+        :data:`MAX_DEAD_LETTERS` of them, the rest summed up in one more."""
+        if not rejections:
+            return []
+        items: list[object] | None = None
+        if any(r.index is not None for r in rejections):
+            with contextlib.suppress(orjson.JSONDecodeError):
+                doc = orjson.loads(raw)
+                items = doc if isinstance(doc, list) else None
+        out = [self._dead_letter(msg, r, _item(raw, items, r.index))
+               for r in rejections[:MAX_DEAD_LETTERS]]
+        rest = rejections[MAX_DEAD_LETTERS:]
+        if rest:
+            indexes = [r.index for r in rest if r.index is not None]
+            summary = Rejection(
+                "too_many_invalid",
+                f"{len(rest)} more invalid events in this message (indexes {min(indexes)}"
+                f"..{max(indexes)}); the next one: {rest[0].reason}", rest[0].field)
+            out.append(self._dead_letter(msg, summary, raw, events=len(rest)))
+        return out
+
+    def _dead_letter(self, msg: InMessage | None, r: Rejection, raw: bytes,
+                     events: int = 1) -> OutMessage:
+        size = len(raw)
+        truncated = size > DEAD_LETTER_PAYLOAD_BYTES
+        text, encoding = _payload_text(raw[:DEAD_LETTER_PAYLOAD_BYTES] if truncated else raw)
+        key = msg.key.decode("utf-8", "replace")[:256] if msg and msg.key else None
         record = DeadLetter(
             topic=msg.topic if msg else "", partition=msg.partition if msg else None,
-            offset=msg.offset if msg else None, index=r.index,
-            key=msg.key.decode("utf-8", "replace") if msg and msg.key else None,
+            offset=msg.offset if msg else None, index=r.index, key=key,
             reason=r.reason, reason_class=r.reason_class, field=r.field, payload=text,
-            payload_encoding=encoding, rejected_at=datetime.fromtimestamp(self._now(), UTC))
-        self.metrics.dead_letter(record)
+            payload_encoding=encoding, rejected_at=datetime.fromtimestamp(self._now(), UTC),
+            payload_bytes=size if truncated else None,
+            payload_sha256=hashlib.sha256(raw).hexdigest() if truncated else None)
+        self.metrics.dead_letter(record, events)
         return OutMessage("dlq", msg.key if msg else None, encode(record))
+
+
+def _item(raw: bytes, items: list[object] | None, index: int | None) -> bytes:
+    """The bytes of one event of a batch (re-encoded), or the whole message."""
+    if index is None or items is None or not 0 <= index < len(items):
+        return raw
+    try:
+        return orjson.dumps(items[index])
+    except TypeError:
+        return raw
+
+
+def _delta(before: dict[tuple[str, str], int],
+           after: dict[tuple[str, str], int]) -> dict[tuple[str, str], int]:
+    return {k: n - before.get(k, 0) for k, n in after.items() if n != before.get(k, 0)}

@@ -7,6 +7,7 @@ copy of the feed is the same log: workers reading two copies must agree exactly.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -14,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
+from kafka import KafkaConsumer, TopicPartition
 
 from pipeline.core.monitor import Monitor
 from pipeline.demo import simulate
@@ -62,20 +64,32 @@ class Feed:
                                 for k in OUTPUTS}
 
     def produce(self, bootstrap: str, settings: Settings) -> int:
-        """Create ``settings``' topics and write the feed; returns the input messages."""
+        """Create ``settings``' topics and write the feed; returns the input messages.
+
+        With aiokafka, whose record batches are checksummed in C (kafka-python's pure
+        Python CRC makes a million events take minutes); every send is awaited, so a
+        record the broker did not take fails the test here, not as a stuck worker.
+        """
         create_topics(settings)
-        producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20,
-                                 batch_size=1 << 20, max_request_size=8 * 1024 * 1024)
-        try:
-            for b in self.baselines:
-                producer.send(settings.topic("baselines"), key=b.router_id.encode(),
-                              value=b.model_dump_json().encode(), timestamp_ms=T0_MS)
-            for i, (kind, key, value) in enumerate(self.messages, start=1):
-                producer.send(settings.topic(kind), key=key, value=value,
-                              timestamp_ms=T0_MS + i)
-            producer.flush()
-        finally:
-            producer.close()
+
+        async def send_all() -> None:
+            producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all",
+                                        linger_ms=20, max_batch_size=1 << 20,
+                                        max_request_size=8 * 1024 * 1024)
+            await producer.start()
+            try:
+                sent = [await producer.send(settings.topic("baselines"),
+                                            key=b.router_id.encode(),
+                                            value=b.model_dump_json().encode(),
+                                            timestamp_ms=T0_MS) for b in self.baselines]
+                for i, (kind, key, value) in enumerate(self.messages, start=1):
+                    sent.append(await producer.send(settings.topic(kind), key=key,
+                                                    value=value, timestamp_ms=T0_MS + i))
+                await asyncio.gather(*sent)
+            finally:
+                await producer.stop()
+
+        asyncio.run(send_all())
         return len(self.baselines) + len(self.messages)
 
 

@@ -187,6 +187,7 @@ def test_kills_and_a_broker_outage_change_nothing(own_broker: LocalKafka,
 
 
 @pytest.mark.soak
+@pytest.mark.timeout(5400)
 def test_soak_five_sigkills_over_a_million_events(kafka_bootstrap: str,
                                                   tmp_path: Path) -> None:
     """The acceptance size: >1M events, five kills, against an unharmed worker too."""
