@@ -52,3 +52,7 @@ def write_report(bench_dir: Path) -> Callable[[str, str], Path]:
 def markdown_table() -> Callable[[Sequence[str], Sequence[Sequence[object]]], str]:
     """The markdown table formatter (a fixture: benchmark modules do not import conftest)."""
     return _markdown_table
+
+
+# The real broker of the integration tests (a session fixture), for the worker benchmark.
+from tests.integration.conftest import kafka_bootstrap  # noqa: E402, F401

@@ -105,7 +105,13 @@ def test_events_in_signed_thresholds_out_applied_by_the_router(kafka_bootstrap: 
                     return wm is not None and wm >= horizon
 
                 eventually(caught_up, f"the worker's watermark past day {day}", timeout=60)
-            status = json.loads(http_get(base + "/status"))
+            # the last day's contacts were produced after its decisions: wait for them
+            def all_contacts() -> dict[str, Any] | None:
+                st: dict[str, Any] = json.loads(http_get(base + "/status"))
+                counted = st["routers"][ROUTER]["feedback"]
+                return st if counted == {"support_contact": contacts} else None
+
+            status = eventually(all_contacts, "every support contact counted", timeout=60)
             rec = eventually(
                 lambda: json.loads(http_get(base + "/status"))["routers"][ROUTER][
                     "last_recommendation"], "a recommendation in /status", timeout=30)
