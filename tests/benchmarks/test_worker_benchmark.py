@@ -67,7 +67,8 @@ where that wait is large the wall-time figures measure the machine, not the work
 Run: ``.venv/bin/pytest -p no:cacheprovider -m benchmark
 tests/benchmarks/test_worker_benchmark.py -s``. Sizes: ``TIERWATCH_BENCH_WORKER_EVENTS``,
 ``TIERWATCH_BENCH_WORKER_MEMORY_EVENTS``, ``TIERWATCH_BENCH_WORKER_MEMORY_BUDGET_S``,
-``TIERWATCH_BENCH_LATENCY_S``, ``TIERWATCH_BENCH_LATENCY_RATE``. Only sanity is asserted
+``TIERWATCH_BENCH_LATENCY_S``, ``TIERWATCH_BENCH_LATENCY_RATE``,
+``TIERWATCH_BENCH_LATENCY_ROUTERS``. Only sanity is asserted
 (every event counted, alerts fired); the goals (50,000 events/s and a ratio of 0.5; p99 <
 2 s at 10,000 events/s; RSS within 10%) are recorded as met or not in the markdown.
 """
@@ -117,7 +118,7 @@ AHEAD = 300_000  # the memory phase's producer stays at most this many events ah
 
 LATENCY_RATE = int(os.environ.get("TIERWATCH_BENCH_LATENCY_RATE", 10_000))  # events/s, wall
 SPEED = 3600.0  # event seconds per wall second
-ROUTERS = 40
+ROUTERS = int(os.environ.get("TIERWATCH_BENCH_LATENCY_ROUTERS", 40))
 WARM_HOURS = 6.0
 LATENCY_POLL_S = 1.0  # only to see the end: the latencies come from record timestamps
 TH = {"cheap_above": 0.6, "capable_below": 0.5, "exploration_rate": 0.1}
@@ -572,7 +573,8 @@ def test_worker_throughput_and_memory(kafka_bootstrap: str, tmp_path: Path,
         f"the end of the pre-filled input: {handle_s:.1f} s, against {last.cpu:.1f} CPU s "
         f"of the worker since launch and {last.t - launched:.1f} s of wall time; the rest "
         f"is faust, aiokafka, the ordered merge, evaluations, checkpoints and publishing. "
-        f"cpu / wall is the process's CPU time (all threads) over wall time; \"waiting "
+        f"cpu / wall is the process's CPU time (all threads; not its forked checkpoint "
+        f"writers, if any) over wall time; \"waiting "
         f"for a core\" is the time its main thread (the event loop) was runnable but not "
         f"running (`/proc/<pid>/task/<tid>/schedstat`): where it is large, the machine, "
         f"not the worker, set the wall-time figures, and the CPU-time ones are the steadier. "
