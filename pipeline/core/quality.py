@@ -1594,7 +1594,6 @@ class SequentialDropTest:
         ``H0: gap ≤ 0`` uses the sum of the arms' linearized variances (a
         normal approximation, hence ``min_effective_n`` per arm).
         """
-        alpha = self.alpha
         gap = capable.rate - cheap.rate
         var = cheap.variance + capable.variance
         se = math.sqrt(var) if var > 0 else math.nan
@@ -1606,24 +1605,19 @@ class SequentialDropTest:
         else:
             z = gap / se
             p_value = float(special.ndtr(-z))
-        sufficient = min(cheap.n_eff, capable.n_eff) >= self.min_effective_n
+        return self._gap_result(cheap, capable, band, window, se=se, z=z, p_value=p_value,
+                                effect=gap, n_eff=min(cheap.n_eff, capable.n_eff))
+
+    def _gap_result(self, cheap: Totals, capable: Totals, band: int | None,
+                    window: str | None, *, se: float, z: float, p_value: float,
+                    effect: float, n_eff: float, **extra: float) -> GapResult:
+        """The three gates on ``effect`` (the gap, or its widening) as a result."""
         return GapResult(
-            band=band,
-            window=window,
-            cheap_rate=cheap.rate,
-            capable_rate=capable.rate,
-            gap=gap,
-            se=se,
-            z=z,
-            p_value=p_value,
-            alpha=alpha,
-            floor=self.floor,
-            n_eff_cheap=cheap.n_eff,
-            n_eff_capable=capable.n_eff,
-            practical=bool(gap >= self.floor),
-            significant=bool(p_value <= alpha),
-            sufficient=bool(sufficient),
-        )
+            band=band, window=window, cheap_rate=cheap.rate, capable_rate=capable.rate,
+            gap=capable.rate - cheap.rate, se=se, z=z, p_value=p_value, alpha=self.alpha,
+            floor=self.floor, n_eff_cheap=cheap.n_eff, n_eff_capable=capable.n_eff,
+            practical=bool(effect >= self.floor), significant=bool(p_value <= self.alpha),
+            sufficient=bool(n_eff >= self.min_effective_n), **extra)
 
     def test_gap_change(
         self,
@@ -1659,32 +1653,13 @@ class SequentialDropTest:
         >>> round(r.widening, 3), r.alarm
         (0.1, True)
         """
-        alpha = self.alpha
         widening, se, p_value = gap_change_p_value(cheap, capable, cheap_reference,
                                                    capable_reference)
-        gap = capable.rate - cheap.rate
-        reference_gap = capable_reference.rate - cheap_reference.rate
-        z = widening / se if se > 0 else math.nan
         n_eff = min(x.n_eff for x in (cheap, capable, cheap_reference, capable_reference))
-        return GapResult(
-            band=band,
-            window=window,
-            cheap_rate=cheap.rate,
-            capable_rate=capable.rate,
-            gap=gap,
-            se=se,
-            z=z,
-            p_value=p_value,
-            alpha=alpha,
-            floor=self.floor,
-            n_eff_cheap=cheap.n_eff,
-            n_eff_capable=capable.n_eff,
-            practical=bool(widening >= self.floor),
-            significant=bool(p_value <= alpha),
-            sufficient=bool(n_eff >= self.min_effective_n),
-            reference_gap=reference_gap,
-            widening=widening,
-        )
+        return self._gap_result(
+            cheap, capable, band, window, se=se, z=widening / se if se > 0 else math.nan,
+            p_value=p_value, effect=widening, n_eff=n_eff,
+            reference_gap=capable_reference.rate - cheap_reference.rate, widening=widening)
 
     # ------------------------------------------------------------ power
     def mdd(self, n_eff: float, base_rate: float, n_reference: float | None = None) -> float:

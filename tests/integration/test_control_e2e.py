@@ -15,10 +15,9 @@ import json
 import random
 import time
 import uuid
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 import pytest
@@ -29,11 +28,10 @@ from pipeline.core.signing import Keyring, new_key, parse_key
 from pipeline.schemas import Thresholds
 from pipeline.settings import Settings
 from pipeline.topics import create_topics
-from tests.integration.worker_proc import http_get, running_worker
+from tests.integration.worker_proc import eventually, http_get, running_worker
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(300, func_only=True)]
 
-T = TypeVar("T")
 DAY = 86400.0
 ROUTER = "e2e-router"
 START_THRESHOLDS = Thresholds(cheap_above=0.5, capable_below=0.4, exploration_rate=0.1)
@@ -42,16 +40,6 @@ PER_DAY = 2000
 DAYS = 8
 CONTACT_RATE = {"cheap": 0.10, "capable": 0.005}
 
-
-def eventually(check: Callable[[], T | None], what: str, timeout: float) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result is not None and result is not False:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.25)
 
 
 def test_events_in_signed_thresholds_out_applied_by_the_router(kafka_bootstrap: str,

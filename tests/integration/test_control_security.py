@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 import pytest
@@ -24,10 +24,10 @@ from pipeline.control import Bounds, ThresholdSubscriber
 from pipeline.core.signing import Keyring, new_key
 from pipeline.schemas import ExpectedImpact, ThresholdRecommendation, Thresholds
 from pipeline.stream.processor import encode
+from tests.integration.worker_proc import eventually
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(120, func_only=True)]
 
-T = TypeVar("T")
 ROUTER = "support"
 KEY = bytes.fromhex(new_key())
 RING = Keyring({"k1": KEY})
@@ -55,16 +55,6 @@ def recommendation(*, seq: int, thresholds: Thresholds = FIRST, ring: Keyring = 
     doc = unsigned.model_dump(mode="json", exclude_none=True)
     return unsigned.model_copy(update={"signature": ring.sign(key_id, doc)})
 
-
-def eventually(check: Callable[[], T | None], what: str, timeout: float = 30.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result is not None and result is not False:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.1)
 
 
 @pytest.fixture
