@@ -692,6 +692,30 @@ class OutcomeCounts:
             total += part
         return Totals.from_vector(total)
 
+    def series(
+        self, first: int, last: int, *, signal: str, tier: str | None = None,
+        band: int | None = None,
+    ) -> np.ndarray:
+        """Per-bucket sums for buckets ``first..last``, newest first: shape
+        ``(last - first + 1, 6)`` in the order of :meth:`Totals.as_vector`; buckets
+        outside the ring are zeros.
+
+        >>> c = OutcomeCounts().update_routed("cheap", 1, ts=7200.0, count=40)
+        >>> c.series(0, 2, signal="support_contact")[:, 0].tolist()
+        [40.0, 0.0, 0.0]
+        """
+        out = np.zeros((max(last - first + 1, 0), 6))
+        if self._head is None or out.shape[0] == 0:
+            return out
+        lo = max(first, self._head - self.n_buckets + 1)
+        hi = min(last, self._head)
+        if hi < lo:
+            return out
+        idx = np.arange(hi, lo - 1, -1)
+        for k in self._match_cached(signal, tier, band):
+            out[last - hi: last - lo + 1] += self._rings[k][idx % self.n_buckets]
+        return out
+
     def _match_cached(self, signal: str, tier: str | None, band: int | None) -> list[Key]:
         """Matching ring keys, cached until a new key appears."""
         if self._match_size != len(self._rings):

@@ -16,6 +16,7 @@ import numpy as np
 
 from pipeline.core.alerts import AlertBook, AlertKey
 from pipeline.core.baseline import quantile_bins
+from pipeline.core.cusum import DelayProfile, PoissonCusum
 from pipeline.core.detector import DriftConfig, DriftStream, StreamResult, window_name
 from pipeline.core.drift import calibrated_alpha
 from pipeline.core.economics import Prices, TierEconomics, break_even_gap, tier_economics
@@ -50,13 +51,17 @@ class QualityConfig:
     when they happen (see ``OutcomeCounts.update_contact``), and they lag their
     requests by hours: a window shorter than a day would compare contacts from the
     day's busy hours with the requests of its quiet ones, a bias of the traffic's
-    diurnal amplitude, so the default stays at whole days. ``band_scan_signals``
+    diurnal amplitude, so the default stays at whole days. Contacts are also watched
+    hour by hour (``contact_cusum``) by a CUSUM of each hour's contacts against those
+    expected from the requests of the hours before it (:mod:`pipeline.core.cusum`),
+    per tier and per band of the cheap tier, with delays up to
+    ``contact_max_delay_days`` learnt from the reference period. ``band_scan_signals``
     are also tested per score band of the cheap tier, where a cohort the classifier
     mistakes for simple lands. Every test of an evaluation shares one Bonferroni
     budget of :meth:`n_comparisons` tests.
 
     >>> QualityConfig().n_comparisons(n_tiers=2, n_bands=10)
-    53
+    65
     """
 
     windows: tuple[float, ...] = (DAY, 7 * DAY)
@@ -75,6 +80,8 @@ class QualityConfig:
     gap_signals: tuple[str, ...] = ("thumbs", "shadow", "review")
     reference_test: str = "conditional"
     graded_signals: tuple[str, ...] = ("review", "shadow", "survey")
+    contact_cusum: bool = True
+    contact_max_delay_days: float = 7.0
 
     def windows_for(self, signal: str) -> tuple[float, ...]:
         """The windows ``signal`` is tested over."""
@@ -87,7 +94,8 @@ class QualityConfig:
         per_tier = sum(len(self.windows_for(s)) for s in SIGNALS)
         scan = n_bands * sum(len(self.windows_for(s)) for s in self.band_scan_signals)
         boundary = sum(len(self.windows_for(s)) for s in self.boundary_signals)
-        return n_tiers * per_tier + scan + boundary + len(self.gap_signals)
+        cusums = n_tiers + n_bands if self.contact_cusum else 0
+        return n_tiers * per_tier + scan + boundary + len(self.gap_signals) + cusums
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +146,10 @@ def _finite(x: float | None) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
 
 
+def _hours(since: float | None, at: float) -> str:
+    return "?" if since is None else f"{(at - since) / 3600:.0f}"
+
+
 def _rate(t: Totals) -> dict[str, float] | None:
     if t.w <= 0:
         return None
@@ -179,6 +191,9 @@ class RouterState:
         self._drift_alpha = 1e-6
         self._drop_tests: dict[str, SequentialDropTest] = {}
         self._configure_quality_tests()
+        self.contact_profile = DelayProfile(max_delay=int(q.contact_max_delay_days * 24))
+        self.contact_cusums: dict[tuple[str, int | None], PoissonCusum] = {}
+        self.contact_done: int | None = None  # the newest bucket the CUSUMs have seen
 
     # -- configuration ------------------------------------------------------------------
     def set_baseline(self, baseline: Baseline) -> None:
@@ -256,8 +271,12 @@ class RouterState:
                 c[tier] = c.get(tier, 0.0) + cost
             k = (tier, band, int(t // 3600))
             routed[k] = routed.get(k, 0) + 1
+        ref_end = self.start + self.config.quality.reference_days * DAY
         for (tier, band, hour), n in routed.items():  # one update per (tier, band, hour)
             self.quality.update_routed(tier, band, hour * 3600.0, n)
+            if self.start <= hour * 3600.0 < ref_end:
+                self.contact_profile.add_exposure(tier, hour, n)
+                self.contact_profile.add_exposure(f"{tier}:{band}", hour, n)
         self._trim_days()
         if self.bins is None:
             return
@@ -295,6 +314,11 @@ class RouterState:
             # misses the contacts still to come: its rate reads low, and hides rises);
             # the reference takes them by decision time, so it is complete
             self.quality.update_contact(tier, band, ts, reference_ts=decision_ts)
+            ref_end = self.start + self.config.quality.reference_days * DAY
+            if decision_ts is not None and self.start <= decision_ts < ref_end:
+                d, c = int(decision_ts // 3600), int(ts // 3600)
+                self.contact_profile.add_contact(tier, d, c)
+                self.contact_profile.add_contact(f"{tier}:{band}", d, c)
             return
         w = weight or 1.0
         self.quality.update(tier, band, kind, ts, outcome(kind, value), w)
@@ -360,6 +384,7 @@ class RouterState:
         out: dict[str, Any] = {"mdd": {}, "rates": {}}
         tiers = [t for t in (c.cheap_tier, c.capable_tier) if t in self.quality.tiers]
         testing = at >= self.start + q.reference_days * DAY
+        cusum = self._contact_cusums(at, tiers) if testing and q.contact_cusum else {}
         for signal, test in self._drop_tests.items():
             results = []
             scan = []  # the cheap tier, band by band
@@ -390,6 +415,10 @@ class RouterState:
                 kind = "support_contact_rise" if signal == "support_contact" \
                     else "tier_quality_drop"
                 key = AlertKey(kind, self.router_id, tier, signal)
+                seq = cusum.get(tier) if signal == "support_contact" else None
+                if seq is not None and seq["alarm"] and not alarm:
+                    self._transition(ev, key, True, "1h", seq["summary"], {"cusum": seq})
+                    continue
                 worst = max(alarm or mine, key=lambda r: r.drop if r.n_eff else -1.0,
                             default=None)
                 if worst is None:
@@ -398,6 +427,8 @@ class RouterState:
                 masked = bool(aggregate) and tier in masked_tiers(aggregate[0], [worst])
                 stats = {"test": worst.to_dict(), "aggregate_hides_it": masked,
                          "bands": sorted({r.band for r in alarm if r.band is not None})}
+                if seq is not None:
+                    stats["cusum"] = seq
                 what = ("support contacts per request rose" if signal == "support_contact"
                         else f"{signal} satisfaction dropped")
                 where = ""
@@ -411,6 +442,65 @@ class RouterState:
         self._boundary(ev, at)
         self._gap(ev, at)
         self._starvation(ev, at, out)
+        return out
+
+    def _contact_cusums(self, at: float, tiers: list[str]) -> dict[str, dict[str, Any]]:
+        """Feed the hours closed since the last evaluation to the contact CUSUMs (one per
+        tier, one per band of the cheap tier) and report the most alarming per tier.
+
+        A CUSUM alarms when its statistic crosses ``ln(1/α)`` (α: the quality family's
+        per-test level) and its excursion's extra contacts per request reach half the
+        floor (the CUSUM's own reference value): a rise worth paging for, not a
+        significant trickle.
+        """
+        c, q = self.config, self.config.quality
+        floor = q.floors.get("support_contact", 0.004)
+        now = int(at // 3600)
+        model = self.contact_profile.model(now)
+        if model is None:
+            return {}
+        keys: list[tuple[str, int | None]] = [(t, None) for t in tiers]
+        if c.cheap_tier in tiers:
+            keys += [(c.cheap_tier, b) for b in range(c.n_bands)]
+        first = now if self.contact_done is None else max(self.contact_done + 1, now - 24 * 7)
+        threshold = -math.log(self._drop_tests["support_contact"].alpha)
+        depth = len(model.pmf)
+        series = {k: self.quality.series(first - depth + 1, now, signal="support_contact",
+                                         tier=k[0], band=k[1]) for k in keys}
+        for b in range(first, now + 1):
+            for k in keys:
+                name = k[0] if k[1] is None else f"{k[0]}:{k[1]}"
+                rate = model.rate(name)
+                if not rate > 0:
+                    continue
+                rows = series[k][now - b: now - b + depth]
+                observed = float(rows[0, 0] - rows[0, 3])
+                expected = model.expected(name, rows[:, 0])
+                cs = self.contact_cusums.setdefault(k, PoissonCusum(threshold))
+                cs.update(max(observed, 0.0), expected, rate, floor=floor, bucket=b)
+        self.contact_done = now
+        out: dict[str, dict[str, Any]] = {}
+        for (tier, band), cs in self.contact_cusums.items():
+            rate = model.rate(tier if band is None else f"{tier}:{band}")
+            excess = cs.excess_rate(rate) if rate > 0 else 0.0
+            alarm = cs.alarm and excess >= floor / 2
+            mine = out.get(tier)
+            if mine is not None and (mine["alarm"], mine["ratio"]) >= (
+                    alarm, cs.statistic / cs.threshold):
+                continue
+            where = ""
+            if band is not None:
+                where = (f" in score band {self.band_edges[band]:.2f}–"
+                         f"{self.band_edges[band + 1]:.2f}")
+            since = None if cs.since is None else cs.since * 3600.0
+            out[tier] = {
+                "alarm": alarm, "band": band, "statistic": cs.statistic,
+                "threshold": cs.threshold, "ratio": cs.statistic / cs.threshold,
+                "since": since, "observed": cs.observed, "expected": cs.expected,
+                "reference_rate": rate, "excess_per_request": excess, "floor": floor,
+                "summary": (f"{tier} tier: support contacts{where} rose by {excess:.4f} per "
+                            f"request ({cs.observed:.0f} observed vs {cs.expected:.1f} "
+                            f"expected since {_hours(since, at)} h ago; sequential test)")}
         return out
 
     def _boundary_bands(self) -> list[int]:
