@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from pipeline.core.cusum import TiltCusum
 from pipeline.core.drift import (
     DriftTest,
     DriftVerdict,
@@ -66,6 +67,9 @@ class DriftConfig:
     min_n: int = 200
     coarse_bins: int = 10
     lateness_s: float = 7 * 86400.0
+    seq_threshold: float | None = None
+    seq_tilt: float = 0.25
+    seq_step_s: float = 60.0
 
     @property
     def horizon_buckets(self) -> int:
@@ -126,12 +130,18 @@ class DriftStream:
         self.mix: dict[int, dict[ThresholdKey, int]] = {}
         self._tests = config.tests()
         self._cache: dict[Thresholds, tuple[NDArray[np.float64], float]] = {}
+        self.seq = None if config.seq_threshold is None else TiltCusum(
+            config.seq_threshold, tilt=config.seq_tilt, step_seconds=config.seq_step_s,
+            n_coarse=config.coarse_bins)
 
     def update_many(self, ts: ArrayLike, values: ArrayLike,
                     thresholds: Sequence[ThresholdKey] | None = None) -> NDArray[np.bool_]:
         """Count values at event times ``ts``; return the mask of late (uncounted) ones."""
         t = np.asarray(ts, dtype=np.float64)
-        late = self.hist.insert_many(t, self.bins.index(values))
+        idx = self.bins.index(values)
+        late = self.hist.insert_many(t, idx)
+        if self.seq is not None and self.tier is None:
+            self.seq.add(t[~late], idx[~late], self.bins.baseline_probs)
         if self.tier is not None:
             if thresholds is None:
                 raise ValueError("a tier stream needs the thresholds of every event")
@@ -149,6 +159,15 @@ class DriftStream:
                 per = self.mix.setdefault(b, {})
                 per[distinct[i]] = per.get(distinct[i], 0) + n
             self._evict()
+            if self.seq is not None:
+                kept_t, kept_idx = t[~late], idx[~late]
+                for i, key in enumerate(distinct):
+                    try:
+                        probs = self._truncated(Thresholds(*key))
+                    except ValueError:  # no baseline mass in this tier: nothing to expect
+                        continue
+                    mine = codes == i
+                    self.seq.add(kept_t[mine], kept_idx[mine], probs)
         return late
 
     def _evict(self) -> None:

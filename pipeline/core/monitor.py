@@ -121,6 +121,7 @@ class Monitor:
         self.watermark: float | None = None
         self.feedback_watermark: float | None = None
         self.next_eval: float | None = None
+        self.next_tick: float | None = None
         self.history: dict[str, list[dict[str, Any]]] = {}
         self.first_drift_histogram: dict[str, dict[str, Any]] = {}
         self.recommendations: dict[str, ThresholdRecommendation] = {}
@@ -292,15 +293,42 @@ class Monitor:
     def drain(self) -> list[Output]:
         """Run the evaluations that are due; return every pending output."""
         wm, step = self.watermark, self.config.eval_every_s
-        if wm is not None and self.next_eval is not None and wm - self.next_eval > self.memory_s:
+        if wm is None or self.next_eval is None:
+            out, self._pending = self._pending, []
+            return out
+        if wm - self.next_eval > self.memory_s:
             # a jump in event time (a silent month, a clock gone wrong): evaluations more
             # than the longest memory behind see empty windows only, so skip them
             self.next_eval = math.ceil((wm - self.memory_s) / step) * step
-        while wm is not None and self.next_eval is not None and wm >= self.next_eval:
-            self.evaluate(self.next_eval)
-            self.next_eval += step
+            self.next_tick = None
+        tick = self.config.seq_step_s if self.config.sequential_drift else math.inf
+        if self.next_tick is None:
+            self.next_tick = self.next_eval - step + tick
+        # the sequential drift tests step every ``tick`` between the hourly evaluations
+        while wm >= min(self.next_eval, self.next_tick):
+            if self.next_tick < self.next_eval:
+                self._tick(self.next_tick)
+                self.next_tick += tick
+            else:
+                self.evaluate(self.next_eval)
+                self.next_eval += step
+                self.next_tick = max(self.next_tick, self.next_eval - step + tick)
         out, self._pending = self._pending, []
         return out
+
+    def _tick(self, now: float) -> None:
+        for router_id in sorted(self.routers):
+            state = self.routers[router_id]
+            self._emit(state, state.sequential(now).transitions, now)
+
+    def _emit(self, state: RouterState, transitions: list[Transition], now: float) -> None:
+        for t in transitions:
+            self._alert(state, t, now)
+            if (t.key.kind == "confidence_drift" and t.state == "firing"
+                    and state.router_id not in self.first_drift_histogram):
+                hist = state.histogram(now)
+                if hist is not None:
+                    self.first_drift_histogram[state.router_id] = hist
 
     def evaluate(self, now: float) -> None:
         """Evaluate every router at event time ``now``; queue the outputs."""
@@ -312,13 +340,7 @@ class Monitor:
         for router_id in sorted(self.routers):
             state = self.routers[router_id]
             ev = state.evaluate(now)
-            for t in ev.transitions:
-                self._alert(state, t, now)
-                if (t.key.kind == "confidence_drift" and t.state == "firing"
-                        and router_id not in self.first_drift_histogram):
-                    hist = state.histogram(now)
-                    if hist is not None:
-                        self.first_drift_histogram[router_id] = hist
+            self._emit(state, ev.transitions, now)
             if ev.recommendation is not None and self.signer is not None:
                 self._recommend(state, ev.recommendation, now)
             if self.record:

@@ -108,6 +108,9 @@ class MonitorConfig:
     drift_windows: tuple[float, ...] = (3600.0, DAY, 7 * DAY)
     ks_floor: float = 0.05
     psi_floor: float = 0.1
+    sequential_drift: bool = True
+    seq_step_s: float = 60.0
+    seq_tilt: float = 0.25
     n_bands: int = 10
     join_ttl_s: float = 30 * DAY
     clear_evals: int = 6
@@ -206,13 +209,22 @@ class RouterState:
         edges[0], edges[-1] = 0.0, 1.0
         self.band_edges = np.maximum.accumulate(edges)
         tiers = (self.config.cheap_tier, self.config.capable_tier)
+        c = self.config
         n_streams = 1 + len(tiers) + len(baseline.signals)
-        n_tests = n_streams * len(self.config.drift_windows) * 2
-        self._drift_alpha = calibrated_alpha(self.config.false_alarms_per_30d, 30 * DAY,
-                                             self.config.eval_every_s, n_tests)
-        dc = DriftConfig(alpha=self._drift_alpha, windows=self.config.drift_windows,
-                         ks_floor=self.config.ks_floor, psi_floor=self.config.psi_floor,
-                         lateness_s=self.config.allowed_lateness_s)
+        n_tests = n_streams * len(c.drift_windows) * 2
+        # with the sequential tests on, each family spends half the false-alarm budget
+        budget = c.false_alarms_per_30d / (2 if c.sequential_drift else 1)
+        self._drift_alpha = calibrated_alpha(budget, 30 * DAY, c.eval_every_s, n_tests)
+        seq_threshold = None
+        if c.sequential_drift:
+            # Ville: a CUSUM restart crosses ln(1/a) with probability <= a; one restart
+            # per step, direction and stream (4 smooth directions + the coarse slices)
+            restarts = 30 * DAY / c.seq_step_s * n_streams * (4 + 10)
+            seq_threshold = math.log(restarts / budget)
+        dc = DriftConfig(alpha=self._drift_alpha, windows=c.drift_windows,
+                         ks_floor=c.ks_floor, psi_floor=c.psi_floor,
+                         lateness_s=c.allowed_lateness_s, seq_threshold=seq_threshold,
+                         seq_tilt=c.seq_tilt, seq_step_s=c.seq_step_s)
         self.streams = {("router", "score"): DriftStream(self.bins, dc)}
         for tier in tiers:
             self.streams[(tier, "score")] = DriftStream(self.bins, dc, tier=tier)
@@ -330,6 +342,7 @@ class RouterState:
     def evaluate(self, now: float) -> Evaluation:
         ev = Evaluation(now)
         at = now - 1e-6  # the window ends with the bucket that closes at ``now``
+        ev.transitions += self.sequential(now).transitions
         drift = self._evaluate_drift(ev, at)
         quality = self._evaluate_quality(ev, at)
         econ = self._economics(at)
@@ -353,6 +366,43 @@ class RouterState:
         if state is not None:
             ev.transitions.append(Transition(key, state, window, summary, statistics))
 
+    def _drift_key(self, who: str, signal: str) -> tuple[AlertKey, str]:
+        if signal != "score":
+            return AlertKey("signal_drift", self.router_id, None, signal), f"signal {signal}"
+        if who == "router":
+            return AlertKey("confidence_drift", self.router_id, None), "router confidence"
+        return AlertKey("tier_confidence_drift", self.router_id, who), f"{who}-tier confidence"
+
+    def _sequential_stats(self, stream: DriftStream, at: float) -> dict[str, Any] | None:
+        worst = None if stream.seq is None else stream.seq.worst()
+        if stream.seq is None or worst is None:
+            return None
+        direction, statistic, since = worst
+        return {"direction": direction, "statistic": statistic,
+                "threshold": stream.seq.threshold, "alarm": stream.seq.alarm,
+                "since": since, "tilt": stream.seq.tilt,
+                "summary": (f"sequential test: {direction} (CUSUM {statistic:.1f} ≥ "
+                            f"{stream.seq.threshold:.1f}) since {_hours(since, at)} h ago")}
+
+    def sequential(self, now: float) -> Evaluation:
+        """Close the sequential drift tests' steps up to ``now``; fire what crossed.
+
+        Runs every ``seq_step_s`` of event time, between the hourly evaluations, which
+        alone resolve alerts (with their hysteresis).
+        """
+        ev = Evaluation(now)
+        for (who, signal), stream in self.streams.items():
+            if stream.seq is None or not stream.seq.advance(now):
+                continue
+            key, what = self._drift_key(who, signal)
+            stats = self._sequential_stats(stream, now)
+            assert stats is not None
+            summary = f"{what} drifted from the baseline: {stats.pop('summary')}"
+            self._transition(ev, key, True, "seq", summary, {
+                "sequential": stats,
+                "baseline_version": self.baseline.version if self.baseline else None})
+        return ev
+
     def _evaluate_drift(self, ev: Evaluation, at: float) -> dict[str, StreamResult]:
         results: dict[str, StreamResult] = {}
         for (who, signal), stream in self.streams.items():
@@ -362,20 +412,21 @@ class RouterState:
             worst = res.worst
             if worst is None:
                 continue
-            if signal != "score":
-                key = AlertKey("signal_drift", self.router_id, None, signal)
-                what = f"signal {signal}"
-            elif who == "router":
-                key = AlertKey("confidence_drift", self.router_id, None)
-                what = "router confidence"
-            else:
-                key = AlertKey("tier_confidence_drift", self.router_id, who)
-                what = f"{who}-tier confidence"
+            key, what = self._drift_key(who, signal)
             summary = (f"{what} drifted from the baseline: KS {worst.ks.effect:.3f}, "
                        f"PSI {worst.psi.effect:.3f} over {worst.window}")
-            stats = {"windows": res.statistics(),
-                     "baseline_version": self.baseline.version if self.baseline else None}
-            self._transition(ev, key, res.alarm, worst.window, summary, stats)
+            stats: dict[str, Any] = {
+                "windows": res.statistics(),
+                "baseline_version": self.baseline.version if self.baseline else None}
+            seq = self._sequential_stats(stream, at)
+            alarm = res.alarm
+            if seq is not None:
+                seq_summary = seq.pop("summary")
+                stats["sequential"] = seq
+                if seq["alarm"] and not alarm:
+                    summary = f"{what} drifted from the baseline: {seq_summary}"
+                alarm = alarm or seq["alarm"]
+            self._transition(ev, key, alarm, worst.window, summary, stats)
         return results
 
     def _evaluate_quality(self, ev: Evaluation, at: float) -> dict[str, Any]:

@@ -32,7 +32,7 @@ def test_mix_counts_equal_a_direct_count(
 
 def test_moving_the_threshold_is_not_drift() -> None:
     rng = np.random.default_rng(5)
-    s = DriftStream(BINS, DriftConfig(alpha=1e-4), tier="cheap")
+    s = DriftStream(BINS, DriftConfig(alpha=1e-4, seq_threshold=13.0), tier="cheap")
     for day, th in enumerate([Thresholds(0.6, 0.5, 0.1), Thresholds(0.75, 0.65, 0.1)]):
         scores = rng.beta(2, 2, 40_000)
         p = th.p_cheap(scores)
@@ -42,3 +42,20 @@ def test_moving_the_threshold_is_not_drift() -> None:
                       * cheap.size)
     result = s.evaluate(2 * 86400 - 1)
     assert result.windows and not result.alarm, result.statistics()
+    # the sequential tests score each event against its own thresholds' truncation
+    assert s.seq is not None and not s.seq.advance(2 * 86400), s.seq.worst()
+
+
+def test_a_shift_in_the_tier_fires_the_sequential_test_within_the_hour() -> None:
+    rng = np.random.default_rng(6)
+    th = Thresholds(0.6, 0.5, 0.1)
+    key = (th.cheap_above, th.capable_below, th.exploration_rate)
+    s = DriftStream(BINS, DriftConfig(alpha=1e-4, seq_threshold=13.0), tier="cheap")
+    for hour, a in enumerate([2.0] * 24 + [4.0]):  # the cheap tier: KS 0.12 from 0
+        scores = rng.beta(a, 2, 2_000)
+        cheap = scores[rng.random(scores.size) < th.p_cheap(scores)]
+        ts = np.sort(rng.uniform(hour * 3600, (hour + 1) * 3600, cheap.size))
+        s.update_many(ts, cheap, [key] * cheap.size)
+        assert s.seq is not None
+        alarm = s.seq.advance((hour + 1) * 3600)
+        assert alarm == (hour == 24), (hour, s.seq.worst())
