@@ -436,6 +436,7 @@ class RouterState:
         tiers = [t for t in (c.cheap_tier, c.capable_tier) if t in self.quality.tiers]
         testing = at >= self.start + q.reference_days * DAY
         cusum = self._contact_cusums(at, tiers) if testing and q.contact_cusum else {}
+        out["contact_cusum"] = cusum
         for signal, test in self._drop_tests.items():
             results = []
             scan = []  # the cheap tier, band by band
@@ -824,6 +825,14 @@ class RouterState:
             for wr in res.windows:
                 labels = {"router_id": r, "tier": who, "window": wr.window, "signal": signal}
                 out += [("drift_psi", labels, wr.psi.effect), ("drift_ks", labels, wr.ks.effect)]
+            seq = self.streams[("router" if who == "all" else who, signal)].seq
+            worst = None if seq is None else seq.worst()
+            if seq is not None and worst is not None:
+                out.append(("drift_sequential_ratio", {"router_id": r, "tier": who,
+                            "signal": signal}, worst[1] / seq.threshold))
+        for tier_name, cs in quality.get("contact_cusum", {}).items():
+            out.append(("support_contact_sequential_ratio", {"router_id": r, "tier": tier_name},
+                        cs["ratio"]))
         tiers: list[tuple[str, str | None]] = [(t, t) for t in (c.cheap_tier, c.capable_tier)]
         for seconds in c.quality.windows:
             w = window_name(seconds)

@@ -79,6 +79,11 @@ class WorkerMetrics:
         where = ["router_id", "tier", "window", "signal"]
         self._gauge("drift_psi", "PSI of the window against the baseline.", where)
         self._gauge("drift_ks", "KS distance of the window against the baseline.", where)
+        self._gauge("drift_sequential_ratio", "Largest sequential drift statistic over its "
+                    "threshold (1 or more: alarm).", ["router_id", "tier", "signal"])
+        self._gauge("support_contact_sequential_ratio", "Contact CUSUM statistic over its "
+                    "threshold (1 or more with a large enough rise: alarm).",
+                    ["router_id", "tier"])
         self._gauge("satisfaction_ratio", "Share of good outcomes, with its interval bounds.",
                     [*where, "bound"])
         self._gauge("support_contact_ratio", "Support contacts per routed request.",

@@ -212,7 +212,9 @@ def production() -> tuple[QuantileBins, DriftConfig]:
 
 
 def run_tierwatch(st: Stream, *, stop_on_alarm: bool) -> tuple[list[tuple[float, str, str]], int]:
-    """Hourly ``update_many`` + ``evaluate`` per tier; alarms as (eval time, tier, what)."""
+    """Hourly ``update_many`` + ``evaluate`` per tier, and the sequential tests' minute
+    steps in between; alarms as (time, tier, what): every alarming hourly evaluation and
+    every start of a sequential alarm (in no-drift streams too: ``onset`` is inf)."""
     bins, config = production()
     streams = {tier: DriftStream(bins, config, tier=tier) for tier in TIERS}
     n_hours = round(st.end / HOUR)
@@ -220,6 +222,7 @@ def run_tierwatch(st: Stream, *, stop_on_alarm: bool) -> tuple[list[tuple[float,
     per_tier = {tier: (*st.tier(tier), np.searchsorted(st.tier(tier)[0], edges)) for tier in TIERS}
     alarms: list[tuple[float, str, str]] = []
     n_evals = 0
+    seq_firing = dict.fromkeys(TIERS, False)
     for h in range(n_hours):
         now = (h + 1) * HOUR
         for tier in TIERS:
@@ -227,6 +230,20 @@ def run_tierwatch(st: Stream, *, stop_on_alarm: bool) -> tuple[list[tuple[float,
             a, b = bounds[h], bounds[h + 1]
             if b > a:
                 streams[tier].update_many(tt[a:b], ss[a:b], [KEY] * int(b - a))
+        for m in range(1, 61):  # the monitor's minute ticks: steps close one by one
+            t = h * HOUR + m * config.seq_step_s
+            for tier in TIERS:
+                seq = streams[tier].seq
+                if seq is None:
+                    continue
+                alarm = seq.advance(t)
+                worst = seq.worst()
+                watched = t > st.onset or not math.isfinite(st.onset)
+                if alarm and not seq_firing[tier] and watched and worst is not None:
+                    alarms.append((t, tier, f"seq:{worst[0]}"))
+                seq_firing[tier] = alarm
+        if stop_on_alarm and alarms:
+            break
         if now <= st.onset and math.isfinite(st.onset):
             continue  # before the onset only the state matters, not the verdicts
         for tier in TIERS:
@@ -583,7 +600,9 @@ def build_report(res: dict[str, Any], elapsed: float,
     fa, episodes = false_alarms(nd, calib)
     per30 = {n: fa[n] / router_days * 30 for n in NAMES}
     params = {
-        "tierwatch": f"alpha={config.alpha:.3g}, windows 1h/1d/7d, KS>=0.05, PSI>=0.1",
+        "tierwatch": (f"alpha={config.alpha:.3g}, windows 1h/1d/7d, KS>=0.05, PSI>=0.1; "
+                      f"tilt CUSUMs: tilt {config.seq_tilt}, {config.seq_step_s:g} s steps, "
+                      f"threshold {config.seq_threshold or 0:.1f}"),
         "ADWIN default": "delta=0.002",
         "ADWIN calibrated": f"delta={calib['ADWIN']['value']:g}",
         "KSWIN default": "alpha=0.005 (fires at D >= 14/30)",
