@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     false_alarms_per_30d: float = Field(
         1.0, gt=0, description="Target false pages per router per 30 days."
     )
+    sequential_drift: bool = Field(
+        True, description="Also watch drift minute by minute with sequential tests (half "
+        "the false-alarm budget each for them and the hourly window tests).")
     control_mode: Literal["advisory", "enforce"] = Field(
         "advisory", description="Mode of published recommendations."
     )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import math
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
@@ -10,9 +12,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
+from pipeline.core.baseline import fit_baseline
 from pipeline.core.cusum import DelayProfile, PoissonCusum, TiltCusum, tilt_directions
 from pipeline.core.histogram import QuantileBins
 from pipeline.core.quality import OutcomeCounts
+from pipeline.replay import build_monitor
+from pipeline.schemas import Alert, RoutingEvent
+from pipeline.settings import Settings
 
 
 def _run(counts: np.ndarray, expected: np.ndarray, rate: float, floor: float,
@@ -221,7 +227,7 @@ def test_tilt_cusum_does_not_depend_on_batching(
     whole.add(ts, bins, p)
     whole.advance(1000.0)
     bounds = sorted({0, len(events), *[c for c in cuts if c < len(events)]})
-    for lo, hi in zip(bounds, bounds[1:], strict=False):
+    for lo, hi in itertools.pairwise(bounds):
         parts.add(ts[lo:hi], bins[lo:hi], p)
         parts.advance(float(ts[lo]))  # close what precedes the batch, as ticks would
     parts.advance(1000.0)
@@ -238,3 +244,44 @@ def test_tilt_directions_are_standardized_under_any_truncation() -> None:
         names, g = tilt_directions(p)
         assert np.allclose(p @ g, 0.0) and np.allclose(p @ g**2, 1.0)
         assert {"location+", "spread+"} <= set(names)
+
+
+def _routing(rng: np.random.Generator, t0: float, seconds: float, rate: float,
+             a: float) -> list[RoutingEvent]:
+    """Routing events of a Beta(a, 2) score stream under fixed thresholds."""
+    ts = np.sort(rng.uniform(t0, t0 + seconds, rng.poisson(rate * seconds)))
+    scores = rng.beta(a, 2, ts.size)
+    out = []
+    for i, (t, s) in enumerate(zip(ts.tolist(), scores.tolist(), strict=True)):
+        cheap = s >= 0.6
+        out.append(RoutingEvent.model_validate({
+            "event_id": f"e{t0:.0f}-{i}", "request_id": f"r{t0:.0f}-{i}", "router_id": "r1",
+            "tier": "cheap" if cheap else "capable", "ts": t, "score": s,
+            "route_reason": "confident_cheap" if cheap else "confident_capable",
+            "thresholds": {"cheap_above": 0.6, "capable_below": 0.5,
+                           "exploration_rate": 0.0}}))
+    return out
+
+
+def test_the_monitor_pages_an_abrupt_drift_within_minutes_between_evaluations() -> None:
+    """Through the whole core: minute ticks between the hourly evaluations fire
+    ``confidence_drift`` from the sequential test, minutes after the onset."""
+    rng = np.random.default_rng(21)
+    monitor = build_monitor(Settings())
+    start = datetime(2026, 3, 1, tzinfo=UTC).timestamp()
+    monitor.set_baseline(fit_baseline("r1", "v1", datetime(2026, 2, 1, tzinfo=UTC),
+                                      rng.beta(3, 2, 100_000)))
+    alerts: list[Alert] = []
+    onset = start + 6 * 3600 + 1200  # 20 minutes into an hour
+    for minute in range(0, 8 * 60, 5):
+        t0 = start + minute * 60
+        batch = _routing(rng, t0, 300, 2.0, 3.0 if t0 < onset else 4.5)
+        monitor.observe_routing(batch)
+        alerts += [o.payload for o in monitor.drain() if o.topic == "alerts"]  # type: ignore[misc]
+    firing = [a for a in alerts if a.state == "firing" and a.kind == "confidence_drift"]
+    assert firing, [a.summary for a in alerts]
+    first = firing[0]
+    assert first.window == "seq" and "sequential" in first.statistics
+    delay = first.ts.timestamp() - onset
+    assert 0 < delay <= 15 * 60, delay
+    assert all(a.ts.timestamp() > onset for a in alerts if a.state == "firing")
