@@ -116,8 +116,9 @@ class Monitor:
         self.join = FeedbackJoin(self.config.join_ttl_s)
         self.routers: dict[str, RouterState] = {}
         self.baselines: dict[str, Baseline] = {}
-        self.sampler = ReviewSampler(self.config.review_quota_per_day,
-                                     seed=self.config.review_seed)
+        # one sampler per router: each router's tiers get their own daily quota, so a
+        # flood from one router cannot take the others' reviews
+        self.samplers: dict[str, ReviewSampler] = {}
         self.watermark: float | None = None
         self.feedback_watermark: float | None = None
         self.next_eval: float | None = None
@@ -244,9 +245,13 @@ class Monitor:
 
     def _review(self, ev: RoutingEvent, ts: float, band: int, th: Thresholds,
                 signals: dict[str, float] | None) -> None:
-        d = self.sampler.offer(ev.request_id, ev.tier, ev.score, ts, cheap_above=th.cheap_above,
-                               capable_below=th.capable_below,
-                               ood_distance=signals.get("ood_distance") if signals else None)
+        sampler = self.samplers.get(ev.router_id)
+        if sampler is None:
+            sampler = self.samplers[ev.router_id] = ReviewSampler(
+                self.config.review_quota_per_day, seed=self.config.review_seed)
+        d = sampler.offer(ev.request_id, ev.tier, ev.score, ts, cheap_above=th.cheap_above,
+                          capable_below=th.capable_below,
+                          ood_distance=signals.get("ood_distance") if signals else None)
         if d.selected:
             reason = "boundary" if d.priority > 1.0 else "random"
             self._pending.append(Output("review", ev.request_id, ReviewRequest(

@@ -509,6 +509,19 @@ class OutcomeCounts:
         self._refs: dict[tuple[str, str | None, int | None], Totals] = {}
         self._refs_version = 0
 
+    _CACHES = ("_match_cache", "_match_size", "_sums", "_sums_version", "_refs", "_refs_version",
+               "_version")
+
+    def __getstate__(self) -> dict[str, Any]:
+        # caches are rebuilt on demand: a checkpoint (and a state comparison) holds counts
+        return {k: v for k, v in self.__dict__.items() if k not in self._CACHES}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._match_cache, self._sums, self._refs = {}, {}, {}
+        self._match_size = self._sums_version = self._refs_version = -1
+        self._version = 0
+
     # ------------------------------------------------------------ internals
     def _bucket(self, ts: float) -> int:
         return math.floor(ts / self.bucket_seconds)

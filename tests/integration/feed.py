@@ -212,6 +212,10 @@ def canon(obj: Any, depth: int = 0) -> Any:
     if hasattr(obj, "model_dump"):
         return (type(obj).__name__, obj.model_dump(mode="json"))
     fields: dict[str, Any] = {}
+    if type(obj).__getstate__ is not object.__getstate__:  # what a checkpoint holds
+        state = obj.__getstate__()
+        if isinstance(state, dict):
+            return (type(obj).__name__, canon(state, depth + 1))
     if hasattr(obj, "__dict__"):
         fields.update(vars(obj))
     for cls in type(obj).__mro__:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import pickle
 from datetime import UTC, datetime
 
 import numpy as np
@@ -153,6 +154,11 @@ def test_series_rows_are_the_window_buckets(
         expect = c.window(b * 3600.0, 3600.0, signal="support_contact", tier="cheap").as_vector()
         inside = c.head is not None and c.head - c.n_buckets < b <= c.head
         assert np.allclose(rows[i], expect if inside else 0.0)
+    # a checkpoint drops the caches these reads filled, and reads the same afterwards
+    restored = pickle.loads(pickle.dumps(c))
+    assert not restored._sums and not restored._refs
+    assert np.array_equal(restored.series(first, last, signal="support_contact", tier="cheap"),
+                          rows)
 
 
 # --------------------------------------------------------------------- drift: tilt CUSUMs
