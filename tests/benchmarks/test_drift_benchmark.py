@@ -37,6 +37,7 @@ river's object itself. Everything else is river's code.
 
 Run: ``.venv/bin/pytest -p no:cacheprovider -m benchmark
 tests/benchmarks/test_drift_benchmark.py -s``. Results: ``out/bench/drift.md``.
+``TIERWATCH_DRIFT_FLOORS=ks,psi,tilt`` runs tierwatch with other effect floors.
 """
 
 from __future__ import annotations
@@ -79,6 +80,12 @@ DRIFT_SEEDS = (201, 202, 203)
 BUDGET_PER_30D = 1.0  # false alarms per router per 30 days (MonitorConfig default)
 PSI_RULES = (0.25, 0.1)
 WORKERS = max(1, min(2, os.cpu_count() or 1))
+# Effect floors of tierwatch's run (default: MonitorConfig's). TIERWATCH_DRIFT_FLOORS =
+# "ks,psi,tilt" reruns it with others, to tell the floors' share of a delay from the tests'.
+FLOORS: dict[str, float] = dict(zip(
+    ("ks_floor", "psi_floor", "seq_tilt"),
+    map(float, os.environ["TIERWATCH_DRIFT_FLOORS"].split(",")), strict=True)) \
+    if os.environ.get("TIERWATCH_DRIFT_FLOORS") else {}
 
 # Calibration grids, most sensitive first; each includes river's default. A setting that
 # never fires on a stream never resets, so every less sensitive one follows the very same
@@ -206,7 +213,7 @@ def production() -> tuple[QuantileBins, DriftConfig]:
     rng = np.random.default_rng(7)
     sample = rng.beta(*beta_params(BASE_MEAN, BASE_VAR), N_BASELINE)
     baseline = fit_baseline("bench", "v1", datetime(2026, 1, 1, tzinfo=UTC), sample, bins=200)
-    state = RouterState("bench", MonitorConfig(), start=0.0)
+    state = RouterState("bench", MonitorConfig(**FLOORS), start=0.0)
     state.set_baseline(baseline)
     tier_stream = state.streams[("cheap", "score")]
     assert state.bins is not None
@@ -811,7 +818,7 @@ def test_drift_benchmark(write_report: Callable[[str, str], Any],
     t0 = time.perf_counter()
     res = run_all()
     text, summary = build_report(res, time.perf_counter() - t0, markdown_table)
-    write_report("drift.md", text)
+    write_report("drift-floors.md" if FLOORS else "drift.md", text)
     print(f"total wall time {time.perf_counter() - t0:.0f} s")
 
     # What must hold: tierwatch stays within its false-alarm budget on no-drift traffic.
