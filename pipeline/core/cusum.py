@@ -155,6 +155,9 @@ class DelayProfile:
     exposure: dict[str, dict[int, float]] = field(default_factory=dict)
     contacts: dict[str, float] = field(default_factory=dict)
     delays: FloatArray = field(init=False)
+    last_bucket: int = field(init=False, default=-(2**62))
+    _cached: tuple[int, DelayModel | None] | None = field(init=False, default=None,
+                                                          repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.max_delay < 1:
@@ -164,14 +167,29 @@ class DelayProfile:
     def add_exposure(self, key: str, bucket: int, count: float) -> None:
         per = self.exposure.setdefault(key, {})
         per[bucket] = per.get(bucket, 0.0) + float(count)
+        self._cached = None
+        self.last_bucket = max(self.last_bucket, bucket)
 
     def add_contact(self, key: str, decision_bucket: int, contact_bucket: int) -> None:
         a = min(max(contact_bucket - decision_bucket, 0), self.max_delay - 1)
         self.delays[a] += 1.0
         self.contacts[key] = self.contacts.get(key, 0.0) + 1.0
+        self._cached = None
 
     def model(self, now_bucket: int) -> DelayModel | None:
-        """The delay pmf and per-key rates as of ``now_bucket``; None without contacts."""
+        """The delay pmf and per-key rates as of ``now_bucket``; None without contacts.
+
+        Once every reference request is ``max_delay`` buckets old and no contact comes
+        in, the estimate no longer changes: it is kept until the next contact.
+        """
+        settled = min(now_bucket, self.last_bucket + self.max_delay)
+        if self._cached is not None and self._cached[0] == settled:
+            return self._cached[1]
+        model = self._estimate(settled)
+        self._cached = (settled, model)
+        return model
+
+    def _estimate(self, now_bucket: int) -> DelayModel | None:
         if not self.exposure or self.delays.sum() <= 0:
             return None
         total: dict[int, float] = {}
@@ -180,8 +198,10 @@ class DelayProfile:
                 total[b] = total.get(b, 0.0) + n
         buckets = np.fromiter(total, dtype=np.int64)
         counts = np.fromiter(total.values(), dtype=np.float64)
-        age = now_bucket - buckets
-        at_risk = np.array([counts[age >= a].sum() for a in range(self.max_delay)])
+        age = np.clip(now_bucket - buckets, -1, self.max_delay - 1)
+        # requests at least a buckets old, for every a: a reversed cumulative sum by age
+        by_age = np.bincount(age[age >= 0], weights=counts[age >= 0], minlength=self.max_delay)
+        at_risk = np.cumsum(by_age[::-1])[::-1]
         per_request = np.divide(self.delays, at_risk, out=np.zeros(self.max_delay),
                                 where=at_risk > 0)
         if per_request.sum() <= 0:
@@ -349,14 +369,18 @@ class TiltCusum:
         last = math.floor(now / self.step_seconds) - 1
         if last <= self.closed:
             return self.alarm
+        cap = self.cap * self.threshold
         for s in sorted(k for k in self.pending if k <= last):
             per = self.pending.pop(s)
             x = self.statistic.copy()
             for key in sorted(per):
                 x += per[key] @ self._llr(key)
-            started = (self.statistic <= 0) & (x > 0)
-            self.since = np.where(started, s, np.where(x > 0, self.since, -1))
-            self.statistic = np.clip(x, 0.0, self.cap * self.threshold)
+            up = x > 0
+            self.since[up & (self.statistic <= 0)] = s
+            self.since[~up] = -1
+            np.maximum(x, 0.0, out=x)
+            np.minimum(x, cap, out=x)
+            self.statistic = x
         self.closed = last
         return self.alarm
 

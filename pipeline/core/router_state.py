@@ -395,6 +395,8 @@ class RouterState:
             if stream.seq is None or not stream.seq.advance(now):
                 continue
             key, what = self._drift_key(who, signal)
+            if self.alerts.firing(key):
+                continue  # hourly evaluations keep it firing while the CUSUM alarms
             stats = self._sequential_stats(stream, now)
             assert stats is not None
             summary = f"{what} drifted from the baseline: {stats.pop('summary')}"
