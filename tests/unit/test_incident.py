@@ -38,13 +38,12 @@ SEED = 7
 ONSET_DAY = 21.0
 DAYS = ONSET_DAY + 10
 # Defended bound on the delay to the first cheap-tier quality alert at RATE: 44 h for
-# this seed (34-51 h over seeds 1-3). Before support contacts were counted when they
-# happen, with the cheap tier's score bands scanned, it was 121 h at this rate. The delay
-# falls with the traffic, then levels off (48 h at 0.05 ev/s, 31 h at 0.5, 33 h at 1;
-# seed 7): the 1-day window of support contacts, which lag their requests by ~8 h, has to
-# see enough of a cohort that ramps in from 0. The benchmark
-# tests/benchmarks/test_quality_delay_benchmark.py measures it
-# by rate, with the false alarms before the onset and over 60 no-change days.
+# this seed (34-51 h over seeds 1-3). At this rate the cohort's first day brings only a
+# few dozen extra support contacts, too few for the hourly contact CUSUM to page before
+# the 1-day window does. With more traffic it pages first: at 2 events/s (172,800
+# requests a day) the first alert comes 22 h after the onset (19-26 h over seeds 7, 1, 2),
+# from the CUSUM. tests/benchmarks/test_quality_delay_benchmark.py measures the delay by
+# rate, with the false alarms before the onset and over 60 no-change days.
 MAX_DELAY_H = 60.0
 
 
