@@ -56,6 +56,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
+from scipy import special
 
 FloatArray = NDArray[np.float64]
 
@@ -223,9 +224,7 @@ class DelayProfile:
 def _poisson_upper(count: float, confidence: float) -> float:
     """One-sided upper confidence bound of a Poisson mean from one ``count``
     (the exact Garwood bound, ``χ²(confidence; 2(count + 1)) / 2``)."""
-    from scipy.special import gammaincinv
-
-    return float(gammaincinv(count + 1.0, confidence))
+    return float(special.gammaincinv(count + 1.0, confidence))
 
 
 def tilt_directions(probs: FloatArray, n_coarse: int = 10) -> tuple[list[str], FloatArray]:
@@ -262,12 +261,6 @@ def tilt_directions(probs: FloatArray, n_coarse: int = 10) -> tuple[list[str], F
             names.append(name)
             cols.append(np.where(p > 0, (g - mean) / sd, 0.0))
     return names, np.stack(cols, axis=1)
-
-
-@dataclass(slots=True)
-class _Tilts:
-    names: list[str]
-    llr: FloatArray  # (bins, directions): log q_m(j) / p(j) for an event in bin j
 
 
 class TiltCusum:
@@ -308,7 +301,8 @@ class TiltCusum:
         self.since = np.zeros(0, dtype=np.int64)  # step an excursion began; -1: none
         self.pending: dict[int, dict[bytes, NDArray[np.int64]]] = {}
         self.closed = -(2**62)  # steps up to here are closed
-        self._tilts: dict[bytes, _Tilts] = {}
+        # per expected distribution: log q_m(j) / p(j), bins × directions in self.names
+        self._tilts: dict[bytes, FloatArray] = {}
 
     def _for(self, probs: FloatArray) -> bytes:
         key = probs.tobytes()
@@ -320,21 +314,17 @@ class TiltCusum:
                     del self._tilts[idle]
             names, g = tilt_directions(probs, self.n_coarse)
             p = probs / probs.sum()
-            log_z = np.log(p @ np.exp(self.tilt * g))
-            self._tilts[key] = _Tilts(names, self.tilt * g - log_z)
-        if not self.names:
-            self.names = self._tilts[key].names
-            self.statistic = np.zeros(len(self.names))
-            self.since = np.full(len(self.names), -1, dtype=np.int64)
+            llr = self.tilt * g - np.log(p @ np.exp(self.tilt * g))
+            if not self.names:
+                self.names = names
+                self.statistic = np.zeros(len(names))
+                self.since = np.full(len(names), -1, dtype=np.int64)
+            elif names != self.names:
+                # a truncation that lost a direction (no variance left): it adds nothing
+                keep = np.array([names.index(n) if n in names else -1 for n in self.names])
+                llr = np.where(keep >= 0, llr[:, np.maximum(keep, 0)], 0.0)
+            self._tilts[key] = llr
         return key
-
-    def _llr(self, key: bytes) -> FloatArray:
-        t = self._tilts[key]
-        if t.names == self.names:
-            return t.llr
-        # a truncation that lost a direction (no variance left): keep the common ones
-        keep = np.array([t.names.index(n) if n in t.names else -1 for n in self.names])
-        return np.where(keep >= 0, t.llr[:, np.maximum(keep, 0)], 0.0)
 
     def add(self, ts: FloatArray, bins: NDArray[np.intp], probs: FloatArray) -> None:
         """Count events at times ``ts`` in fine ``bins``, to be scored against ``probs``.
@@ -374,7 +364,7 @@ class TiltCusum:
             per = self.pending.pop(s)
             x = self.statistic.copy()
             for key in sorted(per):
-                x += per[key] @ self._llr(key)
+                x += per[key] @ self._tilts[key]
             up = x > 0
             self.since[up & (self.statistic <= 0)] = s
             self.since[~up] = -1

@@ -149,6 +149,11 @@ def _finite(x: float | None) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
 
 
+def _contact_key(tier: str, band: int | None = None) -> str:
+    """The contact delay profile's key: a tier, or one score band of it."""
+    return tier if band is None else f"{tier}:{band}"
+
+
 def _hours(since: float | None, at: float) -> str:
     return "?" if since is None else f"{(at - since) / 3600:.0f}"
 
@@ -255,6 +260,14 @@ class RouterState:
                 **common)
         self._gap_test = SequentialDropTest(floor=q.gap_floor, **common)
 
+    @property
+    def reference_end(self) -> float:
+        """When the reference period, the quality tests' baseline, ends."""
+        return self.start + self.config.quality.reference_days * DAY
+
+    def _in_reference(self, ts: float) -> bool:
+        return self.start <= ts < self.reference_end
+
     def band(self, score: float) -> int:
         return int(self.bands(np.array([score]))[0])
 
@@ -283,12 +296,11 @@ class RouterState:
                 c[tier] = c.get(tier, 0.0) + cost
             k = (tier, band, int(t // 3600))
             routed[k] = routed.get(k, 0) + 1
-        ref_end = self.start + self.config.quality.reference_days * DAY
         for (tier, band, hour), n in routed.items():  # one update per (tier, band, hour)
             self.quality.update_routed(tier, band, hour * 3600.0, n)
-            if self.start <= hour * 3600.0 < ref_end:
-                self.contact_profile.add_exposure(tier, hour, n)
-                self.contact_profile.add_exposure(f"{tier}:{band}", hour, n)
+            if self._in_reference(hour * 3600.0):
+                for key in (_contact_key(tier), _contact_key(tier, band)):
+                    self.contact_profile.add_exposure(key, hour, n)
         self._trim_days()
         if self.bins is None:
             return
@@ -326,11 +338,10 @@ class RouterState:
             # misses the contacts still to come: its rate reads low, and hides rises);
             # the reference takes them by decision time, so it is complete
             self.quality.update_contact(tier, band, ts, reference_ts=decision_ts)
-            ref_end = self.start + self.config.quality.reference_days * DAY
-            if decision_ts is not None and self.start <= decision_ts < ref_end:
+            if decision_ts is not None and self._in_reference(decision_ts):
                 d, c = int(decision_ts // 3600), int(ts // 3600)
-                self.contact_profile.add_contact(tier, d, c)
-                self.contact_profile.add_contact(f"{tier}:{band}", d, c)
+                for key in (_contact_key(tier), _contact_key(tier, band)):
+                    self.contact_profile.add_contact(key, d, c)
             return
         w = weight or 1.0
         self.quality.update(tier, band, kind, ts, outcome(kind, value), w)
@@ -373,16 +384,18 @@ class RouterState:
             return AlertKey("confidence_drift", self.router_id, None), "router confidence"
         return AlertKey("tier_confidence_drift", self.router_id, who), f"{who}-tier confidence"
 
-    def _sequential_stats(self, stream: DriftStream, at: float) -> dict[str, Any] | None:
+    def _sequential_stats(self, stream: DriftStream,
+                          at: float) -> tuple[dict[str, Any], str] | None:
+        """The stream's sequential statistics for an alert, and their summary."""
         worst = None if stream.seq is None else stream.seq.worst()
         if stream.seq is None or worst is None:
             return None
         direction, statistic, since = worst
-        return {"direction": direction, "statistic": statistic,
-                "threshold": stream.seq.threshold, "alarm": stream.seq.alarm,
-                "since": since, "tilt": stream.seq.tilt,
-                "summary": (f"sequential test: {direction} (CUSUM {statistic:.1f} ≥ "
-                            f"{stream.seq.threshold:.1f}) since {_hours(since, at)} h ago")}
+        stats = {"direction": direction, "statistic": statistic,
+                 "threshold": stream.seq.threshold, "alarm": stream.seq.alarm,
+                 "since": since, "tilt": stream.seq.tilt}
+        return stats, (f"sequential test: {direction} (CUSUM {statistic:.1f} ≥ "
+                       f"{stream.seq.threshold:.1f}) since {_hours(since, at)} h ago")
 
     def sequential(self, now: float) -> Evaluation:
         """Close the sequential drift tests' steps up to ``now``; fire what crossed.
@@ -397,9 +410,10 @@ class RouterState:
             key, what = self._drift_key(who, signal)
             if self.alerts.firing(key):
                 continue  # hourly evaluations keep it firing while the CUSUM alarms
-            stats = self._sequential_stats(stream, now)
-            assert stats is not None
-            summary = f"{what} drifted from the baseline: {stats.pop('summary')}"
+            seq = self._sequential_stats(stream, now)
+            assert seq is not None
+            stats, seq_summary = seq
+            summary = f"{what} drifted from the baseline: {seq_summary}"
             self._transition(ev, key, True, "seq", summary, {
                 "sequential": stats,
                 "baseline_version": self.baseline.version if self.baseline else None})
@@ -423,11 +437,10 @@ class RouterState:
             seq = self._sequential_stats(stream, at)
             alarm = res.alarm
             if seq is not None:
-                seq_summary = seq.pop("summary")
-                stats["sequential"] = seq
-                if seq["alarm"] and not alarm:
+                stats["sequential"], seq_summary = seq
+                if seq[0]["alarm"] and not alarm:
                     summary = f"{what} drifted from the baseline: {seq_summary}"
-                alarm = alarm or seq["alarm"]
+                alarm = alarm or seq[0]["alarm"]
             self._transition(ev, key, alarm, worst.window, summary, stats)
         return results
 
@@ -436,7 +449,7 @@ class RouterState:
         q = c.quality
         out: dict[str, Any] = {"mdd": {}, "rates": {}}
         tiers = [t for t in (c.cheap_tier, c.capable_tier) if t in self.quality.tiers]
-        testing = at >= self.start + q.reference_days * DAY
+        testing = at >= self.reference_end
         cusum = self._contact_cusums(at, tiers) if testing and q.contact_cusum else {}
         out["contact_cusum"] = cusum
         for signal, test in self._drop_tests.items():
@@ -523,7 +536,7 @@ class RouterState:
                                          tier=k[0], band=k[1]) for k in keys}
         for b in range(first, now + 1):
             for k in keys:
-                name = k[0] if k[1] is None else f"{k[0]}:{k[1]}"
+                name = _contact_key(*k)
                 rate = model.rate(name)
                 if not rate > 0:
                     continue
@@ -535,7 +548,7 @@ class RouterState:
         self.contact_done = now
         out: dict[str, dict[str, Any]] = {}
         for (tier, band), cs in self.contact_cusums.items():
-            rate = model.rate(tier if band is None else f"{tier}:{band}")
+            rate = model.rate(_contact_key(tier, band))
             excess = cs.excess_rate(rate) if rate > 0 else 0.0
             alarm = cs.alarm and excess >= floor / 2
             mine = out.get(tier)
@@ -567,7 +580,7 @@ class RouterState:
 
     def _boundary(self, ev: Evaluation, at: float) -> None:
         c = self.config
-        if at < self.start + c.quality.reference_days * DAY:
+        if at < self.reference_end:
             return
         bands = self._boundary_bands()
         worst = None
@@ -611,7 +624,7 @@ class RouterState:
         covered for both arms, so that moving a threshold compares like with like.
         """
         c = self.config
-        if at < self.start + c.quality.reference_days * DAY:
+        if at < self.reference_end:
             return
         seconds = max(c.quality.windows)
         bands = self._uncertain_bands()
