@@ -49,7 +49,7 @@ from prometheus_client import CollectorRegistry
 from pipeline.core.economics import Prices
 from pipeline.core.monitor import Monitor, MonitorConfig, Signer
 from pipeline.core.signing import Keyring, parse_key
-from pipeline.schemas import MAX_EVENT_BYTES, Alert, Baseline, DeadLetter
+from pipeline.schemas import MAX_EVENT_BYTES, UNPARSED, Alert, Baseline, DeadLetter
 from pipeline.settings import Settings
 from pipeline.stream.metrics import WorkerMetrics
 from pipeline.stream.processor import InMessage, OutMessage, Processor, encode
@@ -116,6 +116,7 @@ class Line(NamedTuple):
     line_no: int
     raw: bytes
     ok: bool
+    doc: Any = None  #: the parsed line, when ``ok``
 
 
 def _parse_ts(value: Any) -> float | None:
@@ -144,7 +145,7 @@ def _lines(kind: str, path: Path, max_event_bytes: int) -> Iterator[Line]:
             ts = last
         else:
             last = ts
-        yield Line(ts, kind, n, raw, ok)
+        yield Line(ts, kind, n, raw, ok, doc if ok else None)
 
 
 def merged(sources: dict[str, Path],
@@ -171,6 +172,11 @@ class Message:
         if not self.batch:
             return self.lines[0].raw
         return b"[" + b",".join([line.raw for line in self.lines]) + b"]"
+
+    @property
+    def parsed(self) -> Any:
+        """The JSON of :attr:`value`, from the lines already parsed (batches only)."""
+        return [line.doc for line in self.lines] if self.batch else UNPARSED
 
     @property
     def key(self) -> bytes | None:
@@ -313,7 +319,7 @@ class Replay:
         """Process one message (without the evaluations: see ``Processor.flush``)."""
         first = msg.lines[0].line_no
         out = self.processor.handle(msg.kind, InMessage(msg.source, None, first, None,
-                                                        msg.value))
+                                                        msg.value), msg.parsed)
         if msg.batch and any(m.topic == "dlq" for m in out):
             lines = _Lines(msg)
             out = [_locate(m, lines) if m.topic == "dlq" else m for m in out]

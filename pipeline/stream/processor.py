@@ -14,13 +14,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 import orjson
 from pydantic import BaseModel, ValidationError
 
 from pipeline.core.monitor import Monitor, Output
 from pipeline.schemas import (
+    UNPARSED,
     Baseline,
     DeadLetter,
     FeedbackEvent,
@@ -96,8 +97,11 @@ class Processor:
             return False
         return msg.offset < self.positions.get((msg.topic, msg.partition), 0)
 
-    def handle(self, kind: str, msg: InMessage) -> list[OutMessage]:
-        """Process one input message; a message the state already counts is skipped."""
+    def handle(self, kind: str, msg: InMessage, parsed: Any = UNPARSED) -> list[OutMessage]:
+        """Process one input message; a message the state already counts is skipped.
+
+        ``parsed``: the message's JSON, when the caller has parsed it already.
+        """
         if self.counted(msg):
             self.metrics.fenced.labels(kind).inc()
             return []
@@ -113,7 +117,7 @@ class Processor:
             events: list[RoutingEvent] | list[FeedbackEvent]
             events, rejections = decode_events(  # type: ignore[assignment]
                 raw, model, max_event_bytes=self.settings.max_event_bytes,
-                max_message_bytes=self.settings.max_message_bytes)
+                max_message_bytes=self.settings.max_message_bytes, parsed=parsed)
             out = self._rejections(msg, rejections, raw)
             out.extend(self._observe(msg, events))
         self.metrics.processing.labels(kind).observe(time.perf_counter() - started)
