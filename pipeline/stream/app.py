@@ -140,7 +140,8 @@ def build_worker(settings: Settings, *, registry: CollectorRegistry | None = Non
     source = app.topic(*by_name, key_type=bytes, value_type=bytes,
                        key_serializer="raw", value_serializer="raw")
     sinks = {k: settings.topic(k) for k in OUTPUTS}
-    merge: OrderedMerge[InMessage] = OrderedMerge()
+    # items carry their fetch time (monotonic), for the merge-wait histogram
+    merge: OrderedMerge[tuple[float, InMessage]] = OrderedMerge()
     lock = asyncio.Lock()
     state: dict[str, Any] = {"blocked_since": None, "checkpoint": time.monotonic(),
                              "bootstrapped": False, "checkpointed": processor.messages,
@@ -166,6 +167,15 @@ def build_worker(settings: Settings, *, registry: CollectorRegistry | None = Non
 
     def release() -> list[InMessage]:
         """What the merge can hand to the processor now, in its order."""
+        now = time.monotonic()
+        waited = metrics.merge_wait.observe
+        out = []
+        for fetched, msg in _release():
+            waited(now - fetched)
+            out.append(msg)
+        return out
+
+    def _release() -> list[tuple[float, InMessage]]:
         assigned = inputs()
         tables = sorted(tp for tp in assigned if by_name[tp.topic] == "baselines")
         streams = sorted(assigned.difference(tables))
@@ -246,11 +256,13 @@ def build_worker(settings: Settings, *, registry: CollectorRegistry | None = Non
         batches = stream.take_events(  # type: ignore[attr-defined]
             settings.batch_size, settings.batch_within_s)
         async for events in batches:
+            fetched = time.monotonic()
             for event in events:
                 m = event.message
                 tp = TP(m.topic, m.partition)
                 merge.push(tp, (m.timestamp, RANK[by_name[m.topic]], m.partition, m.offset),
-                           InMessage(m.topic, m.partition, m.offset, m.key, m.value))
+                           (fetched, InMessage(m.topic, m.partition, m.offset, m.key,
+                                               m.value)))
             await drain()
             record_lag(events)
 

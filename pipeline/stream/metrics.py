@@ -118,6 +118,10 @@ class WorkerMetrics:
         self.merge_buffered = Gauge(
             "tierwatch_merge_buffered_messages", "Input messages fetched and waiting in the "
             "ordered merge.", registry=registry)
+        self.merge_wait = Histogram(
+            "tierwatch_merge_wait_seconds", "Time an input message waited in the ordered "
+            "merge, from its fetch to its release to the monitor.", registry=registry,
+            buckets=(1e-3, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0))
         self.merge_forced = Counter(
             "tierwatch_merge_forced_releases", "Times the ordered merge released without "
             "every partition's next message (idle timeout or full buffer).", ["reason"],

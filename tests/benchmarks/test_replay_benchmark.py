@@ -8,6 +8,8 @@ Each measurement runs in a child process of its own (this file run as a script),
 reports its CPU time and its peak RSS (``VmHWM``, and ``ru_maxrss``):
 
 * ``bare``: read both files line by line and ``orjson.loads`` every line: nothing else;
+* ``validate``: the same plus pydantic validation of every event, the floor under any
+  replay that validates its input (rule: bad input goes to the dead-letter file);
 * ``replay``: ``Replay.run`` over the same files, as ``tierwatch replay`` runs it (the
   monitor records its history for the report), with a timing breakdown per stage.
 
@@ -71,6 +73,25 @@ def _bare(data: Path) -> dict[str, Any]:
     return {"events": n, "wall": time.perf_counter() - wall, "cpu": time.process_time() - cpu}
 
 
+def _validate(data: Path) -> dict[str, Any]:
+    """The bare read plus pydantic validation of every line: the floor under any replay
+    that validates its input with the chosen library, whatever it does next."""
+    import orjson
+
+    from pipeline.schemas import FeedbackEvent, RoutingEvent, validate_event
+
+    n = invalid = 0
+    wall, cpu = time.perf_counter(), time.process_time()
+    for name, model in (("routing.jsonl", RoutingEvent), ("feedback.jsonl", FeedbackEvent)):
+        with (data / name).open("rb") as f:
+            for line in f:
+                if not isinstance(validate_event(orjson.loads(line), model), model):
+                    invalid += 1
+                n += 1
+    return {"events": n, "invalid": invalid, "wall": time.perf_counter() - wall,
+            "cpu": time.process_time() - cpu}
+
+
 def _timed(owner: Any, name: str, into: dict[str, float], label: str) -> None:
     fn = getattr(owner, name)
 
@@ -122,6 +143,8 @@ def _child_main(argv: list[str]) -> None:
     mode, data = argv[0], Path(argv[1])
     if mode == "bare":
         res = _bare(data)
+    elif mode == "validate":
+        res = _validate(data)
     else:
         ttl = None if argv[3] == "default" else float(argv[3])
         res = _replay(data, Path(argv[2]), ttl)
@@ -166,6 +189,7 @@ def test_replay_throughput_and_memory(inputs: dict[str, Path], tmp_path: Path,
     runs: dict[str, dict[str, Any]] = {}
     for size, data in inputs.items():
         runs[f"bare {size}"] = _run_child("bare", str(data))
+        runs[f"validate only {size}"] = _run_child("validate", str(data))
         runs[f"replay {size}"] = _run_child("replay", str(data), str(tmp_path / size),
                                             str(TTL_S))
     runs["replay 1M, default TTL"] = _run_child("replay", str(inputs["1M"]),
@@ -176,16 +200,17 @@ def test_replay_throughput_and_memory(inputs: dict[str, Path], tmp_path: Path,
 
     rows = []
     for name, r in runs.items():
-        size = name.split()[1].rstrip(",")
+        size = name.split()[-1] if name.startswith("validate") else name.split()[1].rstrip(",")
         bare = runs[f"bare {size}"]
-        replay = name.startswith("replay")
+        replay = not name.startswith("bare")
+        measured = name.startswith("replay")
         rows.append([
             name, f"{r['events']:,}", f"{r['wall']:.1f}", f"{r['cpu']:.1f}",
             f"{r['events'] / r['wall']:,.0f}", f"{r['events'] / r['cpu']:,.0f}",
             f"{(bare['wall'] / r['wall']):.3f}" if replay else "1",
             f"{(bare['cpu'] / r['cpu']):.3f}" if replay else "1",
-            mb(r["vmhwm_kb"]), mb(r["rss_before_kb"]) if replay else "",
-            f"{r['join_decisions']:,}" if replay else ""])
+            mb(r["vmhwm_kb"]), mb(r["rss_before_kb"]) if measured else "",
+            f"{r['join_decisions']:,}" if measured else ""])
     table = markdown_table(
         ["run", "events", "wall s", "cpu s", "events/s (wall)", "events/s (cpu)",
          "ratio (wall)", "ratio (cpu)", "peak RSS MB", "RSS before run MB",
@@ -203,17 +228,21 @@ def test_replay_throughput_and_memory(inputs: dict[str, Path], tmp_path: Path,
         [[k, f"{stages.get(k, 0.0):.1f}", f"{stages.get(k, 0.0) / n5 * 1e6:.1f}",
           f"{stages.get(k, 0.0) / total:.0%}"] for k in order])
     ratio = runs["bare 5M"]["cpu"] / runs["replay 5M"]["cpu"]
+    ceiling = runs["bare 5M"]["cpu"] / runs["validate only 5M"]["cpu"]
     peak_1m, peak_5m = runs["replay 1M"]["vmhwm_kb"], runs["replay 5M"]["vmhwm_kb"]
     text = (f"## Replay throughput and memory\n\n`steady` scenario at {RATE} routing "
             f"events/s; join TTL {TTL_S / 3600:g} h unless noted; evaluations every hour.\n\n"
             f"{table}\n\nWhere the replay's CPU time goes:\n\n{breakdown}\n\n"
             f"Ratio replay/bare (cpu) {ratio:.3f} against a target of {TARGET}: "
             f"{'met' if ratio >= TARGET else 'NOT met'}.\n"
+            f"Validation alone (read, decode, pydantic; no processing) reaches {ceiling:.3f} "
+            f"of the bare rate: the ceiling of any replay that validates every event.\n"
             f"Peak RSS 1M {mb(peak_1m)} MB, 5M {mb(peak_5m)} MB "
             f"({peak_5m / peak_1m:.2f}x for 5x the events).\n")
     write_report("replay.md", text)
 
     assert runs["replay 5M"]["events"] >= 5_000_000
+    assert runs["validate only 5M"]["invalid"] == 0  # the simulator writes valid events
     assert runs["replay 1M"]["events"] >= 950_000
     # memory does not grow with the input: 5x the events, (about) the same peak
     assert peak_5m <= 1.15 * peak_1m + 50 * 1024, (peak_1m, peak_5m)

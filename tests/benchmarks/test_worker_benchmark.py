@@ -189,6 +189,17 @@ def internals(samples: Samples) -> str:
                      f"{total / count:.2f} s, each ≤ {top:g} s), the last {size / MB / MB:,.0f} MB")
     elif count is not None:
         parts.append("no checkpoint taken")
+    waits = get("tierwatch_merge_wait_seconds_count")
+    if waits:
+        bounds = sorted((float(dict(lb)["le"]), v) for (name, lb), v in samples.items()
+                        if name == "tierwatch_merge_wait_seconds_bucket")
+
+        def upper(q: float) -> float:
+            return next((le for le, v in bounds if v >= q * waits), float("inf"))
+
+        mean = (get("tierwatch_merge_wait_seconds_sum") or 0.0) / waits
+        parts.append(f"time in the ordered merge, fetch to release: mean {mean * 1000:,.0f} ms, "
+                     f"p50 ≤ {upper(0.5):g} s, p99 ≤ {upper(0.99):g} s")
     forced = {dict(lb).get("reason", ""): v for (name, lb), v in samples.items()
               if name == "tierwatch_merge_forced_releases_total"}
     if forced:
