@@ -21,7 +21,6 @@ import json
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal, TypeVar
 
@@ -120,10 +119,9 @@ class _Event(Strict):
     request_id: Id
     ts: Timestamp
 
-    @cached_property
+    @property
     def epoch(self) -> float:
-        """Event time in seconds since the Unix epoch (computed once: the hot path reads
-        it several times per event)."""
+        """Event time in seconds since the Unix epoch."""
         return self.ts.timestamp()
 
 

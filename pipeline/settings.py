@@ -41,7 +41,9 @@ class Settings(BaseSettings):
     web_port: int = Field(6066, ge=1, le=65535,
                           description="Port of the worker's web server: /metrics and /status.")
     batch_size: int = Field(1000, ge=1, description="Messages taken per agent batch.")
-    batch_within_s: float = Field(0.5, gt=0, description="Longest wait for a batch.")
+    # faust's take waits this long after each batch is processed before handing over the
+    # next, so it adds to every event's latency: 0.5 s gave p50 1.3 s at 10k events/s
+    batch_within_s: float = Field(0.05, gt=0, description="Longest wait for a batch.")
     max_event_bytes: int = Field(64 * 1024, ge=1024, description="Largest single event.")
     max_message_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="Largest message.")
     allowed_lateness_s: float = Field(

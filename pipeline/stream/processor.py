@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -157,17 +156,18 @@ class Processor:
 
     def _observe(self, msg: InMessage,
                  events: list[RoutingEvent] | list[FeedbackEvent]) -> list[OutMessage]:
-        horizon = (math.inf if self.clock is None
-                   else self.clock() + self.settings.max_future_s)
         out: list[OutMessage] = []
-        accepted = []
-        for ev in events:
-            if ev.epoch > horizon:
-                rejection = Rejection("future", f"ts: {ev.ts.isoformat()} is more than "
-                                      f"{self.settings.max_future_s:g}s ahead of now", "ts")
-                out.append(self._dead_letter(msg, rejection, encode(ev)))
-            else:
-                accepted.append(ev)
+        accepted: list[RoutingEvent | FeedbackEvent] = list(events)
+        if self.clock is not None:  # in event time (replay) nothing is from the future
+            horizon = self.clock() + self.settings.max_future_s
+            accepted = []
+            for ev in events:
+                if ev.epoch > horizon:
+                    rejection = Rejection("future", f"ts: {ev.ts.isoformat()} is more than "
+                                          f"{self.settings.max_future_s:g}s ahead of now", "ts")
+                    out.append(self._dead_letter(msg, rejection, encode(ev)))
+                else:
+                    accepted.append(ev)
         routing = [e for e in accepted if isinstance(e, RoutingEvent)]
         feedback = [e for e in accepted if isinstance(e, FeedbackEvent)]
         counts = self.monitor.counts

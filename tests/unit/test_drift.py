@@ -171,6 +171,13 @@ def test_ks_pvalue_monotone():
     assert effective_n(10_000, 5_000) == pytest.approx(1 / (1 / 10_000 + 1 / 5_000))
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.floats(0.0, 1.0), st.integers(1, 1000))
+def test_ks_pvalue_exact_range_is_scipy_kstwo(d: float, n: int) -> None:
+    """Oracle: up to n = 1000 the p-value is scipy's public ``kstwo.sf``, to the last bit."""
+    assert ks_pvalue(d, n) == (1.0 if d == 0 else float(stats.kstwo.sf(d, n)))
+
+
 def test_ks_pvalue_asymptotic_is_conservative_vs_kstwo():
     for n in (1001, 3000, 50_000):
         for p in (1e-2, 1e-4, 1e-7):
