@@ -13,11 +13,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pipeline.schemas import (
+    MAX_MAP_ITEMS,
     PAYLOADS,
     FeedbackEvent,
+    Rejection,
     RoutingEvent,
     decode_events,
+    json_schema,
     schema_text,
+    validate_event,
 )
 
 SCHEMAS = Path(__file__).parents[2] / "schemas"
@@ -143,3 +147,27 @@ def test_valid_event_round_trips(score: float, prop: float, rate: float) -> None
         thresholds={"cheap_above": 0.7, "capable_below": 0.5, "exploration_rate": rate}))
     again = RoutingEvent.model_validate_json(ev.model_dump_json())
     assert again == ev
+
+
+@pytest.mark.parametrize(("ts", "ok"), [
+    ("2000-01-01T00:00:00Z", True),
+    ("2000-01-01T00:30:00+01:00", False),  # 1999-12-31T23:30Z: the bound is an instant
+    ("1999-12-31T23:30:00-01:00", True),   # 2000-01-01T00:30Z
+    ("2099-12-31T23:30:00-01:00", False),  # 2100-01-01T00:30Z
+    ("2100-01-01T00:30:00+01:00", True),   # 2099-12-31T23:30Z
+    ("0001-01-01T00:00:00Z", False),
+])
+def test_timestamp_range_compares_instants_whatever_the_offset(ts: str, ok: bool) -> None:
+    got = validate_event(routing(ts=ts), RoutingEvent)
+    assert isinstance(got, RoutingEvent) is ok, got
+
+
+def test_maps_are_capped_in_the_schema_and_the_model() -> None:
+    many = {f"s{i}": 1.0 for i in range(MAX_MAP_ITEMS + 1)}
+    got = validate_event(routing(signals=many), RoutingEvent)
+    assert isinstance(got, Rejection) and got.field == "signals"
+    assert isinstance(validate_event(routing(signals=dict(list(many.items())[:-1])),
+                                     RoutingEvent), RoutingEvent)
+    schema = json_schema(RoutingEvent)
+    signals = next(s for s in schema["properties"]["signals"]["anyOf"] if s["type"] == "object")
+    assert signals["maxProperties"] == MAX_MAP_ITEMS
