@@ -62,6 +62,3 @@ class PartitionCounts:
             if parts:
                 out[topic] = len(parts)
         return out
-
-    def close(self) -> None:
-        self._client.close()
