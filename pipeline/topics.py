@@ -62,3 +62,6 @@ class PartitionCounts:
             if parts:
                 out[topic] = len(parts)
         return out
+
+    def close(self) -> None:
+        self._client.close()

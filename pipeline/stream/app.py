@@ -278,15 +278,11 @@ def build_worker(settings: Settings, *, registry: CollectorRegistry | None = Non
     async def check_assignment() -> None:
         # The monitor needs every partition of its inputs: two workers in one group would
         # each count part of every router, and nothing else would look wrong
-        def partition_counts() -> dict[str, int]:
-            # in the executor: the metadata client connects, and its calls block
-            if state["counts"] is None:
-                state["counts"] = PartitionCounts(settings)
-            counts: dict[str, int] = state["counts"](list(by_name))
-            return counts
-
+        if state["counts"] is None:
+            state["counts"] = PartitionCounts(settings)
+        loop = asyncio.get_running_loop()
         try:
-            totals = await asyncio.get_running_loop().run_in_executor(None, partition_counts)
+            totals = await loop.run_in_executor(None, state["counts"], list(by_name))
         except Exception:  # metadata unavailable (broker down): try again next time
             log.warning("could not read the input topics' partition counts", exc_info=True)
             return
