@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from kafka import KafkaConsumer
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
@@ -42,26 +41,3 @@ def create_topics(settings: Settings) -> dict[str, str]:
         return result
     finally:
         admin.close()
-
-
-class PartitionCounts:
-    """How many partitions each topic has, from the cluster's metadata (blocking calls).
-
-    Its own metadata client: faust exposes partition counts only on the group's leader.
-    """
-
-    def __init__(self, settings: Settings) -> None:
-        self._client = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers.split(","),
-                                     client_id="tierwatch-metadata")
-
-    def __call__(self, topics: list[str]) -> dict[str, int]:
-        """Partitions per topic; a topic the cluster does not know is left out."""
-        out = {}
-        for topic in topics:
-            parts = self._client.partitions_for_topic(topic)
-            if parts:
-                out[topic] = len(parts)
-        return out
-
-    def close(self) -> None:
-        self._client.close()

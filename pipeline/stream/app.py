@@ -45,7 +45,6 @@ from pipeline.settings import Settings
 from pipeline.stream.checkpoint import CheckpointStore
 from pipeline.stream.metrics import WorkerMetrics
 from pipeline.stream.processor import InMessage, OutMessage, Processor
-from pipeline.topics import PartitionCounts
 
 log = logging.getLogger("tierwatch.worker")
 INPUTS = ("routing", "feedback", "baselines")
@@ -153,7 +152,7 @@ def build_worker(settings: Settings, *, registry: CollectorRegistry | None = Non
     lock = asyncio.Lock()
     state: dict[str, Any] = {"blocked_since": None, "checkpoint": time.monotonic(),
                              "bootstrapped": False, "checkpointed": processor.messages,
-                             "writer": None, "partial": False, "counts": None}
+                             "writer": None}
 
     async def publish(out: list[OutMessage]) -> None:
         # straight to the producer: faust's Topic.send adds per-message futures, callbacks
@@ -273,30 +272,6 @@ def build_worker(settings: Settings, *, registry: CollectorRegistry | None = Non
                                                m.value)))
             await drain()
             record_lag(events)
-
-    @app.timer(interval=5.0)
-    async def check_assignment() -> None:
-        # The monitor needs every partition of its inputs: two workers in one group would
-        # each count part of every router, and nothing else would look wrong
-        if state["counts"] is None:
-            state["counts"] = PartitionCounts(settings)
-        loop = asyncio.get_running_loop()
-        try:
-            totals = await loop.run_in_executor(None, state["counts"], list(by_name))
-        except Exception:  # metadata unavailable (broker down): try again next time
-            log.warning("could not read the input topics' partition counts", exc_info=True)
-            return
-        assigned = inputs()
-        missing = 0
-        for topic, total in totals.items():
-            n = total - sum(1 for tp in assigned if tp.topic == topic)
-            metrics.partitions_missing.labels(by_name[topic]).set(n)
-            missing += n
-        if missing and not state["partial"]:
-            log.error("assigned %d of the input partitions only: another worker shares the "
-                      "consumer group %s, and each counts part of every router. Run one "
-                      "worker per group.", len(assigned), settings.app_id)
-        state["partial"] = bool(missing)
 
     @app.timer(interval=0.25)
     async def unblock() -> None:

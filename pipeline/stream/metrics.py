@@ -112,10 +112,6 @@ class WorkerMetrics:
         self.consumer_lag = Gauge("tierwatch_consumer_lag_messages",
                                   "Messages not yet consumed, by input topic and partition.",
                                   ["topic", "partition"], registry=registry)
-        self.partitions_missing = Gauge(
-            "tierwatch_input_partitions_missing", "Partitions of an input topic this worker "
-            "is not assigned: another member of its consumer group holds them, and each "
-            "worker then sees only part of every router.", ["topic"], registry=registry)
         self.fenced = Counter(
             "tierwatch_fenced_messages", "Input messages skipped after a restore because the "
             "checkpoint already counts them.", ["topic"], registry=registry)

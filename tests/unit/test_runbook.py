@@ -19,8 +19,7 @@ REPO = Path(__file__).resolve().parents[2]
 RUNBOOK = REPO / "deploy" / "runbook.md"
 RULES = REPO / "deploy" / "prometheus" / "rules.yml"
 KINDS = typing.get_args(AlertKind)
-HEALTH = ("worker_down", "consumer_lag", "partial_assignment", "checkpoint_stale",
-          "dead_letter_rate",
+HEALTH = ("worker_down", "consumer_lag", "checkpoint_stale", "dead_letter_rate",
           "silent_router", "baseline_stale", "control_stale")
 
 
