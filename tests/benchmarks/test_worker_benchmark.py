@@ -180,13 +180,18 @@ def internals(samples: Samples) -> str:
         want = tuple(sorted(labels.items()))
         return samples.get((name, want))
 
+    def upper(histogram: str, q: float) -> float:
+        """The smallest bucket bound holding a share ``q`` of the histogram's samples."""
+        count = get(f"{histogram}_count") or 0.0
+        bounds = sorted((float(dict(lb)["le"]), v) for (name, lb), v in samples.items()
+                        if name == f"{histogram}_bucket")
+        return next((le for le, v in bounds if v >= q * count), float("inf"))
+
     parts = []
     count = get("tierwatch_checkpoint_seconds_count")
     if count:
         total = get("tierwatch_checkpoint_seconds_sum") or 0.0
-        bounds = sorted((float(dict(lb)["le"]), v) for (name, lb), v in samples.items()
-                        if name == "tierwatch_checkpoint_seconds_bucket")
-        top = next((le for le, v in bounds if v >= count), float("inf"))
+        top = upper("tierwatch_checkpoint_seconds", 1.0)
         size = get("tierwatch_checkpoint_bytes") or 0.0
         parts.append(f"{count:.0f} checkpoints, {total:.1f} s in all (mean "
                      f"{total / count:.2f} s, each ≤ {top:g} s), the last {size / MB / MB:,.0f} MB")
@@ -194,15 +199,10 @@ def internals(samples: Samples) -> str:
         parts.append("no checkpoint taken")
     waits = get("tierwatch_merge_wait_seconds_count")
     if waits:
-        bounds = sorted((float(dict(lb)["le"]), v) for (name, lb), v in samples.items()
-                        if name == "tierwatch_merge_wait_seconds_bucket")
-
-        def upper(q: float) -> float:
-            return next((le for le, v in bounds if v >= q * waits), float("inf"))
-
         mean = (get("tierwatch_merge_wait_seconds_sum") or 0.0) / waits
         parts.append(f"time in the ordered merge, fetch to release: mean {mean * 1000:,.0f} ms, "
-                     f"p50 ≤ {upper(0.5):g} s, p99 ≤ {upper(0.99):g} s")
+                     f"p50 ≤ {upper('tierwatch_merge_wait_seconds', 0.5):g} s, "
+                     f"p99 ≤ {upper('tierwatch_merge_wait_seconds', 0.99):g} s")
     forced = {dict(lb).get("reason", ""): v for (name, lb), v in samples.items()
               if name == "tierwatch_merge_forced_releases_total"}
     if forced:
@@ -626,6 +626,11 @@ class Timed:
     max_ts: float
 
 
+def warm_hours(seconds: float) -> float:
+    """Event-time hours before the first drift onset of a ``seconds``-long latency run."""
+    return min(WARM_HOURS, seconds * SPEED / 3600 / 10)
+
+
 def latency_messages(t0: float, seconds: float, rng: np.random.Generator) -> list[Timed]:
     """``seconds`` of traffic at LATENCY_RATE, event time SPEED x wall time from ``t0``.
 
@@ -640,7 +645,7 @@ def latency_messages(t0: float, seconds: float, rng: np.random.Generator) -> lis
     router = (j // PER_MESSAGE) % ROUTERS
     hours = seconds * SPEED / 3600
     # quiet at first, then onsets spread evenly, with time left after the last to alarm
-    warm, tail = min(WARM_HOURS, hours / 10), min(2.0, hours / 6)
+    warm, tail = warm_hours(seconds), min(2.0, hours / 6)
     spacing = (hours - warm - tail) / ROUTERS
     onset = t0 + (warm + np.arange(ROUTERS) * spacing) * 3600
     drift = ts >= onset[router]
@@ -806,7 +811,7 @@ def test_worker_alert_latency(kafka_bootstrap: str, tmp_path: Path,
         f"time (one hourly evaluation boundary per {3600 / SPEED:g} wall s, "
         f"{LATENCY_S * SPEED / 3600:.0f} boundaries, each evaluating all {ROUTERS} routers); "
         f"{ROUTERS} routers with baselines, drift onsets staggered after "
-        f"{min(WARM_HOURS, LATENCY_S * SPEED / 36000):g} quiet hours; default worker settings "
+        f"{warm_hours(LATENCY_S):g} quiet hours; default worker settings "
         f"(batches of up to {defaults.batch_size} messages or {defaults.batch_within_s} s, "
         f"checkpoints every "
         f"{getattr(defaults, 'checkpoint_every_s', float('nan')):g} s). Load average "
