@@ -3,7 +3,10 @@ verdicts on signed messages, offline (no broker)."""
 
 from __future__ import annotations
 
+import json
+import math
 import string
+import struct
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -56,8 +59,50 @@ def test_canonical_json_is_sorted_compact_utf8_and_ignores_the_signature() -> No
     assert canonical_json(doc) == '{"a":{"y":"é","z":[1,2]},"b":1}'.encode()
 
 
+def test_canonical_json_is_rfc8785_on_the_rfcs_own_examples() -> None:
+    # RFC 8785 section 3.2.2 (numbers, escapes, literals) ...
+    doc = json.loads(r"""{"numbers": [333333333.33333329, 1E30, 4.50, 2e-3,
+        0.000000000000000000000000001], "string": "\u20ac$\u000F\u000aA'\u0042\u0022\u005c\\\"\/",
+        "literals": [null, true, false]}""")
+    assert canonical_json(doc) == (
+        r"""{"literals":[null,true,false],"numbers":[333333333.3333333,1e+30,4.5,0.002,1e-27],"""
+        r""""string":"€$\u000f\nA'B\"\\\\\"/"}""").encode()
+    # ... and section 3.2.3 (keys sorted by UTF-16 code units, not code points)
+    keys = ["\u20ac", "\r", "\ufb33", "1", "\U0001F600", "\u0080", "\u00f6"]
+    order = list(json.loads(canonical_json({k: 0 for k in keys})))
+    assert order == ["\r", "1", "\u0080", "\u00f6", "\u20ac", "\U0001F600", "\ufb33"]
+
+
+@pytest.mark.parametrize(("bits", "text"), [  # RFC 8785 appendix B, IEEE 754 → JCS
+    ("0000000000000000", "0"), ("8000000000000000", "0"), ("0000000000000001", "5e-324"),
+    ("8000000000000001", "-5e-324"), ("7fefffffffffffff", "1.7976931348623157e+308"),
+    ("ffefffffffffffff", "-1.7976931348623157e+308"), ("4340000000000000", "9007199254740992"),
+    ("c340000000000000", "-9007199254740992"), ("4430000000000000", "295147905179352830000"),
+    ("44b52d02c7e14af5", "9.999999999999997e+22"), ("44b52d02c7e14af6", "1e+23"),
+    ("44b52d02c7e14af7", "1.0000000000000001e+23"), ("444b1ae4d6e2ef4e", "999999999999999700000"),
+    ("444b1ae4d6e2ef4f", "999999999999999900000"), ("444b1ae4d6e2ef50", "1e+21"),
+    ("3eb0c6f7a0b5ed8c", "9.999999999999997e-7"), ("3eb0c6f7a0b5ed8d", "0.000001"),
+    ("41b3de4355555553", "333333333.3333332"), ("41b3de4355555554", "333333333.33333325"),
+    ("41b3de4355555555", "333333333.3333333"), ("41b3de4355555556", "333333333.3333334"),
+    ("41b3de4355555557", "333333333.33333343"),
+    ("becbf647612f3696", "-0.0000033333333333333333"),
+    ("43143ff3c1cb0959", "1424953923781206.2"),
+])
+def test_numbers_are_written_as_ecmascript_writes_them(bits: str, text: str) -> None:
+    (value,) = struct.unpack(">d", bytes.fromhex(bits))
+    assert canonical_json({"v": value}) == b'{"v":' + text.encode() + b"}"
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, 2**53, -(2**53)])
+def test_what_jcs_cannot_carry_raises_on_signing_and_never_verifies(bad: float) -> None:
+    ring = Keyring({"k1": K1})
+    with pytest.raises(ValueError, match="RFC 8785"):
+        ring.sign("k1", {"v": bad})
+    assert ring.verify("k1", {"v": bad}, "0" * 64) is False
+
+
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-2**53, 2**53)
+    st.none() | st.booleans() | st.integers(-2**53 + 1, 2**53 - 1)  # I-JSON's exact ints
     | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
     lambda inner: st.lists(inner, max_size=4)
     | st.dictionaries(st.text(string.printable, max_size=8), inner, max_size=4),
@@ -71,7 +116,11 @@ def test_canonical_json_ignores_key_order_and_round_trips(doc: dict[str, Any],
     shuffled = dict(data.draw(st.permutations(list(doc.items()))))
     assert canonical_json(shuffled) == canonical_json(doc)
     body = {k: v for k, v in doc.items() if k != "signature"}
-    assert orjson.loads(canonical_json(doc)) == orjson.loads(orjson.dumps(body))
+    # the same JSON numbers: JCS writes 4.8e16 as the integer 48161868530652700, a
+    # binary64 reader gets the same double back
+    def as_doubles(raw: bytes) -> Any:
+        return json.loads(raw, parse_int=float)
+    assert as_doubles(canonical_json(doc)) == as_doubles(orjson.dumps(body))
 
 
 # -- keys and rotation -----------------------------------------------------------------------
