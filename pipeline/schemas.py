@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -342,16 +343,70 @@ def _first_error(err: ValidationError) -> tuple[str | None, str]:
     return field, f"{field or 'payload'}: {e['msg']}"
 
 
-def validate_event(obj: Any, model: type[E], index: int | None = None) -> E | Rejection:
-    """Validate one decoded JSON object into ``model`` or say why not."""
+def validate_event(obj: Any, model: type[E], index: int | None = None, *,
+                   unknown: Counter[str] | None = None) -> E | Rejection:
+    """Validate one decoded JSON object into ``model`` or say why not.
+
+    ``unknown``: when given (the compatibility mode), fields the model does not know, at
+    any depth, are dropped instead of rejecting the event, and the dotted names of those
+    an accepted event carried are counted in it.
+
+    >>> from collections import Counter
+    >>> seen = Counter()
+    >>> ev = validate_event({"event_id": "f", "request_id": "r", "kind": "thumbs",
+    ...     "value": 1, "ts": "2026-01-01T00:00:00Z", "trace_id": "t"}, FeedbackEvent,
+    ...     unknown=seen)
+    >>> ev.kind, dict(seen)
+    ('thumbs', {'trace_id': 1})
+    """
     if not isinstance(obj, dict):
         return Rejection("not_an_object", f"expected a JSON object, got {type(obj).__name__}",
                          None, index)
     try:
         return model.model_validate(obj)
     except ValidationError as err:
+        if unknown is not None:
+            # Only a non-conforming event pays for this: a second validation, without the
+            # fields pydantic itself named as unknown (so nesting is handled alike).
+            extra = [e["loc"] for e in err.errors(include_url=False)
+                     if e["type"] == "extra_forbidden"]
+            if extra:
+                return _without(obj, extra, model, index, unknown)
         field, reason = _first_error(err)
         return Rejection("invalid_field", reason, field, index)
+
+
+def _without(obj: dict[str, Any], paths: list[tuple[int | str, ...]], model: type[E],
+             index: int | None, unknown: Counter[str]) -> E | Rejection:
+    """``obj`` validated without the members at ``paths``; the names counted if valid."""
+    trimmed = _copy_dropping(obj, paths)
+    try:
+        event = model.model_validate(trimmed)
+    except ValidationError as err:
+        field, reason = _first_error(err)
+        return Rejection("invalid_field", reason, field, index)
+    unknown.update(".".join(str(p) for p in path) for path in paths)
+    return event
+
+
+def _copy_dropping(node: Any, paths: list[tuple[int | str, ...]]) -> Any:
+    """A copy of ``node`` without the members at ``paths``, copied only along them.
+
+    Payload models nest only in objects; a path through anything else is left alone
+    (the second validation then rejects that field as before).
+    """
+    if not isinstance(node, dict):
+        return node
+    drop = {p[0] for p in paths if len(p) == 1}
+    out = {k: v for k, v in node.items() if k not in drop}
+    deeper: dict[int | str, list[tuple[int | str, ...]]] = {}
+    for p in paths:
+        if len(p) > 1:
+            deeper.setdefault(p[0], []).append(p[1:])
+    for key, sub in deeper.items():
+        if key in out:
+            out[key] = _copy_dropping(out[key], sub)
+    return out
 
 
 def _lenient_json(raw: bytes) -> Any:
@@ -369,6 +424,7 @@ UNPARSED: Final = object()
 def decode_events(
     raw: bytes, model: type[E], *, max_event_bytes: int = MAX_EVENT_BYTES,
     max_message_bytes: int = MAX_MESSAGE_BYTES, parsed: Any = UNPARSED,
+    unknown: Counter[str] | None = None,
 ) -> tuple[list[E], list[Rejection]]:
     """Decode one message holding one event (an object) or a batch (an array).
 
@@ -376,6 +432,7 @@ def decode_events(
     a message that is not valid JSON is rejected whole. ``parsed``, when given, is
     ``orjson.loads(raw)`` already done by the caller (the replay parses every line for
     its merge key), so the bytes are not parsed twice; the result is the same.
+    ``unknown``: see :func:`validate_event` (``None``: unknown fields are rejected).
     """
     if len(raw) > max_message_bytes:
         return [], [Rejection("oversized", f"message of {len(raw)} bytes exceeds "
@@ -393,7 +450,7 @@ def decode_events(
         if len(raw) > max_event_bytes:
             return [], [Rejection("oversized", f"event of {len(raw)} bytes exceeds "
                                   f"{max_event_bytes}")]
-        out = validate_event(doc, model)
+        out = validate_event(doc, model, unknown=unknown)
         return ([], [out]) if isinstance(out, Rejection) else ([out], [])
     if not isinstance(doc, list):
         return [], [Rejection("not_an_object", f"expected an object or an array, got "
@@ -403,7 +460,7 @@ def decode_events(
     events: list[E] = []
     rejections: list[Rejection] = []
     for i, obj in enumerate(doc):
-        out = validate_event(obj, model, i)
+        out = validate_event(obj, model, i, unknown=unknown)
         if isinstance(out, Rejection):
             rejections.append(out)
         else:

@@ -46,6 +46,11 @@ class Settings(BaseSettings):
     batch_within_s: float = Field(0.05, gt=0, description="Longest wait for a batch.")
     max_event_bytes: int = Field(64 * 1024, ge=1024, description="Largest single event.")
     max_message_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="Largest message.")
+    strict: bool = Field(
+        False, description="Dead-letter input events that carry fields the schema does not "
+        "know; by default such fields are dropped and counted in "
+        "tierwatch_unknown_fields_total, and the event is accepted.",
+        json_schema_extra={"group": "worker"})
     allowed_lateness_s: float = Field(
         7 * 86400, ge=0, description="Event-time lateness accepted before the DLQ."
     )

@@ -15,6 +15,8 @@ from pipeline.core.monitor import Monitor, Output
 from pipeline.schemas import Baseline, DeadLetter
 
 OTHER = "other"
+#: longest field name kept as a label value (a producer's field names are free text)
+MAX_FIELD_NAME = 64
 
 
 class LabelCap:
@@ -59,6 +61,17 @@ class WorkerMetrics:
         self.dead_letters = Counter(
             "tierwatch_dead_letters", "Messages or batch events sent to the DLQ, by reason.",
             ["topic", "reason"], registry=registry)
+        # what producers send beyond the contract: capped label sets (names are free text)
+        self.unknown_fields = Counter(
+            "tierwatch_unknown_fields", "Fields the schema does not know, dropped from "
+            "accepted input events (strict mode dead-letters them), by topic and dotted name.",
+            ["topic", "field"], registry=registry)
+        self.wire_format = Counter(
+            "tierwatch_schema_registry_messages", "Input messages in the Schema Registry "
+            "wire format (header stripped), by topic and schema id.", ["topic", "schema_id"],
+            registry=registry)
+        self._field_names = LabelCap(max_routers)
+        self._schema_ids = LabelCap(max_routers)
         self.outputs = Counter(
             "tierwatch_published_messages", "Messages published, by output topic.",
             ["topic"], registry=registry)
@@ -181,6 +194,13 @@ class WorkerMetrics:
             self.events.labels("feedback", "duplicate").inc(duplicates)
         for (router_id, kind), n in taken.items():
             self.feedback.labels(self.router(router_id or "unknown"), kind).inc(n)
+
+    def decoded(self, topic: str, schema_id: int | None, unknown: dict[str, int]) -> None:
+        """Count a message's Schema Registry id and the unknown fields of its events."""
+        if schema_id is not None:
+            self.wire_format.labels(topic, self._schema_ids(str(schema_id))).inc()
+        for name, n in unknown.items():
+            self.unknown_fields.labels(topic, self._field_names(name[:MAX_FIELD_NAME])).inc(n)
 
     def dead_letter(self, record: DeadLetter, events: int = 1) -> None:
         topic = record.topic.rsplit(".", 1)[-1] or "unknown"

@@ -18,6 +18,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ValidationError
 
+from pipeline.codec import Decoded, decode_message, split_wire_format
 from pipeline.core.monitor import Monitor, Output
 from pipeline.schemas import (
     UNPARSED,
@@ -26,7 +27,6 @@ from pipeline.schemas import (
     FeedbackEvent,
     Rejection,
     RoutingEvent,
-    decode_events,
 )
 from pipeline.settings import Settings
 from pipeline.stream.checkpoint import Snapshot
@@ -113,12 +113,14 @@ class Processor:
             out = self._baseline(msg, raw)
         else:
             model = RoutingEvent if kind == "routing" else FeedbackEvent
-            events: list[RoutingEvent] | list[FeedbackEvent]
-            events, rejections = decode_events(  # type: ignore[assignment]
-                raw, model, max_event_bytes=self.settings.max_event_bytes,
+            decoded: Decoded[RoutingEvent] | Decoded[FeedbackEvent]
+            decoded = decode_message(  # type: ignore[assignment]
+                raw, model, strict=self.settings.strict,
+                max_event_bytes=self.settings.max_event_bytes,
                 max_message_bytes=self.settings.max_message_bytes, parsed=parsed)
-            out = self._rejections(msg, rejections, raw)
-            out.extend(self._observe(msg, events))
+            self.metrics.decoded(kind, decoded.schema_id, decoded.unknown_fields)
+            out = self._rejections(msg, decoded.rejections, raw)
+            out.extend(self._observe(msg, decoded.events))
         self.metrics.processing.labels(kind).observe(time.perf_counter() - started)
         return out
 
@@ -143,8 +145,10 @@ class Processor:
         self.metrics.update_from(monitor)
 
     def _baseline(self, msg: InMessage, raw: bytes) -> list[OutMessage]:
+        schema_id, payload = split_wire_format(raw)
+        self.metrics.decoded("baselines", schema_id, {})
         try:
-            baseline = Baseline.model_validate_json(raw)
+            baseline = Baseline.model_validate_json(payload)
         except ValidationError as err:
             e = err.errors(include_url=False)[0]
             field = ".".join(str(p) for p in e["loc"]) or None
@@ -224,7 +228,7 @@ class Processor:
         items: list[object] | None = None
         if any(r.index is not None for r in rejections):
             with contextlib.suppress(orjson.JSONDecodeError):
-                doc = orjson.loads(raw)
+                doc = orjson.loads(split_wire_format(raw)[1])
                 items = doc if isinstance(doc, list) else None
         out = [self._dead_letter(msg, r, _item(raw, items, r.index))
                for r in rejections[:MAX_DEAD_LETTERS]]

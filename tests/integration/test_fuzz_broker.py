@@ -654,8 +654,10 @@ class HostileFeed:
 
 # --- oracles ------------------------------------------------------------------------------
 def worker_settings(bootstrap: str, prefix: str) -> Settings:
+    # strict: the feed's unknown fields ("extra", "Score", ...) are meant to be dead-lettered
     return Settings(bootstrap_servers=bootstrap, topic_prefix=prefix, partitions=1,
-                    app_id=f"{prefix}-worker", max_message_bytes=MAX_MESSAGE_BYTES)
+                    app_id=f"{prefix}-worker", max_message_bytes=MAX_MESSAGE_BYTES,
+                    strict=True)
 
 
 def dead_letter_key(rec: dict[str, Any]) -> bytes:
@@ -828,7 +830,7 @@ def test_hostile_messages_through_the_broker(kafka_bootstrap: str, tmp_path: Pat
     create_topics(settings)
     env = {"TIERWATCH_BOOTSTRAP_SERVERS": kafka_bootstrap, "TIERWATCH_TOPIC_PREFIX": prefix,
            "TIERWATCH_APP_ID": settings.app_id, "TIERWATCH_PARTITIONS": "1",
-           "TIERWATCH_MAX_MESSAGE_BYTES": str(MAX_MESSAGE_BYTES),
+           "TIERWATCH_MAX_MESSAGE_BYTES": str(MAX_MESSAGE_BYTES), "TIERWATCH_STRICT": "true",
            "TIERWATCH_CHECKPOINT_DIR": str(tmp_path / "checkpoints"),
            "FAUST_DATADIR": str(tmp_path / "faust"),
            # faust's producer sends each output alone by default: ~97k dead letters, one
