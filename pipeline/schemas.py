@@ -31,11 +31,14 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    JsonValue,
     ValidationError,
     model_validator,
 )
 
 SCHEMA_VERSION: Final = "1"
+#: the base of every schema's ``$id``: a name, not (yet) a place to fetch from
+SCHEMA_BASE: Final = "https://tierwatch.dev/schemas/"
 MAX_EVENT_BYTES = 64 * 1024
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 MAX_MAP_ITEMS = 32
@@ -46,11 +49,46 @@ Unit = Annotated[float, Field(ge=0.0, le=1.0)]
 Money = Annotated[float, Field(ge=0.0)]
 EARLIEST, LATEST = datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC)
 
+# RFC 3339 date-times of the years 2000-2099 as a JSON Schema pattern (ECMA-262 and
+# Python alike: [0-9], not \d, which is Unicode-wide in Python; "nothing follows" instead
+# of $, which Python lets match before a final newline). Real dates only (leap years
+# too). At the edges it is conservative: the bound is an instant, and the pattern cannot
+# subtract an offset, so 2000-01-01 with a positive offset and 2099-12-31 with a negative
+# one are refused whole, as are 1999-12-31 and 2100-01-01 (some of them are in range).
+_DATE = (r"20[0-9]{2}-(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])"
+         r"|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)|02-(?:0[1-9]|1[0-9]|2[0-8]))"
+         r"|20(?:[02468][048]|[13579][26])-02-29")
+_TIME = r"[Tt](?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]+)?"
+_OFFSET = r"(?:[Zz]|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])"
+TIMESTAMP_PATTERN: Final = (
+    r"^(?!2000-01-01[Tt][^+]*\+(?!00:00))(?!2099-12-31[Tt][^-]*-(?!00:00))"
+    rf"(?:{_DATE}){_TIME}{_OFFSET}(?![\s\S])")
 
 # An event dated year 1 or 9999 is a broken clock, not history: it would drag the
 # watermark (and every evaluation boundary) across centuries. The bounds are checked by
 # pydantic-core, as every other constraint is: no Python runs per field on the hot path.
-Timestamp = Annotated[AwareDatetime, Field(strict=False, ge=EARLIEST, lt=LATEST)]
+Timestamp = Annotated[AwareDatetime, Field(strict=False, ge=EARLIEST, lt=LATEST,
+                                           json_schema_extra={"pattern": TIMESTAMP_PATTERN})]
+
+#: Rules the models enforce that JSON Schema (draft 2020-12) cannot state, by id: the
+#: published schemas say them in ``$comment``s and schemas/README.md lists them; the
+#: contract tests show each is enforced by the models and not by the schemas.
+RULES_NOT_IN_JSON_SCHEMA: Final[dict[str, str]] = {
+    "thresholds_order": "Thresholds: capable_below <= cheap_above (a comparison between "
+                        "two fields).",
+    "timestamp_instant": "Timestamps: the bound is an instant in [2000-01-01T00:00:00Z, "
+                         "2100-01-01T00:00:00Z); the pattern checks the written date, so "
+                         "within a day of either bound it refuses some timestamps whose "
+                         "offset moves them into range (e.g. 1999-12-31T23:30:00-01:00).",
+    "integer_spelling": "Integers (seq, policy_seq, n, band) must be written without a "
+                        "fraction or exponent: 2, not 2.0 (JSON Schema's data model cannot "
+                        "tell 2.0 from 2).",
+    "event_size": "One event is at most 64 KiB of JSON (TIERWATCH_MAX_EVENT_BYTES), a "
+                  "message at most 8 MiB (TIERWATCH_MAX_MESSAGE_BYTES).",
+    "baseline_edges_count": "Baseline distributions: len(edges) == len(probs) + 1.",
+    "baseline_edges_order": "Baseline distributions: edges are non-decreasing.",
+    "baseline_probs_sum": "Baseline distributions: probs sum to 1 (within 1e-6).",
+}
 
 RouteReason = Literal[
     "confident_cheap",
@@ -87,13 +125,22 @@ class Thresholds(Strict):
 
     Between them lies the uncertain band: capable by default, with ``exploration_rate``
     of it sent to cheap at random. ``escalate_below`` is the cascade's self-confidence
-    floor, for routers that run one.
+    floor, for routers that run one. capable_below must not exceed cheap_above.
     """
 
-    cheap_above: Unit
-    capable_below: Unit
-    exploration_rate: Unit = 0.0
-    escalate_below: Unit | None = None
+    model_config = ConfigDict(json_schema_extra={
+        "$comment": "Also required, not expressible in JSON Schema: capable_below <= "
+                    "cheap_above (rule thresholds_order in schemas/README.md)."})
+
+    cheap_above: Unit = Field(description="Scores at or above it go to the cheap tier.")
+    capable_below: Unit = Field(description="Scores below it go to the capable tier; at most "
+                                "cheap_above.")
+    exploration_rate: Unit = Field(
+        default=0.0, description="Share of the uncertain band [capable_below, cheap_above) sent to "
+        "the cheap tier at random, so that the tiers can be compared causally there.")
+    escalate_below: Unit | None = Field(
+        default=None, description="Cascades only: the cheap model's self-confidence below which a "
+        "request is escalated to the capable tier.")
 
     @model_validator(mode="after")
     def _ordered(self) -> Thresholds:
@@ -114,11 +161,16 @@ class Thresholds(Strict):
         return (self.cheap_above, self.capable_below, self.exploration_rate)
 
 
+_VERSION_DOC = "Version of this payload's schema; only \"1\" exists."
+
+
 class _Event(Strict):
-    schema_version: Literal["1"] = SCHEMA_VERSION
-    event_id: Id
-    request_id: Id
-    ts: Timestamp
+    schema_version: Literal["1"] = Field(default=SCHEMA_VERSION, description=_VERSION_DOC)
+    event_id: Id = Field(description="Unique id of this event: a resent event with the same "
+                         "id is counted once.")
+    request_id: Id = Field(description="The request the event is about; joins feedback to "
+                           "its routing decision.")
+    ts: Timestamp = Field(description="Event time, RFC 3339 with an offset, in [2000, 2100).")
 
     @property
     def epoch(self) -> float:
@@ -129,22 +181,39 @@ class _Event(Strict):
 class RoutingEvent(_Event):
     """One routing decision, emitted by the router when it picks a tier."""
 
-    router_id: Name
-    tier: Name
-    model: Id | None = None
-    score: Unit
-    route_reason: RouteReason
-    propensity: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
-    thresholds: Thresholds
-    policy_seq: Annotated[int, Field(ge=0)] | None = None
-    classifier_version: Id | None = None
-    cost_usd: Money | None = None
-    latency_ms: Annotated[float, Field(ge=0.0)] | None = None
+    router_id: Name = Field(description="The routing layer that decided.")
+    tier: Name = Field(description="The model class that served the request, e.g. cheap or "
+                       "capable.")
+    model: Id | None = Field(default=None, description="The model that served it, when known.")
+    score: Unit = Field(description="The classifier's soft score that the query is simple "
+                        "enough for the cheap tier.")
+    route_reason: RouteReason = Field(description="Why this tier: the score was confidently "
+                                      "on one side, the uncertain band's default, an "
+                                      "exploration draw, an escalation, a fallback or an "
+                                      "override.")
+    propensity: Annotated[float, Field(gt=0.0, le=1.0)] = Field(
+        default=1.0, description="Probability that this request went to this tier given its score "
+        "(1 outside the uncertain band); tier comparisons are weighted by its inverse.")
+    thresholds: Thresholds = Field(description="The thresholds the router applied.")
+    policy_seq: Annotated[int, Field(ge=0)] | None = Field(
+        default=None, description="seq of the control message in force, if any.")
+    classifier_version: Id | None = Field(
+        default=None, description="Version of the classifier that produced the score.")
+    cost_usd: Money | None = Field(
+        default=None, description="What serving the request cost, in USD.")
+    latency_ms: Annotated[float, Field(ge=0.0)] | None = Field(
+        default=None, description="Time to answer the request, in milliseconds.")
     segment: Annotated[dict[Name, Annotated[str, Field(max_length=128)]],
-                       Field(max_length=MAX_MAP_ITEMS)] | None = None
-    signals: Annotated[dict[Name, float], Field(max_length=MAX_MAP_ITEMS)] | None = None
+                       Field(max_length=MAX_MAP_ITEMS)] | None = Field(
+        default=None, description=f"Free labels of the request (e.g. locale, plan), at most "
+        f"{MAX_MAP_ITEMS}.")
+    signals: Annotated[dict[Name, float], Field(max_length=MAX_MAP_ITEMS)] | None = Field(
+        default=None, description=f"Further monitored numbers by name (e.g. ood_distance, the "
+        f"cheap model's self_confidence), at most {MAX_MAP_ITEMS}; each is watched for drift "
+        f"against the baseline's distribution of the same name.")
 
 
+#: each feedback kind's value range, and whether its values are whole numbers
 _KIND_RANGES: dict[str, tuple[float, float]] = {
     "thumbs": (0.0, 1.0),
     "rating": (1.0, 5.0),
@@ -153,25 +222,54 @@ _KIND_RANGES: dict[str, tuple[float, float]] = {
     "support_contact": (1.0, 1.0),
     "survey": (0.0, 1.0),
 }
+_WHOLE_KINDS = ("thumbs", "rating")
+
+
+def _kind_rules() -> list[JsonValue]:
+    """The value range of each feedback kind as JSON Schema ``if``/``then`` rules."""
+    rules: list[JsonValue] = []
+    for kind, (lo, hi) in _KIND_RANGES.items():
+        value: dict[str, JsonValue] = {"minimum": lo, "maximum": hi}
+        if kind in _WHOLE_KINDS:
+            value["multipleOf"] = 1
+        rules.append({"if": {"properties": {"kind": {"const": kind}}, "required": ["kind"]},
+                      "then": {"properties": {"value": value}}})
+    return rules
 
 
 class FeedbackEvent(_Event):
     """A quality signal about one request: a vote, a review, a support contact…"""
 
-    router_id: Name | None = None
-    kind: FeedbackKind
-    value: float
-    tier: Name | None = None
-    score: Unit | None = None
-    weight: Annotated[float, Field(ge=1e-6, le=1e6)] | None = None
-    source: Id | None = None
+    model_config = ConfigDict(json_schema_extra={"allOf": _kind_rules()})
+
+    router_id: Name | None = Field(
+        default=None, description="The router, when the source knows it; otherwise taken from "
+        "the joined routing event.")
+    kind: FeedbackKind = Field(description="What the value is: thumbs (1 up, 0 down), rating "
+                               "(1 to 5), review (human score in [0,1]), shadow (agreement "
+                               "between the cheap and capable answers in [0,1]), "
+                               "support_contact (always 1: the user needed a human), survey "
+                               "([0,1]).")
+    value: float = Field(description="The signal, in the range of its kind (see kind); higher "
+                         "is better except for support_contact.")
+    tier: Name | None = Field(
+        default=None, description="The tier that served the request, when the source knows it "
+        "(no join needed).")
+    score: Unit | None = Field(default=None, description="The routing score, when the source knows "
+                               "it.")
+    weight: Annotated[float, Field(ge=1e-6, le=1e6)] | None = Field(
+        default=None, description="Weight of this signal, e.g. 1/inclusion probability of a "
+        "sampled review.")
+    source: Id | None = Field(
+        default=None, description="Where the signal came from (widget, review tool, support "
+        "desk, shadow scorer...).")
 
     @model_validator(mode="after")
     def _value_in_kind_range(self) -> FeedbackEvent:
         lo, hi = _KIND_RANGES[self.kind]
         if not lo <= self.value <= hi:
             raise ValueError(f"value {self.value} outside [{lo}, {hi}] for kind {self.kind}")
-        if self.kind in ("thumbs", "rating") and self.value != int(self.value):
+        if self.kind in _WHOLE_KINDS and self.value != int(self.value):
             raise ValueError(f"value of kind {self.kind} must be a whole number")
         return self
 
@@ -183,9 +281,17 @@ class BinnedDistribution(Strict):
     ``probs`` the baseline mass of each of the n bins; ``n`` the sample size.
     """
 
-    edges: list[float] = Field(min_length=3)
-    probs: list[Annotated[float, Field(ge=0.0, le=1.0)]] = Field(min_length=2)
-    n: Annotated[int, Field(ge=1)]
+    model_config = ConfigDict(json_schema_extra={
+        "$comment": "Also required, not expressible in JSON Schema: len(edges) == "
+                    "len(probs) + 1, edges non-decreasing, probs summing to 1 within 1e-6 "
+                    "(rules baseline_* in schemas/README.md)."})
+
+    edges: list[float] = Field(min_length=3, description="The bin edges, non-decreasing, one "
+                               "more than probs; the outer two bound the sample.")
+    probs: list[Annotated[float, Field(ge=0.0, le=1.0)]] = Field(
+        min_length=2, description="The sample's share in each bin; they sum to 1.")
+    n: Annotated[int, Field(ge=1)] = Field(description="Size of the sample the bins were fit "
+                                           "on.")
 
     @model_validator(mode="after")
     def _consistent(self) -> BinnedDistribution:
@@ -201,91 +307,127 @@ class BinnedDistribution(Strict):
 class Baseline(Strict):
     """The classifier's score distribution on its training/calibration data."""
 
-    schema_version: Literal["1"] = SCHEMA_VERSION
-    router_id: Name
-    version: Id
-    created_at: Timestamp
-    classifier_version: Id | None = None
-    score: BinnedDistribution
-    signals: dict[Name, BinnedDistribution] = Field(default_factory=dict)
+    schema_version: Literal["1"] = Field(default=SCHEMA_VERSION, description=_VERSION_DOC)
+    router_id: Name = Field(description="The router whose classifier this describes.")
+    version: Id = Field(description="Version of this baseline; a new one replaces the old.")
+    created_at: Timestamp = Field(description="When the baseline was fit.")
+    classifier_version: Id | None = Field(default=None, description="The classifier version it "
+                                          "describes.")
+    score: BinnedDistribution = Field(description="Distribution of the classifier's score.")
+    signals: dict[Name, BinnedDistribution] = Field(
+        default_factory=dict, description="Distributions of further signals by name (see "
+        "RoutingEvent.signals).")
 
 
 class ExpectedImpact(Strict):
-    cost_per_day_usd: float
-    cost_change_per_day_usd: float
-    cheap_share: Unit
-    quality_change: float
-    net_value_change_per_day_usd: float | None = None
+    """What a recommendation is expected to change, from the live score histogram."""
+
+    cost_per_day_usd: float = Field(description="Expected cost per day under the new "
+                                    "thresholds, in USD.")
+    cost_change_per_day_usd: float = Field(description="Change in cost per day against the "
+                                           "thresholds in force (negative: a saving).")
+    cheap_share: Unit = Field(description="Expected share of requests routed cheap.")
+    quality_change: float = Field(description="Expected change in the share of good "
+                                  "outcomes.")
+    net_value_change_per_day_usd: float | None = Field(
+        default=None, description="Cost change plus the priced quality change, per day, when bad "
+        "outcomes have a price.")
 
 
 class ThresholdRecommendation(Strict):
-    """A signed, bounded threshold change for one router, on the control topic."""
+    """A signed, bounded threshold change for one router, on the control topic.
 
-    schema_version: Literal["1"] = SCHEMA_VERSION
-    router_id: Name
-    seq: Annotated[int, Field(ge=1)]
-    issued_at: Timestamp
-    valid_until: Timestamp
-    mode: Literal["advisory", "enforce"]
-    thresholds: Thresholds
-    previous: Thresholds
-    reasons: list[str]
-    evidence: dict[str, Any]
-    expected_impact: ExpectedImpact
-    baseline_version: Id | None = None
-    key_id: Id
-    signature: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    ``signature`` is the lower-case hex HMAC-SHA256, under the key ``key_id``, of the
+    RFC 8785 (JCS) canonical form of this object without its ``signature`` member.
+    """
+
+    schema_version: Literal["1"] = Field(default=SCHEMA_VERSION, description=_VERSION_DOC)
+    router_id: Name = Field(description="The router this is for; others must ignore it.")
+    seq: Annotated[int, Field(ge=1)] = Field(description="Strictly increasing per router: "
+                                             "apply only a seq above the last applied.")
+    issued_at: Timestamp = Field(description="When it was issued (event time).")
+    valid_until: Timestamp = Field(description="After this instant, fall back to the "
+                                   "router's safe thresholds.")
+    mode: Literal["advisory", "enforce"] = Field(description="enforce: apply it; advisory: "
+                                                 "show it only.")
+    thresholds: Thresholds = Field(description="The recommended thresholds.")
+    previous: Thresholds = Field(description="The thresholds it replaces.")
+    reasons: list[str] = Field(description="Why, in words.")
+    evidence: dict[str, Any] = Field(description="The figures behind it (target, drift "
+                                     "state, per-band evidence).")
+    expected_impact: ExpectedImpact = Field(description="Expected cost and quality impact.")
+    baseline_version: Id | None = Field(
+        default=None, description="The baseline in force when it was computed.")
+    key_id: Id = Field(description="Id of the signing key.")
+    signature: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] = Field(
+        description="Lower-case hex HMAC-SHA256 of the RFC 8785 canonical JSON of this "
+        "object without its signature (see schemas/signing-test-vectors.json).")
 
 
 class Alert(Strict):
     """A firing or resolved condition, keyed by a stable fingerprint."""
 
-    schema_version: Literal["1"] = SCHEMA_VERSION
-    alert_id: Id
-    kind: AlertKind
-    state: Literal["firing", "resolved"]
-    severity: Literal["page", "ticket", "info"]
-    router_id: Name
-    tier: Name | None = None
-    window: Name
-    ts: Timestamp
-    statistics: dict[str, Any]
-    summary: str
-    runbook: str
+    schema_version: Literal["1"] = Field(default=SCHEMA_VERSION, description=_VERSION_DOC)
+    alert_id: Id = Field(description="Stable fingerprint of the condition (kind, router, "
+                         "tier, window): firing and resolved share it.")
+    kind: AlertKind = Field(description="What fired; each kind has a runbook section.")
+    state: Literal["firing", "resolved"] = Field(description="The transition this message "
+                                                 "reports.")
+    severity: Literal["page", "ticket", "info"] = Field(description="How urgent: page, "
+                                                        "ticket or info.")
+    router_id: Name = Field(description="The router concerned.")
+    tier: Name | None = Field(default=None, description="The tier concerned, for per-tier kinds.")
+    window: Name = Field(description="The evaluation window, e.g. 1d or 7d.")
+    ts: Timestamp = Field(description="Event time of the evaluation that made the "
+                          "transition.")
+    statistics: dict[str, Any] = Field(description="The figures behind it (effect size, "
+                                       "p-value, sample sizes...).")
+    summary: str = Field(description="One line for humans.")
+    runbook: str = Field(description="Where the runbook section for this kind is.")
 
 
 class ReviewRequest(Strict):
     """A request selected for human review, with its inclusion probability."""
 
-    schema_version: Literal["1"] = SCHEMA_VERSION
-    request_id: Id
-    router_id: Name
-    tier: Name
-    score: Unit
-    band: Annotated[int, Field(ge=0)]
-    inclusion_probability: Annotated[float, Field(gt=0.0, le=1.0)]
-    reason: str
-    ts: Timestamp
+    schema_version: Literal["1"] = Field(default=SCHEMA_VERSION, description=_VERSION_DOC)
+    request_id: Id = Field(description="The request to review.")
+    router_id: Name = Field(description="The router that routed it.")
+    tier: Name = Field(description="The tier that served it.")
+    score: Unit = Field(description="Its routing score.")
+    band: Annotated[int, Field(ge=0)] = Field(description="Index of its score band.")
+    inclusion_probability: Annotated[float, Field(gt=0.0, le=1.0)] = Field(
+        description="Probability it was selected; send the review back with weight = 1/this.")
+    reason: str = Field(description="Why it was selected.")
+    ts: Timestamp = Field(description="Event time of the request.")
 
 
 class DeadLetter(Strict):
     """A rejected message (or one event of a batch) and why it was rejected."""
 
-    schema_version: Literal["1"] = SCHEMA_VERSION
-    topic: str
-    partition: int | None = None
-    offset: int | None = None
-    index: int | None = None
-    key: str | None = None
-    reason: str
-    reason_class: str
-    field: str | None = None
-    payload: str
-    payload_encoding: Literal["utf-8", "base64"] = "utf-8"
-    rejected_at: Annotated[datetime, Field(strict=False)]
+    schema_version: Literal["1"] = Field(default=SCHEMA_VERSION, description=_VERSION_DOC)
+    topic: str = Field(description="The topic (or input file) the message came from.")
+    partition: int | None = Field(default=None, description="Its partition, when from Kafka.")
+    offset: int | None = Field(default=None, description="Its offset (or line number in a file).")
+    index: int | None = Field(default=None, description="The event's index within a batch message; "
+                              "absent when the whole message was rejected.")
+    key: str | None = Field(default=None, description="The message key (at most 256 characters).")
+    reason: str = Field(description="Why, naming the field at fault.")
+    reason_class: str = Field(description="The reason's class: invalid_json, not_an_object, "
+                              "invalid_field, oversized, late, future, unjoined, "
+                              "too_many_invalid...")
+    field: str | None = Field(default=None, description="Dotted name of the field at fault.")
+    payload: str = Field(description="The rejected bytes (the first 64 KiB), as text or "
+                         "base64 (see payload_encoding).")
+    payload_encoding: Literal["utf-8", "base64"] = Field(
+        default="utf-8", description="base64 when the bytes are not valid UTF-8.")
+    rejected_at: Annotated[datetime, Field(strict=False)] = Field(
+        description="Wall time of the rejection (event time in a replay).")
     #: set when ``payload`` holds only the first 64 KiB: the original size and digest
-    payload_bytes: int | None = None
-    payload_sha256: str | None = None
+    payload_bytes: int | None = Field(default=None, description="Size of the original bytes, when "
+                                      "payload holds only the first 64 KiB.")
+    payload_sha256: str | None = Field(
+        default=None, description="SHA-256 of the original bytes, when payload holds only the "
+        "first 64 KiB.")
 
 
 PAYLOADS: dict[str, type[BaseModel]] = {
@@ -297,25 +439,64 @@ PAYLOADS: dict[str, type[BaseModel]] = {
     "review_request": ReviewRequest,
     "dead_letter": DeadLetter,
 }
+#: the messages on the input topics: one event (an object) or a batch (an array of them)
+ENVELOPES: dict[str, str] = {
+    "routing_envelope": "routing_event",
+    "feedback_envelope": "feedback_event",
+}
+
+
+def schema_id(name: str) -> str:
+    """The absolute ``$id`` of schema ``name`` (a key of PAYLOADS or ENVELOPES)."""
+    return f"{SCHEMA_BASE}{name}.v{SCHEMA_VERSION}.schema.json"
 
 
 def json_schema(model: type[BaseModel]) -> dict[str, Any]:
-    """The model's JSON Schema (draft 2020-12) with a stable ``$id``."""
+    """The model's JSON Schema (draft 2020-12) with its absolute ``$id``."""
     name = next(k for k, v in PAYLOADS.items() if v is model)
     schema = model.model_json_schema()
-    return {"$schema": "https://json-schema.org/draft/2020-12/schema",
-            "$id": f"tierwatch/{name}.v{SCHEMA_VERSION}.schema.json", **schema}
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": schema_id(name),
+            **schema}
 
 
-def schema_text(model: type[BaseModel]) -> str:
-    return json.dumps(json_schema(model), indent=2, sort_keys=True) + "\n"
+def envelope_schema(name: str) -> dict[str, Any]:
+    """The schema of a whole input message: one event, or an array of events.
+
+    The event's schema is embedded (``$defs``, with its own ``$id``), so the envelope
+    validates on its own, without fetching anything.
+    """
+    event = ENVELOPES[name]
+    ref = f"{event}.v{SCHEMA_VERSION}.schema.json"  # relative to this $id: the embedded one
+    inner = json_schema(PAYLOADS[event])
+    inner.pop("$schema")
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema", "$id": schema_id(name),
+        "title": f"{PAYLOADS[event].__name__} message",
+        "description": f"One Kafka message on the {event.split('_')[0]} topic: one "
+                       f"{PAYLOADS[event].__name__} (an object) or a batch of them (an "
+                       f"array, possibly empty). Each event is validated on its own: a bad "
+                       f"event in a batch is dead-lettered alone, with its index. The JSON "
+                       f"may be preceded by the Schema Registry wire-format header (byte "
+                       f"0x00, then a 4-byte big-endian schema id), which is not JSON and "
+                       f"not part of this schema.",
+        "oneOf": [{"$ref": ref}, {"type": "array", "items": {"$ref": ref}}],
+        "$defs": {PAYLOADS[event].__name__: inner},
+    }
+
+
+def schema_text(model: type[BaseModel] | str) -> str:
+    """The published text of a payload's schema, or of an envelope's (by name)."""
+    schema = envelope_schema(model) if isinstance(model, str) else json_schema(model)
+    return json.dumps(schema, indent=2, sort_keys=True) + "\n"
 
 
 def export_schemas(directory: Path) -> list[Path]:
-    """Write ``<name>.v1.schema.json`` for every payload; return the paths written."""
+    """Write ``<name>.v1.schema.json`` for every payload and envelope; return the paths."""
     directory.mkdir(parents=True, exist_ok=True)
     paths = []
-    for name, model in PAYLOADS.items():
+    items: list[tuple[str, type[BaseModel] | str]] = [*PAYLOADS.items(),
+                                                      *((n, n) for n in ENVELOPES)]
+    for name, model in items:
         path = directory / f"{name}.v{SCHEMA_VERSION}.schema.json"
         path.write_text(schema_text(model))
         paths.append(path)
