@@ -3,7 +3,12 @@
 Field names are a contract with routers and tests (see DESIGN.md). Validation is
 strict: out-of-range scores, NaN and infinities, missing ids, unknown enum values,
 naive timestamps, unknown fields and oversized payloads are all rejected with a
-reason that names the offending field.
+reason that names the offending field. (The decoder can instead drop and count unknown
+fields of input events: see ``validate_event`` and ``pipeline/codec.py``.)
+
+The JSON Schemas in ``schemas/`` are exported from these models, with absolute ``$id``s
+under :data:`SCHEMA_BASE`; the rules they cannot state are
+:data:`RULES_NOT_IN_JSON_SCHEMA`.
 
 >>> ev = RoutingEvent.model_validate({
 ...     "event_id": "e1", "request_id": "r1", "router_id": "support", "tier": "cheap",
