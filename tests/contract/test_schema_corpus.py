@@ -87,7 +87,7 @@ def mutate(payload: str, path: str, value: Any) -> Any:
     for p in parents:
         node = node[p]
     if value is MISSING:
-        del node[last]
+        node.pop(last, None)
     else:
         node[last] = value
     return doc
@@ -379,3 +379,40 @@ def test_envelope_takes_one_event_or_a_batch_and_names_the_bad_one() -> None:
     # self-contained: the embedded event schema carries the published $id
     assert envelope_schema("routing_envelope")["$defs"]["RoutingEvent"]["$id"] == \
         json_schema(PAYLOADS["routing_event"])["$id"]
+
+
+# -- random mutations: the same verdict direction on values nobody thought of ------------------
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**53 + 1, 2**53 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
+                                                                max_size=3),
+    max_leaves=8)
+FIELDS = {p: [*GOOD[p], *(f"thresholds.{k}" for k in TH if p == "routing_event"), "extra"]
+          for p in ("routing_event", "feedback_event")}
+
+
+def documented_rule(payload: str, doc: dict[str, Any]) -> str | None:
+    """The documented rule a mutated event breaks, when it breaks one."""
+    th = doc.get("thresholds")
+    if payload == "routing_event" and isinstance(th, dict) and all(
+            type(th.get(k)) in (int, float) for k in ("cheap_above", "capable_below")) \
+            and th["capable_below"] > th["cheap_above"]:
+        return "thresholds_order"
+    if isinstance(doc.get("policy_seq"), float) and doc["policy_seq"].is_integer():
+        return "integer_spelling"
+    return None
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data(), payload=st.sampled_from(sorted(FIELDS)))
+def test_random_mutations_rejected_by_the_models_are_rejected_by_the_schemas(
+        data: st.DataObject, payload: str) -> None:
+    path = data.draw(st.sampled_from(FIELDS[payload]))
+    value = data.draw(json_values | st.just(MISSING))
+    case = Case(payload, mutate(payload, path, value), f"{path}={value!r}")
+    if not pydantic_rejects(case):
+        return
+    if documented_rule(payload, case.doc) is None:
+        assert schema_rejects(case), case.what
