@@ -398,8 +398,8 @@ def explain(conn: Connection, messages: list[str],
         else:
             what = ("check TIERWATCH_SASL_USERNAME, the password (TIERWATCH_SASL_PASSWORD or "
                     "TIERWATCH_SASL_PASSWORD_FILE) and TIERWATCH_SASL_MECHANISM")
-        how = ("refused the credentials" if rejected else
-               "closed the connection during SASL authentication: the credentials are "
+        how = ("rejected the SASL authentication: the credentials are wrong" if rejected
+               else "closed the connection during SASL authentication: the credentials are "
                "most likely wrong")
         return f"Kafka at {where} {how}; {what}"
     if "CERTIFICATE_VERIFY_FAILED" in text:
