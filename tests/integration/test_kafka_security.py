@@ -45,7 +45,7 @@ from tests.integration.worker_proc import eventually, http_get, running_worker
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(240, func_only=True)]
 
-USERS = ("admin", "worker", "router", "publisher")
+USERS = ("admin", "operator", "worker", "router", "publisher")
 PASSWORDS = {name: secrets.token_hex(12) for name in USERS}
 ROUTER = "secure-router"
 THRESHOLDS = Thresholds(cheap_above=0.7, capable_below=0.5, exploration_rate=0.1)
@@ -106,14 +106,12 @@ def cli(settings: Settings, *args: str, timeout: float = 60,
 @pytest.fixture(scope="module")
 def install(broker: SecureKafka, prefix: str,
             tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """``topics create`` as admin (its password from a file), then the ACLs."""
+    """The least-privilege ACLs (applied by the super user), then ``topics create`` as the
+    operator, who may only create and describe topics under the prefix (its password
+    read from a file)."""
     admin = as_user(broker, prefix, "admin")
-    secret = tmp_path_factory.mktemp("secrets") / "admin-password"
-    secret.write_text(PASSWORDS["admin"] + "\n")
-    created = cli(admin, "topics", "create", TIERWATCH_SASL_PASSWORD=None,
-                  TIERWATCH_SASL_PASSWORD_FILE=str(secret))
     grants = least_privilege(admin, worker="worker", routers=["router"],
-                             baseline_publishers=["publisher"])
+                             baseline_publishers=["publisher"], operators=["operator"])
     client = kafka_clients.admin(admin)
     try:
         result = client.create_acls(to_kafka_python(grants))
@@ -121,6 +119,11 @@ def install(broker: SecureKafka, prefix: str,
     finally:
         client.close()
     time.sleep(1.0)  # the authorizer applies ACLs from the metadata log
+    operator = as_user(broker, prefix, "operator")
+    secret = tmp_path_factory.mktemp("secrets") / "operator-password"
+    secret.write_text(PASSWORDS["operator"] + "\n")
+    created = cli(operator, "topics", "create", TIERWATCH_SASL_PASSWORD=None,
+                  TIERWATCH_SASL_PASSWORD_FILE=str(secret))
     return {"created": created, "admin": admin}
 
 
@@ -193,6 +196,7 @@ def test_worker_and_router_with_least_privilege(broker: SecureKafka, prefix: str
         eventually(routed, "the worker counting all 65 routing events", timeout=60)
         log = (tmp_path / "worker.log").read_text()
         assert "authoriz" not in log.lower(), log[-2000:]  # no ACL the worker lacks
+        assert "public development key" in log  # advisory with the dev key: warned
 
     # only the worker may write control: it can, the router cannot (by either route)
     control = worker.topic("control")

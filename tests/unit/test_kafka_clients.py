@@ -260,3 +260,16 @@ def test_a_denied_write_is_an_error_not_a_silent_loss() -> None:
     with pytest.raises(KafkaConnectError, match=r"may not write to t\.control: grant it WRITE"):
         kafka_clients.delivered([_Future(None), _Future(TopicAuthorizationFailedError())],
                                 "t.control")
+
+
+def test_the_runbook_lists_exactly_the_acls_the_code_grants() -> None:
+    from pipeline.acls import kafka_acls_commands, least_privilege
+
+    runbook = (Path(__file__).resolve().parents[2] / "deploy" / "runbook.md").read_text()
+    section = runbook.split("\n## Kafka security\n", 1)[1].split("\n## ", 1)[0]
+    documented = {line for line in section.splitlines() if line.startswith("kafka-acls.sh")}
+    grants = least_privilege(Settings(), worker="tierwatch-worker", routers=["router-support"],
+                             feedback_producers=["support-desk"],
+                             baseline_publishers=["ml-pipeline"], watchers=["oncall"],
+                             operators=["tierwatch-admin"])
+    assert documented == set(kafka_acls_commands(grants))
