@@ -21,7 +21,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 from kafka_broker import LocalKafka, create_topics, unique_topic
 
-from pipeline.control import Bounds, ThresholdSubscriber
+from pipeline.control import Bounds, RoutingEventEmitter, ThresholdSubscriber, decide
 from pipeline.core.signing import Keyring, new_key
 from pipeline.schemas import ExpectedImpact, ThresholdRecommendation, Thresholds
 from pipeline.stream.processor import encode
@@ -280,3 +280,33 @@ def _records(bootstrap: str, topic: str) -> list[Any]:
         return list(consumer)
     finally:
         consumer.close()
+
+
+def test_the_subscriber_and_the_emitter_take_ready_clients(kafka_bootstrap: str,
+                                                           control_topic: str) -> None:
+    """A router that manages its own Kafka clients hands them over; they stay open."""
+    consumer = KafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=None,
+                             enable_auto_commit=False)
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    routing = unique_topic("test.routing")
+    create_topics(kafka_bootstrap, [routing])
+    try:
+        with publisher(kafka_bootstrap, control_topic) as send:
+            send(encode(recommendation(seq=1)))
+        sub = ThresholdSubscriber(None, ROUTER, RING, BOUNDS, FALLBACK, topic=control_topic,
+                                  consumer=consumer)
+        with sub:
+            assert sub.current() == FIRST
+        emitter = RoutingEventEmitter(None, ROUTER, topic=routing, producer=producer)
+        emitter.emit(request_id="q1", score=0.9, decision=decide(0.9, FIRST, 0.5),
+                     thresholds=FIRST)
+        emitter.flush()
+        assert emitter.failed == 0
+        # still usable: the subscriber and the emitter did not close them
+        assert consumer.partitions_for_topic(control_topic) == {0}
+        producer.send(routing, b"[]").get(timeout=30)
+        values = [r.value for r in _records(kafka_bootstrap, routing)]
+        assert len(values) == 2 and orjson.loads(values[0])[0]["request_id"] == "q1"
+    finally:
+        consumer.close()
+        producer.close()
