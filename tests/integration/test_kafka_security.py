@@ -38,14 +38,14 @@ from pipeline.control import Bounds, RoutingEventEmitter, ThresholdSubscriber, d
 from pipeline.core.baseline import fit_baseline
 from pipeline.core.signing import Keyring, new_key
 from pipeline.kafka_clients import Connection, KafkaConnectError
-from pipeline.live import read_topic
+from pipeline.live import read_topic, stream_simulation
 from pipeline.schemas import ExpectedImpact, ThresholdRecommendation, Thresholds
 from pipeline.settings import Settings
 from tests.integration.worker_proc import eventually, http_get, running_worker
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(240, func_only=True)]
 
-USERS = ("admin", "operator", "worker", "router", "publisher")
+USERS = ("admin", "operator", "worker", "router", "publisher", "simulator")
 PASSWORDS = {name: secrets.token_hex(12) for name in USERS}
 ROUTER = "secure-router"
 THRESHOLDS = Thresholds(cheap_above=0.7, capable_below=0.5, exploration_rate=0.1)
@@ -110,8 +110,11 @@ def install(broker: SecureKafka, prefix: str,
     operator, who may only create and describe topics under the prefix (its password
     read from a file)."""
     admin = as_user(broker, prefix, "admin")
-    grants = least_privilege(admin, worker="worker", routers=["router"],
-                             baseline_publishers=["publisher"], operators=["operator"])
+    # the simulator plays a router, a feedback source and a baseline publisher
+    grants = least_privilege(admin, worker="worker", routers=["router", "simulator"],
+                             feedback_producers=["simulator"],
+                             baseline_publishers=["publisher", "simulator"],
+                             operators=["operator"])
     client = kafka_clients.admin(admin)
     try:
         result = client.create_acls(to_kafka_python(grants))
@@ -146,6 +149,18 @@ def test_topics_create_and_baseline_publish(broker: SecureKafka, prefix: str,
     # the router may not publish baselines: a clear error, not a silent loss
     with pytest.raises(KafkaConnectError, match=f"may not write to {prefix}.baselines"):
         publish(as_user(broker, prefix, "router"), path)
+
+
+def test_the_live_simulator_produces_through_sasl_ssl(broker: SecureKafka, prefix: str,
+                                                      install: dict[str, Any]) -> None:
+    simulator = as_user(broker, prefix, "simulator", mechanism="SCRAM-SHA-512")
+    assert stream_simulation(simulator, "steady", days=0.05, rate=0.05, seed=5,
+                             speedup=0) == 0
+    admin = install["admin"]
+    routing = read_topic(admin, simulator.topic("routing"), idle_s=1.0)
+    baselines = read_topic(admin, simulator.topic("baselines"), idle_s=1.0)
+    assert routing and sum(len(orjson.loads(v)) for v in routing) > 100
+    assert any(orjson.loads(v)["router_id"] != ROUTER for v in baselines)
 
 
 def recommendation(seq: int, thresholds: Thresholds) -> bytes:
