@@ -6,7 +6,13 @@ not expired, meant for this router, inside the owner's bounds and in ``enforce``
 (unless told to accept advisories). On expiry or lost contact it falls back to safe
 thresholds that favour the capable tier. Contact means a broker round trip that
 succeeded: an empty poll proves nothing, since kafka-python's ``poll`` returns empty
-while the broker is down.
+while the broker is down. "Newer" survives restarts and compaction when the subscriber
+keeps a state file (:class:`AppliedState`).
+
+Both classes take the Kafka connection settings (TLS, SASL, OAuth:
+:mod:`pipeline.kafka_clients`) or a ready client. This module and what it imports need
+only pydantic, pydantic-settings, kafka-python and orjson: routers install it as
+``tierwatch-router`` (``clients/router``), without the worker's dependencies.
 
 >>> decide(0.9, Thresholds(cheap_above=0.7, capable_below=0.5, exploration_rate=0.1), u=0.5)
 Decision(tier='cheap', route_reason='confident_cheap', propensity=1.0)
