@@ -331,8 +331,9 @@ def _jaas_plain(users: dict[str, str]) -> str:
 @dataclass
 class SecureKafka(LocalKafka):
     """A :class:`LocalKafka` that also serves SASL_SSL (SCRAM-SHA-256/512 and PLAIN, for
-    every user in ``users``) and SSL with required client certificates, behind an
-    authorizer. ``users`` maps names to passwords; ``admin`` must be one of them."""
+    every user in ``users``, and OAUTHBEARER with unsecured tokens) and SSL with required
+    client certificates, behind an authorizer. ``users`` maps names to passwords;
+    ``admin`` must be one of them."""
 
     sasl_port: int = 0
     ssl_port: int = 0
@@ -362,10 +363,16 @@ class SecureKafka(LocalKafka):
         config = self.run_dir / "security.properties"
         scram = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
         config.write_text("\n".join([
-            "sasl.enabled.mechanisms=" + ",".join([*SCRAM_MECHANISMS, "PLAIN"]),
+            "sasl.enabled.mechanisms=" + ",".join([*SCRAM_MECHANISMS, "PLAIN",
+                                                   "OAUTHBEARER"]),
             *(f"listener.name.sasl_ssl.{m.lower()}.sasl.jaas.config={scram}"
               for m in SCRAM_MECHANISMS),
             f"listener.name.sasl_ssl.plain.sasl.jaas.config={_jaas_plain(self.users)}",
+            # OAUTHBEARER with Kafka's unsecured JWTs (no identity provider): the token's
+            # `sub` is the principal (tests/integration/oauth_tokens.py makes them)
+            "listener.name.sasl_ssl.oauthbearer.sasl.jaas.config=org.apache.kafka.common."
+            'security.oauthbearer.OAuthBearerLoginModule required '
+            'unsecuredLoginStringClaim_sub="admin";',
             "ssl.keystore.type=PEM",
             f"ssl.keystore.location={self.tls.broker_keystore}",
             "ssl.truststore.type=PEM",

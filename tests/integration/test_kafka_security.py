@@ -188,9 +188,17 @@ def emit(emitter: RoutingEventEmitter, n: int, tag: str) -> None:
 def test_worker_and_router_with_least_privilege(broker: SecureKafka, prefix: str,
                                                 install: dict[str, Any],
                                                 tmp_path: Path) -> None:
-    worker = as_user(broker, prefix, "worker", mechanism="SCRAM-SHA-512")
+    # the worker authenticates by OAUTHBEARER through the token-provider hook (the MSK
+    # IAM route): faust's OAuth credentials, fed by tests/integration/oauth_tokens.py
+    assert broker.tls is not None
+    worker = Settings(bootstrap_servers=broker.sasl_bootstrap, security_protocol="SASL_SSL",
+                      ssl_cafile=broker.tls.ca, sasl_mechanism="OAUTHBEARER",
+                      sasl_oauth_token_provider="tests.integration.oauth_tokens:worker",
+                      topic_prefix=prefix, app_id=f"{prefix}-worker")
     router = as_user(broker, prefix, "router")
+    repo = str(Path(__file__).resolve().parents[2])
     env = {**kafka_clients.connection_env(worker), "TIERWATCH_TOPIC_PREFIX": prefix,
+           "PYTHONPATH": os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")])),
            "TIERWATCH_APP_ID": worker.app_id, "TIERWATCH_MAX_FUTURE_S": "1e9",
            "TIERWATCH_CHECKPOINT_DIR": str(tmp_path / "checkpoints"),
            "FAUST_DATADIR": str(tmp_path / "faust")}
