@@ -3,10 +3,11 @@ the fixture with openssl, SCRAM-SHA-256/512 and PLAIN users on a SASL_SSL listen
 mutual TLS on an SSL listener, and KRaft's StandardAuthorizer holding tierwatch's
 least-privilege ACLs (:mod:`pipeline.acls`).
 
-Every client goes through it: ``topics create`` (admin) and ``baseline publish``
-(publisher) as CLI commands, the worker as the ``worker`` principal, and the router's
-emitter and subscriber as ``router`` (by SCRAM, and by its client certificate). A router
-cannot publish to the control topic; a wrong password is a one-line error in seconds.
+Every client goes through it: ``topics create`` (operator) and ``baseline publish``
+(publisher) as CLI commands, the live simulator, the worker as the ``worker`` principal
+(by OAUTHBEARER, through the token-provider hook), and the router's emitter and
+subscriber as ``router`` (by SCRAM, and by its client certificate). A router cannot
+publish to the control topic; a wrong password is a one-line error in seconds.
 """
 
 from __future__ import annotations
