@@ -25,13 +25,11 @@ _CONN: dict[str, Any] = {"group": "connection"}
 _SECRET: dict[str, Any] = {"group": "connection", "secret": True}
 # The built-in signing key: anyone can read it here, so it may sign advisories only.
 DEV_CONTROL_KEY = "tierwatch-dev-key-change-me"
+_TOKEN_PROVIDER = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")  # module:callable
 
 
 def _need(names: set[str]) -> str:
     return "needs" if len(names) == 1 else "need"
-
-
-_TOKEN_PROVIDER = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
 
 class Settings(BaseSettings):
