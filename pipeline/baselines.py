@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import orjson
-from kafka import KafkaProducer
 
+from pipeline import kafka_clients
 from pipeline.core.baseline import fit_baseline
 from pipeline.replay import read_lines
 from pipeline.schemas import Baseline
@@ -62,14 +62,15 @@ def fit_file(path: Path, *, router_id: str, column: str = "score", bins: int = 2
 
 def publish(settings: Settings, path: Path) -> None:
     """Send every Baseline in ``path`` (one JSON per line) to the compacted topic."""
-    producer = KafkaProducer(bootstrap_servers=settings.bootstrap_servers.split(","),
-                             acks="all", max_request_size=8 * 1024 * 1024)
+    producer = kafka_clients.producer(settings, acks="all", max_request_size=8 * 1024 * 1024)
     try:
+        sent = []
         for line in path.read_bytes().splitlines():
             if line.strip():
                 b = Baseline.model_validate_json(line)
-                producer.send(settings.topic("baselines"), key=b.router_id.encode(),
-                              value=b.model_dump_json().encode())
+                sent.append(producer.send(settings.topic("baselines"), key=b.router_id.encode(),
+                                          value=b.model_dump_json().encode()))
         producer.flush()
+        kafka_clients.delivered(sent, settings.topic("baselines"))
     finally:
         producer.close()

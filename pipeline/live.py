@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaProducer
 
+from pipeline import kafka_clients
 from pipeline.schemas import Alert
 from pipeline.settings import Settings
 from pipeline.sim import Simulator
@@ -39,12 +40,14 @@ def stream_simulation(settings: Settings, scenario: str, *, days: float, rate: f
     now = time.time()
     begin = start if start is not None else (now - days * DAY) // 3600 * 3600
     sim = Simulator(scenario, rate=rate, seed=seed, start=begin)
-    producer = KafkaProducer(bootstrap_servers=settings.bootstrap_servers.split(","),
-                             acks="all", linger_ms=20, max_request_size=4 * 1024 * 1024)
+    producer = kafka_clients.producer(settings, acks="all", linger_ms=20,
+                                      max_request_size=4 * 1024 * 1024)
     baseline = sim.baseline()
-    producer.send(settings.topic("baselines"), key=baseline.router_id.encode(),
-                  value=baseline.model_dump_json().encode())
-    producer.flush()
+    # the first send waits for delivery: a topic this principal may not write fails here
+    kafka_clients.delivered([producer.send(settings.topic("baselines"),
+                                           key=baseline.router_id.encode(),
+                                           value=baseline.model_dump_json().encode())],
+                            settings.topic("baselines"))
     wall0 = time.monotonic()
     sent = 0
     try:
@@ -69,11 +72,13 @@ def stream_simulation(settings: Settings, scenario: str, *, days: float, rate: f
     return 0
 
 
-def read_topic(bootstrap: str, topic: str, idle_s: float = 3.0) -> list[bytes]:
-    """Every message value on ``topic`` from the beginning, until ``idle_s`` of silence."""
-    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap.split(","),
-                             auto_offset_reset="earliest", enable_auto_commit=False,
-                             group_id=None, consumer_timeout_ms=int(idle_s * 1000))
+def read_topic(connection: Any, topic: str, idle_s: float = 3.0) -> list[bytes]:
+    """Every message value on ``topic`` from the beginning, until ``idle_s`` of silence.
+
+    ``connection`` is the settings (or a bootstrap string, for a PLAINTEXT broker)."""
+    consumer = kafka_clients.consumer(connection, topic, auto_offset_reset="earliest",
+                                      enable_auto_commit=False, group_id=None,
+                                      consumer_timeout_ms=int(idle_s * 1000))
     try:
         return [m.value for m in consumer]
     finally:
@@ -105,7 +110,7 @@ def kafka_demo(settings: Settings, out_dir: Path, *, days: float, rate: float,
     settings = settings.model_copy(update={"topic_prefix": prefix, "app_id": prefix})
     create_topics(settings)
     out_dir.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "TIERWATCH_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+    env = {**os.environ, **kafka_clients.connection_env(settings),
            "TIERWATCH_TOPIC_PREFIX": prefix, "TIERWATCH_APP_ID": prefix,
            "TIERWATCH_WEB_PORT": str(settings.web_port)}
     log = (out_dir / "worker.log").open("wb")
@@ -118,7 +123,7 @@ def kafka_demo(settings: Settings, out_dir: Path, *, days: float, rate: float,
         wait_for_status(url, lambda s: (s.get("watermark") or 0) >= sim_end - 2 * 3600,
                         timeout=1800)
         alerts = [Alert.model_validate_json(v) for v in
-                  read_topic(settings.bootstrap_servers, settings.topic("alerts"))]
+                  read_topic(settings, settings.topic("alerts"))]
         for a in alerts:
             if a.state == "firing":
                 print(f"{a.ts:%Y-%m-%d %H:%M}  {a.kind:<24} {a.tier or '':<8} {a.summary}")

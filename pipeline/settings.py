@@ -8,14 +8,28 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 TOPIC_NAMES = ("routing", "feedback", "baselines", "control", "alerts", "review", "dlq")
 COMPACTED = frozenset({"baselines", "control"})
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"]
+# Field markers the CLI reads: the flag group, and secrets (env or file only, no flag).
+_CONN: dict[str, Any] = {"group": "connection"}
+_SECRET: dict[str, Any] = {"group": "connection", "secret": True}
+# The built-in signing key: anyone can read it here, so it may sign advisories only.
+DEV_CONTROL_KEY = "tierwatch-dev-key-change-me"
+_TOKEN_PROVIDER = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")  # module:callable
+
+
+def _need(names: set[str]) -> str:
+    return "needs" if len(names) == 1 else "need"
 
 
 class Settings(BaseSettings):
@@ -34,6 +48,43 @@ class Settings(BaseSettings):
         ),
         description="Kafka bootstrap servers (host:port,…).",
     )
+    # -- Kafka connection: one block, applied to every client by pipeline.kafka_clients
+    # (with connect_timeout_s). Secrets come from the environment or a file, never from a
+    # flag, which ``ps`` shows.
+    security_protocol: SecurityProtocol = Field(
+        "PLAINTEXT", description="How clients talk to the brokers: PLAINTEXT, SSL (TLS, with "
+        "a client certificate for mTLS), SASL_PLAINTEXT or SASL_SSL.", json_schema_extra=_CONN)
+    sasl_mechanism: SaslMechanism | None = Field(
+        None, description="SASL mechanism with SASL_*: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or "
+        "OAUTHBEARER.", json_schema_extra=_CONN)
+    sasl_username: str | None = Field(
+        None, description="SASL user name (PLAIN, SCRAM); an API key on Confluent Cloud.",
+        json_schema_extra=_CONN)
+    sasl_password: SecretStr | None = Field(
+        None, description="SASL password: set TIERWATCH_SASL_PASSWORD, or use "
+        "sasl_password_file.", json_schema_extra=_SECRET)
+    sasl_password_file: Path | None = Field(
+        None, description="File holding the SASL password (e.g. a mounted secret); one "
+        "trailing newline is ignored.", json_schema_extra=_CONN)
+    sasl_oauth_token_provider: str | None = Field(
+        None, description="OAUTHBEARER: 'module:callable' returning a token provider, an "
+        "object whose token() (plain or async) returns a bearer token (MSK IAM, OAuth).",
+        json_schema_extra=_CONN)
+    ssl_cafile: Path | None = Field(
+        None, description="CA bundle (PEM) that signs the brokers' certificates; default: "
+        "the system's trust store.", json_schema_extra=_CONN)
+    ssl_certfile: Path | None = Field(
+        None, description="Client certificate chain (PEM) for mutual TLS.",
+        json_schema_extra=_CONN)
+    ssl_keyfile: Path | None = Field(
+        None, description="Private key (PEM) of the client certificate.",
+        json_schema_extra=_CONN)
+    ssl_key_password: SecretStr | None = Field(
+        None, description="Password of an encrypted ssl_keyfile: set "
+        "TIERWATCH_SSL_KEY_PASSWORD.", json_schema_extra=_SECRET)
+    ssl_check_hostname: bool = Field(
+        True, description="Check that a broker's certificate names the host connected to.",
+        json_schema_extra=_CONN)
     topic_prefix: str = Field("tierwatch", description="Prefix of every topic name.")
     partitions: int = Field(4, ge=1, description="Partitions of the input topics.")
     replication_factor: int = Field(1, ge=1, description="Replication factor of new topics.")
@@ -97,6 +148,52 @@ class Settings(BaseSettings):
         if not v or v.endswith("."):
             raise ValueError("topic_prefix must be non-empty and not end with '.'")
         return v
+
+    @model_validator(mode="after")
+    def _connection_is_consistent(self) -> Settings:
+        """Settings that would be silently ignored, or could never connect, are errors."""
+        sasl = self.security_protocol.startswith("SASL_")
+        tls = self.security_protocol.endswith("SSL")
+        given = {name for name in ("sasl_mechanism", "sasl_username", "sasl_password",
+                                   "sasl_password_file", "sasl_oauth_token_provider")
+                 if getattr(self, name) is not None}
+        if given and not sasl:
+            raise ValueError(f"{', '.join(sorted(given))} {_need(given)} security_protocol "
+                             f"SASL_SSL or SASL_PLAINTEXT, not {self.security_protocol}")
+        tls_files = {name for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile",
+                                       "ssl_key_password") if getattr(self, name) is not None}
+        if tls_files and not tls:
+            raise ValueError(f"{', '.join(sorted(tls_files))} {_need(tls_files)} "
+                             f"security_protocol SSL or SASL_SSL, not {self.security_protocol}")
+        if self.ssl_keyfile is not None and self.ssl_certfile is None:
+            raise ValueError("ssl_keyfile needs ssl_certfile (the client certificate)")
+        if sasl and self.sasl_mechanism is None:
+            raise ValueError(f"security_protocol {self.security_protocol} needs sasl_mechanism "
+                             "(PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER)")
+        if self.sasl_mechanism == "OAUTHBEARER":
+            spec = self.sasl_oauth_token_provider
+            if spec is None or not _TOKEN_PROVIDER.match(spec):
+                raise ValueError("sasl_mechanism OAUTHBEARER needs sasl_oauth_token_provider "
+                                 "as 'module:callable'")
+        elif self.sasl_mechanism is not None:
+            if not self.sasl_username:
+                raise ValueError(f"sasl_mechanism {self.sasl_mechanism} needs sasl_username")
+            if (self.sasl_password is None) == (self.sasl_password_file is None):
+                raise ValueError(f"sasl_mechanism {self.sasl_mechanism} needs one of "
+                                 "TIERWATCH_SASL_PASSWORD or sasl_password_file")
+        return self
+
+    @model_validator(mode="after")
+    def _enforce_needs_a_real_key(self) -> Settings:
+        if self.control_mode == "enforce" and self.uses_dev_control_key:
+            raise ValueError("control_mode enforce refuses the built-in development key: "
+                             "set TIERWATCH_CONTROL_KEY (`tierwatch control keygen` makes one)")
+        return self
+
+    @property
+    def uses_dev_control_key(self) -> bool:
+        """Whether recommendations are signed with the public built-in key."""
+        return self.control_key == DEV_CONTROL_KEY
 
     def topic(self, name: str) -> str:
         """Full topic name of one of :data:`TOPIC_NAMES`."""

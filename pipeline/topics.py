@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
+from pipeline import kafka_clients
 from pipeline.settings import COMPACTED, TOPIC_NAMES, Settings
 
 # Input topics are partitioned for scale-out; outputs are small and ordered per key.
@@ -24,8 +25,7 @@ def topic_specs(settings: Settings) -> list[NewTopic]:
 
 def create_topics(settings: Settings) -> dict[str, str]:
     """Create every missing topic; return ``{topic: "created" | "exists"}``."""
-    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers.split(","),
-                             client_id="tierwatch-admin")
+    admin = kafka_clients.admin(settings, client_id="tierwatch-admin")
     try:
         existing = set(admin.list_topics())
         result = {}

@@ -75,11 +75,16 @@ class LocalKafka:
             str(self.controller_port),
             "--owner-pid",
             str(os.getpid()),
+            *self._start_args(),
         )
         # A wait that fails has already printed the broker log's tail into the error.
         self._run(
             "wait", "--timeout", str(int(self.start_timeout)), timeout=self.start_timeout + 30
         )
+
+    def _start_args(self) -> list[str]:
+        """More ``kafka.sh start`` options (subclasses add listeners and config)."""
+        return []
 
     def stop(self, keep_data: bool = False) -> None:
         """Stop the broker (TERM, then KILL); remove its data unless ``keep_data``."""
@@ -257,3 +262,151 @@ def create_topics(
         admin.create_topics(spec, timeout_ms=30_000, wait_for_metadata=True)
     finally:
         admin.close()
+
+
+# ------------------------------------------------------------------ the secured broker
+# A second, opt-in broker for the security tests: TLS from a CA made here with openssl,
+# SCRAM and PLAIN users on a SASL_SSL listener, mutual TLS on an SSL listener, and
+# KRaft's StandardAuthorizer. The PLAINTEXT listener stays, because `kafka.sh wait`
+# probes it and the controller and the broker talk over PLAINTEXT; its principal,
+# ANONYMOUS, is therefore a super user, as is `admin`. Every other principal gets only
+# what ACLs grant it.
+
+SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
+AUTHORIZER = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    proc = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=60, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"openssl {args[0]} failed: {proc.stderr.strip()}")
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files made by :func:`make_tls`: a CA, the broker's key store (its key and
+    certificate chain), and a client certificate for mutual TLS."""
+
+    ca: Path
+    broker_keystore: Path
+    client_cert: Path
+    client_key: Path
+
+
+def make_tls(directory: Path, client_cn: str = "router") -> TlsFiles:
+    """A throw-away CA, a broker certificate for 127.0.0.1/localhost and a client
+    certificate whose subject is ``CN=<client_cn>`` (EC P-256 keys, valid two days)."""
+    if shutil.which("openssl") is None:
+        raise RuntimeError("openssl is not installed")
+    directory.mkdir(parents=True, exist_ok=True)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    _openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+             "-subj", "/CN=tierwatch-test-ca", "-addext", "basicConstraints=critical,CA:TRUE",
+             "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=directory)
+    for name, cn, ext in (
+            ("broker", "localhost", "subjectAltName=IP:127.0.0.1,DNS:localhost\n"
+                                    "extendedKeyUsage=serverAuth\n"),
+            ("client", client_cn, "extendedKeyUsage=clientAuth\n")):
+        (directory / f"{name}.ext").write_text(ext)
+        _openssl("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr",
+                 "-subj", f"/CN={cn}", cwd=directory)
+        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                 "-set_serial", str(int.from_bytes(os.urandom(8), "big")), "-days", "2",
+                 "-extfile", f"{name}.ext", "-out", f"{name}.pem", cwd=directory)
+    keystore = directory / "broker-keystore.pem"
+    # Kafka's PEM key store: the PKCS#8 key, then the certificate chain
+    keystore.write_text((directory / "broker.key").read_text()
+                        + (directory / "broker.pem").read_text()
+                        + (directory / "ca.pem").read_text())
+    return TlsFiles(directory / "ca.pem", keystore, directory / "client.pem",
+                    directory / "client.key")
+
+
+def _jaas_plain(users: dict[str, str]) -> str:
+    entries = " ".join(f'user_{name}="{password}"' for name, password in users.items())
+    return f"org.apache.kafka.common.security.plain.PlainLoginModule required {entries};"
+
+
+@dataclass
+class SecureKafka(LocalKafka):
+    """A :class:`LocalKafka` that also serves SASL_SSL (SCRAM-SHA-256/512 and PLAIN, for
+    every user in ``users``, and OAUTHBEARER with unsecured tokens) and SSL with required
+    client certificates, behind an authorizer. ``users`` maps names to passwords;
+    ``admin`` must be one of them."""
+
+    sasl_port: int = 0
+    ssl_port: int = 0
+    users: dict[str, str] | None = None
+    tls: TlsFiles | None = None
+
+    @classmethod
+    def create_secure(cls, run_dir: Path, users: dict[str, str],
+                      start_timeout: float = 90.0) -> SecureKafka:
+        if "admin" not in users:
+            raise ValueError("the secured broker needs an `admin` user (its super user)")
+        port, controller_port, sasl_port, ssl_port = _free_ports(4)
+        tls = make_tls(run_dir / "tls")
+        return cls(port, controller_port, run_dir, start_timeout, sasl_port, ssl_port,
+                   dict(users), tls)
+
+    @property
+    def sasl_bootstrap(self) -> str:
+        return f"127.0.0.1:{self.sasl_port}"
+
+    @property
+    def ssl_bootstrap(self) -> str:
+        return f"127.0.0.1:{self.ssl_port}"
+
+    def _start_args(self) -> list[str]:
+        assert self.tls is not None and self.users is not None
+        config = self.run_dir / "security.properties"
+        scram = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        config.write_text("\n".join([
+            "sasl.enabled.mechanisms=" + ",".join([*SCRAM_MECHANISMS, "PLAIN",
+                                                   "OAUTHBEARER"]),
+            *(f"listener.name.sasl_ssl.{m.lower()}.sasl.jaas.config={scram}"
+              for m in SCRAM_MECHANISMS),
+            f"listener.name.sasl_ssl.plain.sasl.jaas.config={_jaas_plain(self.users)}",
+            # OAUTHBEARER with Kafka's unsecured JWTs (no identity provider): the token's
+            # `sub` is the principal (tests/integration/oauth_tokens.py makes them)
+            "listener.name.sasl_ssl.oauthbearer.sasl.jaas.config=org.apache.kafka.common."
+            'security.oauthbearer.OAuthBearerLoginModule required '
+            'unsecuredLoginStringClaim_sub="admin";',
+            "ssl.keystore.type=PEM",
+            f"ssl.keystore.location={self.tls.broker_keystore}",
+            "ssl.truststore.type=PEM",
+            f"ssl.truststore.location={self.tls.ca}",
+            "listener.name.ssl.ssl.client.auth=required",
+            # a client certificate's CN is its principal: CN=router is User:router,
+            # the same principal (and ACLs) as the SCRAM user router
+            "ssl.principal.mapping.rules=RULE:^CN=([a-zA-Z0-9._-]+).*$/$1/,DEFAULT",
+            f"authorizer.class.name={AUTHORIZER}",
+            "super.users=User:admin;User:ANONYMOUS",
+            "",
+        ]))
+        args = ["--listener", f"SASL_SSL:{self.sasl_port}", "--listener",
+                f"SSL:{self.ssl_port}", "--config", str(config)]
+        for mechanism in SCRAM_MECHANISMS:
+            for name, password in self.users.items():
+                args += ["--add-scram", f"{mechanism}=[name={name},password={password}]"]
+        return args
+
+
+@contextlib.contextmanager
+def secure_broker(users: dict[str, str], start_timeout: float = 90.0) -> Iterator[SecureKafka]:
+    """Start a :class:`SecureKafka` in a fresh run directory; stop and remove it afterwards.
+
+    Raises `RuntimeError` when it cannot be started (no Java, no openssl, no jars)."""
+    for tool in ("bash", "openssl", os.environ.get("JAVA", "java")):
+        if shutil.which(tool) is None:
+            raise RuntimeError(f"cannot run the secured Kafka broker: `{tool}` is not found")
+    with contextlib.ExitStack() as stack:
+        run_dir = Path(tempfile.mkdtemp(prefix="tierwatch-kafka-secure-"))
+        if not os.environ.get(KEEP_ENV):
+            stack.callback(shutil.rmtree, run_dir, ignore_errors=True)
+        broker = SecureKafka.create_secure(run_dir, users, start_timeout)
+        stack.callback(_stop_or_warn, broker)
+        broker.start()
+        _await_group_coordinator(broker.bootstrap)
+        yield broker

@@ -14,6 +14,11 @@
 #   --timeout S          wait: give up after S seconds (default 90); stop: KILL after S (default 30)
 #   --keep-data          stop: keep the formatted data, so that the next start reuses it
 #   --owner-pid PID      start: stop the broker (and remove its data) once process PID exits
+#   --listener PROTO:N   start: one more listener, named after its protocol (SSL, SASL_SSL or
+#                        SASL_PLAINTEXT), on port N; repeatable. PLAINTEXT stays (wait probes it)
+#   --config FILE        start: properties appended to the config (keystores, JAAS, authorizer)
+#   --add-scram SPEC     start: a SCRAM credential written at format time, e.g.
+#                        'SCRAM-SHA-256=[name=admin,password=s3cret]'; repeatable
 # environment:
 #   JAVA (default java), MVN (default mvn), KAFKA_HEAP_OPTS (default -Xmx512m -Xms128m),
 #   KAFKA_JVM_OPTS (extra JVM flags, applied last), KAFKA_CDS=0 (no class-data sharing)
@@ -56,6 +61,9 @@ TIMEOUT=""
 KEEP_DATA=0
 OWNER_PID=""
 WATCH_PID=""
+EXTRA_CONFIG=""
+LISTENERS=()
+SCRAM=()
 while (($#)); do
     case "$1" in
         --port) PORT="${2:?--port needs a value}"; shift 2 ;;
@@ -64,6 +72,9 @@ while (($#)); do
         --timeout) TIMEOUT="${2:?--timeout needs a value}"; shift 2 ;;
         --keep-data) KEEP_DATA=1; shift ;;
         --owner-pid) OWNER_PID="${2:?--owner-pid needs a value}"; shift 2 ;;
+        --listener) LISTENERS+=("${2:?--listener needs PROTOCOL:PORT}"); shift 2 ;;
+        --config) EXTRA_CONFIG="${2:?--config needs a file}"; shift 2 ;;
+        --add-scram) SCRAM+=("${2:?--add-scram needs a value}"); shift 2 ;;
         --broker-pid) WATCH_PID="${2:?--broker-pid needs a value}"; shift 2 ;;  # internal
         -h | --help) usage ;;
         *) die "unknown option: $1" ;;
@@ -78,6 +89,11 @@ PORT="${PORT:-9092}"
 [[ "$PORT" =~ ^[0-9]+$ ]] || die "bad --port: $PORT"
 CPORT="${CPORT:-$((PORT + 1))}"
 [[ "$CPORT" =~ ^[0-9]+$ ]] || die "bad --controller-port: $CPORT"
+for l in "${LISTENERS[@]}"; do
+    [[ "$l" =~ ^(SSL|SASL_SSL|SASL_PLAINTEXT):[0-9]+$ ]] ||
+        die "bad --listener: $l (SSL, SASL_SSL or SASL_PLAINTEXT, then :PORT)"
+done
+[[ -z "$EXTRA_CONFIG" || -f "$EXTRA_CONFIG" ]] || die "no such --config file: $EXTRA_CONFIG"
 DIR="${DIR:-$REPO/.run/kafka-$PORT}"
 [[ "$CMD" != start ]] || mkdir -p "$DIR"
 [[ ! -d "$DIR" ]] || DIR="$(cd "$DIR" && pwd)"
@@ -207,16 +223,28 @@ publish_cds() {
     rm -f "$DIR/classes.jsa" "$DIR/classes.target"
 }
 
-# The template with the keys that depend on this run replaced.
+# The template with the keys that depend on this run replaced, then --config's properties
+# (a key given twice takes its last value).
 write_config() {
+    local l listeners="PLAINTEXT://127.0.0.1:$PORT" map="CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"
+    for l in "${LISTENERS[@]}"; do
+        listeners+=",${l%%:*}://127.0.0.1:${l#*:}"
+        map+=",${l%%:*}:${l%%:*}"
+    done
     {
-        grep -vE '^[[:space:]]*(listeners|advertised\.listeners|controller\.quorum\.voters|log\.dirs)[[:space:]]*=' "$TEMPLATE"
+        grep -vE '^[[:space:]]*(listeners|advertised\.listeners|listener\.security\.protocol\.map|controller\.quorum\.voters|log\.dirs)[[:space:]]*=' "$TEMPLATE"
         echo
         echo "# ---- set by kafka.sh"
-        echo "listeners=PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CPORT"
-        echo "advertised.listeners=PLAINTEXT://127.0.0.1:$PORT"
+        echo "listeners=$listeners,CONTROLLER://127.0.0.1:$CPORT"
+        echo "advertised.listeners=$listeners"
+        echo "listener.security.protocol.map=$map"
         echo "controller.quorum.voters=1@127.0.0.1:$CPORT"
         echo "log.dirs=$DATA"
+        if [[ -n "$EXTRA_CONFIG" ]]; then
+            echo
+            echo "# ---- from $EXTRA_CONFIG"
+            cat "$EXTRA_CONFIG"
+        fi
     } >"$CONF"
 }
 
@@ -232,11 +260,15 @@ new_cluster_id() {
 }
 
 format_storage() {
-    local -a opts cds
+    local -a opts cds scram=()
+    local s
+    for s in "${SCRAM[@]}"; do
+        scram+=(--add-scram "$s")
+    done
     mapfile -t cds < <(cds_opts)
     # A short-lived tool: C1 only and serial GC start faster.
     mapfile -t opts < <(jvm_opts -Xmx256m -XX:TieredStopAtLevel=1 -XX:+UseSerialGC "${cds[@]}")
-    "$JAVA" "${opts[@]}" -cp "$LIB/*" kafka.tools.StorageTool format -t "$(new_cluster_id)" -c "$CONF" \
+    "$JAVA" "${opts[@]}" -cp "$LIB/*" kafka.tools.StorageTool format -t "$(new_cluster_id)" -c "$CONF" "${scram[@]}" \
         >>"$LOGS/format.log" 2>&1 || { tail -n 20 "$LOGS/format.log" >&2; die "storage format failed"; }
 }
 
@@ -252,7 +284,7 @@ cmd_start() {
     fi
     rm -f "$PIDFILE"
     command -v "$JAVA" >/dev/null || die "java not found (Kafka 4.x needs Java 17+)"
-    for p in "$PORT" "$CPORT"; do
+    for p in "$PORT" "$CPORT" "${LISTENERS[@]#*:}"; do
         ! port_in_use "$p" || die "port $p on 127.0.0.1 is already in use"
     done
     ensure_lib

@@ -38,6 +38,7 @@ from faust.types import TP
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from pipeline import kafka_clients
 from pipeline.core.merge import OrderedMerge
 from pipeline.core.monitor import Monitor
 from pipeline.replay import build_monitor
@@ -120,7 +121,8 @@ def build_worker(settings: Settings, *, registry: CollectorRegistry | None = Non
     datadir.parent.mkdir(parents=True, exist_ok=True)
     app = TierwatchApp(
         settings.app_id,
-        broker=[f"kafka://{h.strip()}" for h in settings.bootstrap_servers.split(",")],
+        broker=kafka_clients.broker_urls(settings),
+        broker_credentials=kafka_clients.faust_credentials(settings),  # TLS, SASL, OAuth
         store="memory://",
         datadir=datadir,
         web_port=settings.web_port,
@@ -323,5 +325,11 @@ def build_worker(settings: Settings, *, registry: CollectorRegistry | None = Non
 
 def run_worker(settings: Settings) -> None:
     """Run the worker until interrupted (``tierwatch worker``)."""
+    # faust would retry a refused login forever: reach the brokers once, or say why not
+    kafka_clients.check_connection(settings)
+    if settings.uses_dev_control_key:  # enforce with it is refused by the settings
+        log.warning("signing advisory recommendations with the public development key: "
+                    "set TIERWATCH_CONTROL_KEY (`tierwatch control keygen`) before routers "
+                    "trust them")
     worker = build_worker(settings)
     faust.Worker(worker.app, loglevel=settings.log_level.upper()).execute_from_commandline()

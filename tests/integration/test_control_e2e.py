@@ -57,7 +57,7 @@ def test_events_in_signed_thresholds_out_applied_by_the_router(kafka_bootstrap: 
     # eight days of event time ending an hour ago, so the recommendation (valid 7 days
     # from its event time) is still valid by the wall clock
     start = (time.time() // 3600 - DAYS * 24 - 1) * 3600
-    emitter = RoutingEventEmitter(kafka_bootstrap, ROUTER, topic=settings.topic("routing"))
+    emitter = RoutingEventEmitter(settings, ROUTER)  # the settings name the topic
     feedback = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", linger_ms=5)
     sent = contacts = 0
     try:
@@ -107,10 +107,10 @@ def test_events_in_signed_thresholds_out_applied_by_the_router(kafka_bootstrap: 
         # the router side: its own process, knowing only the key and its bounds
         keyring = Keyring({key_id: parse_key(key)})
         subscriber = ThresholdSubscriber(
-            kafka_bootstrap, ROUTER, keyring,
+            settings, ROUTER, keyring,
             Bounds(cheap_above=(0.3, 1.0), capable_below=(0.0, 1.0),
                    exploration_rate=(0.0, 0.3)),
-            FALLBACK, topic=settings.topic("control"))
+            FALLBACK, state_file=tmp_path / "router-control.json")
         with subscriber:
             applied = eventually(lambda: subscriber.applied, "the applied recommendation",
                                  timeout=30)
@@ -135,3 +135,7 @@ def test_events_in_signed_thresholds_out_applied_by_the_router(kafka_bootstrap: 
     assert applied.issued_at.timestamp() >= start + 7 * DAY
     assert any("beyond its allowance" in r for r in applied.reasons)
     assert not subscriber.rejections
+    # what the router applied survives its restart (the state file)
+    restored = ThresholdSubscriber(settings, ROUTER, keyring, Bounds(), FALLBACK,
+                                   state_file=tmp_path / "router-control.json")
+    assert restored.applied == applied

@@ -17,10 +17,11 @@ from typing import Any
 
 import orjson
 import pytest
-from kafka import KafkaProducer
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.admin import NewTopic
 from kafka_broker import LocalKafka, create_topics, unique_topic
 
-from pipeline.control import Bounds, ThresholdSubscriber
+from pipeline.control import Bounds, RoutingEventEmitter, ThresholdSubscriber, decide
 from pipeline.core.signing import Keyring, new_key
 from pipeline.schemas import ExpectedImpact, ThresholdRecommendation, Thresholds
 from pipeline.stream.processor import encode
@@ -226,3 +227,86 @@ def test_falls_back_on_lost_contact_and_recovers(tmp_path: Path) -> None:
             assert not sub.rejections  # resumed where it was: nothing replayed
     finally:
         broker.stop()
+
+
+def test_a_rollback_survives_neither_compaction_nor_a_restart(kafka_bootstrap: str,
+                                                              tmp_path: Path) -> None:
+    """Anyone who may write the control topic re-publishes an older signed message after
+    a newer one. Compaction then keeps only the older (it is the key's latest record),
+    so a subscriber restarted without memory applies it; with its state file it rejects
+    it as a replay and keeps the newer thresholds it had applied."""
+    topic = unique_topic("test.control")
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap, client_id="tierwatch-tests")
+    try:  # roll segments at once and compact eagerly, so the cleaner acts within seconds
+        admin.create_topics([NewTopic(topic, 1, 1, topic_configs={
+            "cleanup.policy": "compact", "segment.ms": "100",
+            "min.cleanable.dirty.ratio": "0.001", "min.compaction.lag.ms": "0"})])
+    finally:
+        admin.close()
+    state = tmp_path / "support.state"
+    with publisher(kafka_bootstrap, topic) as send:
+        send(encode(recommendation(seq=1, thresholds=FIRST)))
+        send(encode(recommendation(seq=2, thresholds=SECOND)))
+        with running(kafka_bootstrap, topic, state_file=state) as sub:
+            assert sub.current() == SECOND and sub.applied is not None
+        stored = orjson.loads(state.read_bytes())
+        assert (stored["router_id"], stored["seq"]) == (ROUTER, 2)
+        time.sleep(0.2)
+        send(encode(recommendation(seq=1, thresholds=FIRST)))  # the rollback
+        time.sleep(0.2)
+        send(b"{}", "billing")  # rolls the segment, so the rollback's becomes cleanable
+
+        def compacted() -> bool:
+            ours = [r for r in _records(kafka_bootstrap, topic) if r.key == ROUTER.encode()]
+            return len(ours) == 1 or None  # type: ignore[return-value]
+
+        eventually(compacted, "compaction to drop seq 1 and seq 2", timeout=60, every=0.5)
+    only = [r for r in _records(kafka_bootstrap, topic) if r.key == ROUTER.encode()]
+    assert orjson.loads(only[0].value)["seq"] == 1  # seq 2 is gone from the topic
+    with running(kafka_bootstrap, topic) as forgetful:  # the attack, without a state file
+        assert forgetful.current() == FIRST and forgetful.applied.seq == 1
+    with running(kafka_bootstrap, topic, state_file=state) as restarted:
+        assert restarted.applied is not None and restarted.applied.seq == 2
+        assert restarted.current() == SECOND
+        assert dict(restarted.rejections) == {"replay": 1, "other_router": 1}
+    assert orjson.loads(state.read_bytes())["seq"] == 2
+
+
+def _records(bootstrap: str, topic: str) -> list[Any]:
+    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
+                             auto_offset_reset="earliest", enable_auto_commit=False,
+                             consumer_timeout_ms=1500)
+    try:
+        return list(consumer)
+    finally:
+        consumer.close()
+
+
+def test_the_subscriber_and_the_emitter_take_ready_clients(kafka_bootstrap: str,
+                                                           control_topic: str) -> None:
+    """A router that manages its own Kafka clients hands them over; they stay open."""
+    consumer = KafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=None,
+                             enable_auto_commit=False)
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    routing = unique_topic("test.routing")
+    create_topics(kafka_bootstrap, [routing])
+    try:
+        with publisher(kafka_bootstrap, control_topic) as send:
+            send(encode(recommendation(seq=1)))
+        sub = ThresholdSubscriber(None, ROUTER, RING, BOUNDS, FALLBACK, topic=control_topic,
+                                  consumer=consumer)
+        with sub:
+            assert sub.current() == FIRST
+        emitter = RoutingEventEmitter(None, ROUTER, topic=routing, producer=producer)
+        emitter.emit(request_id="q1", score=0.9, decision=decide(0.9, FIRST, 0.5),
+                     thresholds=FIRST)
+        emitter.flush()
+        assert emitter.failed == 0
+        # still usable: the subscriber and the emitter did not close them
+        assert consumer.partitions_for_topic(control_topic) == {0}
+        producer.send(routing, b"[]").get(timeout=30)
+        values = [r.value for r in _records(kafka_bootstrap, routing)]
+        assert len(values) == 2 and orjson.loads(values[0])[0]["request_id"] == "q1"
+    finally:
+        consumer.close()
+        producer.close()

@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from pipeline.cli import build_parser
+from pipeline.settings import DEV_CONTROL_KEY
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -70,10 +71,31 @@ def _docker_compose(tmp_path: Path) -> list[str]:
     return _v1(v1, tmp_path)
 
 
-def _config_q(command: list[str]) -> None:
+# The control key has no default in compose (#15): every `config` run is given one.
+KEY_ENV = {**os.environ, "TIERWATCH_CONTROL_KEY": "00" * 32}
+
+
+def _config_q(command: list[str], env: dict[str, str] = KEY_ENV) -> None:
     proc = subprocess.run([*command, "config", "-q"], capture_output=True, text=True,
-                          timeout=60, check=False)
+                          timeout=60, check=False, env=env)
     assert proc.returncode == 0, f"{shlex.join(command)} config -q:\n{proc.stderr}"
+
+
+def test_docker_compose_requires_a_control_key(tmp_path: Path) -> None:
+    """Without TIERWATCH_CONTROL_KEY compose refuses the file, naming the variable."""
+    env = {k: v for k, v in os.environ.items() if k != "TIERWATCH_CONTROL_KEY"}
+    proc = subprocess.run([*_docker_compose(tmp_path), "config", "-q"], capture_output=True,
+                          text=True, timeout=60, check=False, env=env)
+    assert proc.returncode != 0
+    assert "TIERWATCH_CONTROL_KEY" in proc.stderr
+
+
+def test_compose_has_no_default_signing_key(compose: dict[str, Any]) -> None:
+    env = compose["x-tierwatch"]["environment"]
+    assert env["TIERWATCH_CONTROL_KEY"].startswith("${TIERWATCH_CONTROL_KEY:?")
+    assert DEV_CONTROL_KEY not in COMPOSE.read_text()
+    for name in ("topics", "worker", "simulator"):  # every tierwatch service gets it
+        assert compose["services"][name]["environment"] == env
 
 
 @pytest.mark.parametrize("profiles", PROFILES, ids=["default", "demo"])
