@@ -12,7 +12,7 @@ keeps a state file (:class:`AppliedState`).
 Both classes take the Kafka connection settings (TLS, SASL, OAuth:
 :mod:`pipeline.kafka_clients`) or a ready client. This module and what it imports need
 only pydantic, pydantic-settings, kafka-python and orjson: routers install it as
-``tierwatch-router`` (``clients/router``), without the worker's dependencies.
+``tierwatch-router`` (``deploy/router-client``), without the worker's dependencies.
 
 >>> decide(0.9, Thresholds(cheap_above=0.7, capable_below=0.5, exploration_rate=0.1), u=0.5)
 Decision(tier='cheap', route_reason='confident_cheap', propensity=1.0)

@@ -1,4 +1,4 @@
-"""The light router client (clients/router/pyproject.toml): what a router imports pulls in
+"""The light router client (deploy/router-client/pyproject.toml): what a router imports pulls in
 neither the worker's stack nor a tierwatch module the router wheel does not ship."""
 
 from __future__ import annotations
@@ -10,12 +10,13 @@ import tomllib
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-ROUTER_PYPROJECT = REPO / "clients" / "router" / "pyproject.toml"
+ROUTER_PYPROJECT = REPO / "deploy" / "router-client" / "pyproject.toml"
 HEAVY = ("faust", "mode", "aiokafka", "numpy", "scipy", "matplotlib", "pyarrow", "river",
          "tqdm", "prometheus_client")
 # the distributions the router wheel depends on, by the modules they install
 ALLOWED_THIRD_PARTY = {"pydantic", "pydantic_core", "pydantic_settings", "kafka", "orjson",
-                       "typing_extensions", "annotated_types", "typing_inspection", "dotenv"}
+                       "typing_extensions", "annotated_types", "typing_inspection", "dotenv",
+                       "rfc8785"}
 
 PROBE = """
 import json, sys
@@ -64,7 +65,7 @@ def test_the_router_wheel_ships_every_module_the_router_imports() -> None:
     packages = {m.rsplit(".", 1)[0] for m in shipped}
     needed = {m for m in _imported() if m == "pipeline" or m.startswith("pipeline.")}
     missing = needed - shipped - packages
-    assert not missing, f"clients/router/pyproject.toml lacks {sorted(missing)}"
+    assert not missing, f"deploy/router-client/pyproject.toml lacks {sorted(missing)}"
     for module in shipped:
         assert (REPO / (module.replace(".", "/") + ".py")).is_file(), module
 
@@ -72,7 +73,7 @@ def test_the_router_wheel_ships_every_module_the_router_imports() -> None:
 def test_the_router_wheel_has_ranges_not_the_worker_pins() -> None:
     deps = _router_config()["dependencies"]
     names = {d.split(">")[0].split("=")[0].split("<")[0].strip() for d in deps}
-    assert names == {"pydantic", "pydantic-settings", "kafka-python", "orjson"}
+    assert names == {"pydantic", "pydantic-settings", "kafka-python", "orjson", "rfc8785"}
     assert not any("==" in d for d in deps)
     worker = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
     assert all("==" in d for d in worker)  # the worker keeps its exact pins
