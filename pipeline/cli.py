@@ -17,7 +17,6 @@ import argparse
 import contextlib
 import json
 import logging
-import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from importlib import metadata
@@ -96,6 +95,20 @@ def _default_text(info: FieldInfo) -> str:
     return str(default)
 
 
+def _metavar(name: str, info: FieldInfo) -> str | None:
+    """A short placeholder by type (``N``, ``SECONDS``, ``PATH``…); none with choices."""
+    if _choices(info) is not None:
+        return None
+    ann = info.annotation
+    if ann is int:
+        return "N"
+    if ann is float:
+        return "SECONDS" if name.endswith("_s") else "X"
+    if ann is str:
+        return "TEXT"
+    return "PATH" if "Path" in str(ann) else "VALUE"
+
+
 def _choices(info: FieldInfo) -> list[str] | None:
     ann = info.annotation
     if get_origin(ann) is Literal:
@@ -105,13 +118,22 @@ def _choices(info: FieldInfo) -> list[str] | None:
     return None
 
 
+def _used(name: str, info: FieldInfo, uses: Sequence[str]) -> bool:
+    return uses == ALL or setting_group(info) in uses or name in uses
+
+
+def secret_fields(uses: Sequence[str]) -> list[tuple[str, FieldInfo]]:
+    """The secret settings a command with these ``uses`` reads (never flags)."""
+    return [(n, i) for n, i in Settings.model_fields.items() if is_secret(i) and _used(n, i, uses)]
+
+
 def settings_fields(uses: Sequence[str]) -> dict[str, list[tuple[str, FieldInfo]]]:
     """The non-secret settings a command with these ``uses`` (group or field names, or
     :data:`ALL`) takes as flags, by group, in :data:`GROUP_TITLES` order."""
     chosen: dict[str, list[tuple[str, FieldInfo]]] = {}
     for name, info in Settings.model_fields.items():
         group = setting_group(info)
-        if is_secret(info) or not (uses == ALL or group in uses or name in uses):
+        if is_secret(info) or not _used(name, info, uses):
             continue
         chosen.setdefault(group, []).append((name, info))
     order = list(GROUP_TITLES)
@@ -120,6 +142,11 @@ def settings_fields(uses: Sequence[str]) -> dict[str, list[tuple[str, FieldInfo]
 
 
 def _settings_flags(parser: argparse.ArgumentParser, uses: Sequence[str]) -> None:
+    secrets = secret_fields(uses)
+    if secrets:
+        parser.epilog = "secrets (environment or their *_FILE setting, never a flag): " + \
+            "; ".join(f"{' or '.join(env_names(n, i))} ({(i.description or n).rstrip('.')})"
+                      for n, i in secrets)
     for group, fields in settings_fields(uses).items():
         title = GROUP_TITLES.get(group, group)
         box = parser.add_argument_group(f"{title} settings")
@@ -128,7 +155,7 @@ def _settings_flags(parser: argparse.ArgumentParser, uses: Sequence[str]) -> Non
             text = (info.description or name.replace("_", " ")).rstrip(".")
             text = text.replace("%", "%%")
             box.add_argument(flag_name(name), dest=f"setting_{name}", default=argparse.SUPPRESS,
-                             metavar=name.upper() if _choices(info) is None else None,
+                             metavar=_metavar(name, info),
                              choices=_choices(info),
                              help=f"{text}. [env {env}; default: {_default_text(info)}]")
 
@@ -142,12 +169,14 @@ def load_settings(ns: argparse.Namespace) -> Settings:
         return Settings(**overrides)
     except ValidationError as err:
         e = err.errors()[0]
-        name = next((str(p) for p in e["loc"] if str(p) in Settings.model_fields), "")
         msg = str(e["msg"]).removeprefix("Value error, ")
+        name = next((str(p) for p in e["loc"] if str(p) in Settings.model_fields), "")
+        if not name:  # a model-level check names its field first
+            name = next((n for n in Settings.model_fields if msg.startswith(f"{n} ")), "")
         if not name:
             raise UserError(f"bad setting: {msg}", "fix the setting it names") from None
         info = Settings.model_fields[name]
-        got = "" if is_secret(info) else f" (got {e.get('input')!r})"
+        got = "" if is_secret(info) or not e["loc"] else f" (got {e.get('input')!r})"
         where = [*([] if is_secret(info) else [flag_name(name)]), *env_names(name, info)]
         raise UserError(f"bad setting {name}{got}: {msg}",
                         f"fix {' or '.join(where)}") from None
@@ -293,20 +322,6 @@ def cmd_simulate(ns: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def report_runbook_base(base: str, report_dir: Path) -> str:
-    """The runbook link base as seen from a report in ``report_dir``: a URL as it is, a
-    path (relative to the working directory) made relative to the report.
-
-    >>> report_runbook_base("https://example.com/runbook.md", Path("out/audit"))
-    'https://example.com/runbook.md'
-    >>> report_runbook_base("deploy/runbook.md", Path("out/audit"))
-    '../../deploy/runbook.md'
-    """
-    if "://" in base:
-        return base
-    return os.path.relpath(Path(base).absolute(), report_dir.absolute())
-
-
 def cmd_replay(ns: argparse.Namespace, settings: Settings) -> int:
     from pipeline.baselines import read_baselines
     from pipeline.replay import Replay, build_monitor, read_alerts
@@ -329,8 +344,8 @@ def cmd_replay(ns: argparse.Namespace, settings: Settings) -> int:
     for router_id in sorted(monitor.routers):
         data = report_data(monitor, router_id, alerts, onset_ts=None,
                            generated_from=str(ns.routing))
-        data = data.model_copy(update={
-            "runbook_base": report_runbook_base(settings.runbook_base_url, out)})
+        if "://" in settings.runbook_base_url:  # a path would make the report depend on --out
+            data = data.model_copy(update={"runbook_base": settings.runbook_base_url})
         name = "report.html" if len(monitor.routers) == 1 else f"report-{router_id}.html"
         reports.append(write_report(data, out / name))
         summary["routers"][router_id] = data.to_dict()
@@ -446,7 +461,7 @@ def _version() -> str:
 
 
 DEFAULT_RULES = Path(__file__).resolve().parents[1] / "deploy" / "prometheus" / "rules.yml"
-REPLAY_USES = ("input", "statistics", "economics", "control", "alerting")
+REPLAY_USES = ("input", "statistics", "economics", "control", "runbook_base_url")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -461,8 +476,12 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     def settings(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        """Add the settings flags last, below the command's own."""
-        _settings_flags(p, p.get_default("uses"))
+        """Add the settings flags last, below the command's own; the usage line names
+        only the command's own flags."""
+        if settings_fields(p.get_default("uses")):
+            own = p.format_usage().removeprefix("usage: ").strip()
+            p.usage = " ".join(own.split()) + " [SETTINGS]"
+            _settings_flags(p, p.get_default("uses"))
         return p
 
     def family(name: str, help: str) -> Any:
@@ -483,7 +502,7 @@ def build_parser() -> argparse.ArgumentParser:
     from pipeline.sim.scenarios import SCENARIOS
 
     sim = command("simulate", cmd_simulate, "generate seeded router traffic (JSONL or Kafka)",
-                  ("connection", "topics"))
+                  ("connection", "topic_prefix"))
     sim.add_argument("--scenario", default="pareto-trap", choices=sorted(SCENARIOS),
                      help="the scenario to simulate")
     sim.add_argument("--days", type=float, default=60.0, help="days of traffic")
@@ -498,17 +517,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     rep = command("replay", cmd_replay, "run the monitor over routing/feedback files",
                   REPLAY_USES)
-    rep.add_argument("--routing", required=True, help="routing events: JSONL, JSONL.gz or "
-                     "Parquet")
-    rep.add_argument("--feedback", help="feedback events, same formats")
-    rep.add_argument("--baseline", action="append", default=[],
+    rep.add_argument("--routing", required=True, metavar="FILE",
+                     help="routing events: JSONL, JSONL.gz or Parquet")
+    rep.add_argument("--feedback", metavar="FILE", help="feedback events, same formats")
+    rep.add_argument("--baseline", action="append", default=[], metavar="FILE",
                      help="baseline file (as `baseline fit` writes it, a JSON list, or JSON "
                           "Lines); repeatable")
-    rep.add_argument("--out", default="out/replay", help="output directory")
+    rep.add_argument("--out", default="out/replay", metavar="DIR", help="output directory")
     settings(rep)
 
     demo = command("demo", cmd_demo, "simulate the Pareto trap, replay it, write the report",
-                   (*REPLAY_USES, "connection", "topics", "web"))
+                   (*REPLAY_USES, "connection", "topic_prefix", "web"))
     demo.add_argument("--days", type=float, default=120.0, help="days of traffic")
     demo.add_argument("--rate", type=float, default=0.05, help="routing events per second")
     demo.add_argument("--seed", type=int, default=7, help="random seed")
@@ -520,7 +539,7 @@ def build_parser() -> argparse.ArgumentParser:
     base = family("baseline", "training baselines")
     fit = command("fit", cmd_baseline_fit, "fit a Baseline from training-set scores",
                   parent=base)
-    fit.add_argument("--scores", required=True, help="CSV, JSONL(.gz) or Parquet")
+    fit.add_argument("--scores", required=True, metavar="FILE", help="CSV, JSONL(.gz) or Parquet")
     fit.add_argument("--router-id", required=True, help="the router the baseline is for")
     fit.add_argument("--column", default="score", help="the score column")
     fit.add_argument("--signal", action="append", default=[],
@@ -528,17 +547,19 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--bins", type=int, default=200, help="equal-mass fine bins")
     fit.add_argument("--baseline-version", "--version", dest="version", default=None,
                      help="version string (default: <router-id>:<UTC time>)")
-    fit.add_argument("-o", "--output", default="baseline.json", help="file to write")
+    fit.add_argument("-o", "--output", default="baseline.json", metavar="FILE",
+                     help="file to write")
     pub = settings(command("publish", cmd_baseline_publish,
                            "publish the Baseline(s) of a file to the compacted topic",
-                           ("connection", "topics"), base))
+                           ("connection", "topic_prefix"), base))
     pub.add_argument("file", help="a baseline file, as `baseline fit` writes it")
 
     control = family("control", "the signed control topic")
     keygen = command("keygen", cmd_control_keygen, "print a new signing key", parent=control)
     keygen.add_argument("--key-id", default="k1", help="the key's id")
     watch = command("watch", cmd_control_watch, "tail and verify the control topic",
-                    ("connection", "topics", "control"), control)
+                    ("connection", "topic_prefix", "control_key_id", "control_key",
+                     "control_key_file"), control)
     watch.add_argument("--router-id", required=True, help="the router whose messages to check")
     watch.add_argument("--max-messages", type=int, default=None,
                        help="stop after this many (default: follow until Ctrl-C)")
