@@ -16,12 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import orjson
-from kafka import KafkaProducer
 from pydantic import ValidationError
 
 from pipeline.core.baseline import fit_baseline
 from pipeline.errors import UserError
-from pipeline.replay import read_lines
 from pipeline.schemas import Baseline
 from pipeline.settings import Settings
 
@@ -56,6 +54,8 @@ def read_columns(path: Path, columns: list[str]) -> dict[str, np.ndarray]:
                             raise UserError(f"{path} line {reader.line_num}: {c}={row[c]!r} "
                                             "is not a number", "fix or drop the row") from None
     else:
+        from pipeline.replay import read_lines
+
         for n, line in enumerate(read_lines(path), start=1):
             try:
                 obj = orjson.loads(line)
@@ -159,6 +159,8 @@ def read_baselines(path: Path) -> list[Baseline]:
 def publish(settings: Settings, path: Path) -> list[Baseline]:
     """Send every Baseline in ``path`` to the compacted topic, one message each (compact
     JSON keyed by ``router_id``); return them."""
+    from kafka import KafkaProducer
+
     baselines = read_baselines(path)  # before connecting: a bad file sends nothing
     producer = KafkaProducer(bootstrap_servers=settings.bootstrap_servers.split(","),
                              acks="all", max_request_size=8 * 1024 * 1024)

@@ -229,8 +229,9 @@ def input_file(path: str, what: str) -> Path:
         elif p.suffix == ".gz":
             import gzip
 
-            with gzip.open(p, "rb") as f:
-                f.read(1)
+            with gzip.open(p, "rb") as f:  # to the end: a cut file fails there
+                while f.read(1 << 20):
+                    pass
         else:
             with p.open("rb") as f:
                 f.read(1)
@@ -290,10 +291,22 @@ def cmd_schemas_export(ns: argparse.Namespace, _: Settings) -> int:
 
 
 def cmd_topics_create(ns: argparse.Namespace, settings: Settings) -> int:
+    from kafka.errors import AuthorizationError, InvalidReplicationFactorError
+
     from pipeline.topics import create_topics
 
     require_kafka(settings)
-    for topic, state in create_topics(settings).items():
+    try:
+        created = create_topics(settings)
+    except InvalidReplicationFactorError as err:
+        raise UserError(f"the cluster cannot hold {settings.replication_factor} replicas "
+                        f"({err.description or err})",
+                        "pass --replication-factor at most the number of brokers") from None
+    except AuthorizationError as err:
+        raise UserError(f"not allowed to create topics ({type(err).__name__})",
+                        "ask for CREATE on the topics, or have an admin run `topics create`"
+                        ) from None
+    for topic, state in created.items():
         print(f"{topic}\t{state}")
     return 0
 
@@ -460,6 +473,10 @@ def _version() -> str:
         return "unknown"
 
 
+#: the names of pipeline/sim/scenarios.py's SCENARIOS, kept here so that building the parser
+#: does not import the simulator (tests/unit/test_cli.py holds the two equal)
+SCENARIO_NAMES = ["cascade", "embedding-midmarket", "fintech-conservative", "pareto-trap",
+                  "retrain", "steady"]
 DEFAULT_RULES = Path(__file__).resolve().parents[1] / "deploy" / "prometheus" / "rules.yml"
 REPLAY_USES = ("input", "statistics", "economics", "control", "runbook_base_url")
 
@@ -499,11 +516,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     settings(command("worker", cmd_worker, "run the streaming worker (faust)", ALL))
 
-    from pipeline.sim.scenarios import SCENARIOS
-
     sim = command("simulate", cmd_simulate, "generate seeded router traffic (JSONL or Kafka)",
                   ("connection", "topic_prefix"))
-    sim.add_argument("--scenario", default="pareto-trap", choices=sorted(SCENARIOS),
+    sim.add_argument("--scenario", default="pareto-trap", choices=SCENARIO_NAMES,
                      help="the scenario to simulate")
     sim.add_argument("--days", type=float, default=60.0, help="days of traffic")
     sim.add_argument("--rate", type=float, default=0.1, help="routing events per second")

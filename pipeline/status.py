@@ -73,13 +73,18 @@ def render(status: dict[str, Any], router_id: str | None = None) -> str:
             lines.append(f"  last recommendation #{rec['seq']} ({rec['mode']}): cheap_above "
                          f"{rec['previous']['cheap_above']:.3f} → "
                          f"{rec['thresholds']['cheap_above']:.3f}")
+    routers = status.get("routers", {})
+    for rid, version in sorted((status.get("baselines") or {}).items()):
+        if rid not in routers and (not router_id or rid == router_id):
+            lines.append(f"\nrouter {rid}  (baseline {version})  no routing events yet")
     return "\n".join(lines)
 
 
 def print_status(url: str, router_id: str | None = None, timeout: float = 10.0) -> int:
     status = fetch(url, timeout)
-    if router_id and router_id not in status.get("routers", {}):
-        known = ", ".join(sorted(status.get("routers", {}))) or "none yet"
+    routers = {*status.get("routers", {}), *(status.get("baselines") or {})}
+    if router_id and router_id not in routers:
+        known = ", ".join(sorted(routers)) or "none yet"
         raise UserError(f"the worker at {url} has no router {router_id!r} (it has: {known})",
                         "check --router-id")
     print(render(status, router_id))
