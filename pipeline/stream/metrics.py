@@ -180,12 +180,12 @@ class WorkerMetrics:
                 if alert is None:
                     continue
                 for f in alert_figures(key.kind, alert.window, alert.statistics, key.detail):
-                    labels = (key.kind, router, key.tier or "", f.signal, f.window, f.quantity)
-                    now[labels] = (f.observed, f.reference)
-        for labels in self._figures - now.keys():
-            self.alert_observed.remove(*labels)
+                    now[(key.kind, router, key.tier or "", f.signal, f.window,
+                         f.quantity)] = (f.observed, f.reference)
+        for gone in self._figures - now.keys():
+            self.alert_observed.remove(*gone)
             with contextlib.suppress(KeyError):
-                self.alert_reference.remove(*labels)
+                self.alert_reference.remove(*gone)
         for labels, (observed, reference) in now.items():
             self.alert_observed.labels(*labels).set(observed)
             if reference is not None:

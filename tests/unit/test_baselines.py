@@ -105,7 +105,7 @@ def test_every_baseline_file_form_reads_the_same(tmp_path: Path, form: str) -> N
     (b"42", "not a valid Baseline"),
 ])
 def test_a_bad_baseline_file_is_named_with_what_is_wrong(content: bytes, says: str) -> None:
-    with pytest.raises(UserError, match="^b.json") as err:
+    with pytest.raises(UserError, match=r"^b\.json") as err:
         parse_baselines(content, "b.json")
     assert says in str(err.value)
 
