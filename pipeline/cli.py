@@ -437,6 +437,8 @@ def cmd_control_watch(ns: argparse.Namespace, settings: Settings) -> int:
     from pipeline.control import watch
 
     require_kafka(settings)
+    print(f"watching {settings.topic('control')} for router {ns.router_id} from the start "
+          f"(key id {settings.control_key_id}); Ctrl-C stops", file=sys.stderr, flush=True)
     return watch(settings, ns.router_id, max_messages=ns.max_messages)
 
 
