@@ -6,19 +6,17 @@ kind: the tier, the signal, the window, the observed value and the value it is h
 against. :func:`alert_figures` picks them out; the worker exposes them as metrics so the
 Prometheus rules can put them in their ``description``.
 
-==========================  =========================  ===================================
-kind                        quantity                   observed against
-==========================  =========================  ===================================
-drift kinds (windows)       ``ks_distance``            the KS effect floor
-drift kinds (sequential)    ``cusum``                  the CUSUM threshold
-``tier_quality_drop``,      ``satisfaction``           the tier's reference-period rate
-``boundary_degradation``
-``support_contact_rise``    ``contacts_per_request``   the reference-period rate
-(sequential)                ``contacts``               the contacts expected
-``tier_quality_gap``        ``gap``                    the gap in the reference period
-``feedback_starvation``     ``minimum_detectable_drop``  (none)
-``pareto_trap``             ``hidden_cost_usd_per_day``  the savings per day
-==========================  =========================  ===================================
+By kind, the ``quantity`` and what it is held against:
+
+- the drift kinds: ``ks_distance`` against the KS effect floor (hourly windows), or
+  ``cusum`` against the CUSUM threshold (sequential tests);
+- ``tier_quality_drop`` and ``boundary_degradation``: ``satisfaction`` against the
+  tier's reference-period rate;
+- ``support_contact_rise``: ``contacts_per_request`` against the reference-period rate,
+  or ``contacts`` against those expected (the sequential test);
+- ``tier_quality_gap``: ``gap`` against the gap in the reference period;
+- ``feedback_starvation``: ``minimum_detectable_drop``, alone;
+- ``pareto_trap``: ``hidden_cost_usd_per_day`` against the savings per day.
 
 >>> stats = {"test": {"signal": "thumbs", "current_rate": 0.81, "reference_rate": 0.9}}
 >>> alert_figures("tier_quality_drop", "1d", stats)
