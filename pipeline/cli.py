@@ -262,7 +262,18 @@ def _quiet(logger: str) -> Iterator[None]:
 
 
 def require_kafka(settings: Settings) -> None:
-    """Connect to the cluster within ``connect_timeout_s``, or raise a :class:`UserError`."""
+    """Connect to the cluster within ``connect_timeout_s``, or raise a :class:`UserError`.
+
+    With the Kafka client factory (``pipeline.kafka_clients``, the security settings) this
+    is its ``check_connection``; without it, a plain admin client.
+    """
+    try:
+        from pipeline import kafka_clients  # type: ignore[attr-defined,unused-ignore]
+    except ImportError:
+        kafka_clients = None
+    if kafka_clients is not None:
+        kafka_clients.check_connection(settings)
+        return
     from kafka import KafkaAdminClient
     from kafka.errors import KafkaError
 
