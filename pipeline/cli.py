@@ -201,6 +201,8 @@ class _Help(argparse.HelpFormatter):
 class _Parser(argparse.ArgumentParser):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", _Help)
+        # no abbreviations: `--control-key` must not pass as `--control-key-id`
+        kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
@@ -616,8 +618,22 @@ def _fail(ns: argparse.Namespace | None, message: str) -> int:
     return 2
 
 
+def _unknown(ns: argparse.Namespace, extra: list[str]) -> str:
+    """What to say about flags the command does not take; a secret's value is not echoed."""
+    for name, info in Settings.model_fields.items():
+        flag = flag_name(name)
+        if is_secret(info) and any(a == flag or a.startswith(flag + "=") for a in extra):
+            return (f"{flag} is not a flag: a secret on the command line shows in `ps`; set "
+                    f"{' or '.join(env_names(name, info))}, or its *_FILE setting")
+    command = " ".join(v for v in (ns.command, getattr(ns, "action", None)) if v)
+    return (f"unrecognized arguments: {' '.join(extra)}; see `tierwatch {command} --help` "
+            "for the flags it takes")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    ns = build_parser().parse_args(argv)
+    ns, extra = build_parser().parse_known_args(argv)
+    if extra:
+        return _fail(ns, _unknown(ns, extra))
     handler: Handler = ns.handler
     try:
         return handler(ns, load_settings(ns))
