@@ -350,16 +350,19 @@ def cmd_simulate(ns: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_replay(ns: argparse.Namespace, settings: Settings) -> int:
     from pipeline.baselines import read_baselines
-    from pipeline.replay import Replay, build_monitor, read_alerts
-    from pipeline.report.build import report_data
-    from pipeline.report.render import write_report
 
-    # every input is checked before the output directory is touched
+    # every input is checked before the output directory is touched (and before the
+    # monitor's heavy imports, so a mistake is reported at once)
     routing = input_file(ns.routing, "--routing")
     feedback = input_file(ns.feedback, "--feedback") if ns.feedback else None
     baselines = [b for path in ns.baseline
                  for b in read_baselines(input_file(path, "--baseline"))]
     out = output_dir(ns.out)
+
+    from pipeline.replay import Replay, build_monitor, read_alerts
+    from pipeline.report.build import report_data
+    from pipeline.report.render import write_report
+
     monitor = build_monitor(settings, record=True)
     result = Replay(settings, monitor, out).run(routing, feedback, baselines)
     alerts = read_alerts(out / "alerts.jsonl")
