@@ -57,7 +57,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def _cases(f: dict[str, Path], work: Path) -> dict[str, tuple[list[str], dict[str, str], str]]:
     """name: (argv, environment, a phrase the one line must contain)."""
     nowhere = f"127.0.0.1:{_closed_port()}"
-    fast = {"TIERWATCH_CONNECT_TIMEOUT_S": "2"}
+    fast = {"TIERWATCH_CONNECT_TIMEOUT_S": "1"}
     out = str(work / "out")
     return {
         "missing input file": (["replay", "--routing", "missing.jsonl", "--out", out], {},
