@@ -21,7 +21,8 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Literal, NoReturn, get_args, get_origin
+from types import UnionType
+from typing import Any, Literal, NoReturn, Union, get_args, get_origin
 
 from pydantic import AliasChoices, ValidationError
 from pydantic.fields import FieldInfo
@@ -95,11 +96,20 @@ def _default_text(info: FieldInfo) -> str:
     return str(default)
 
 
+def _annotation(info: FieldInfo) -> Any:
+    """The field's type, without ``| None``."""
+    ann = info.annotation
+    args = [a for a in get_args(ann) if a is not type(None)]
+    if get_origin(ann) in (Union, UnionType) and len(args) == 1:
+        return args[0]
+    return ann
+
+
 def _metavar(name: str, info: FieldInfo) -> str | None:
     """A short placeholder by type (``N``, ``SECONDS``, ``PATH``…); none with choices."""
     if _choices(info) is not None:
         return None
-    ann = info.annotation
+    ann = _annotation(info)
     if ann is int:
         return "N"
     if ann is float:
@@ -110,7 +120,7 @@ def _metavar(name: str, info: FieldInfo) -> str | None:
 
 
 def _choices(info: FieldInfo) -> list[str] | None:
-    ann = info.annotation
+    ann = _annotation(info)
     if get_origin(ann) is Literal:
         return [str(a) for a in get_args(ann)]
     if ann is bool:
