@@ -396,8 +396,8 @@ def cmd_replay(ns: argparse.Namespace, settings: Settings) -> int:
             print(line)
     if not baselines:
         print("warning: no --baseline given, so no drift was measured", file=sys.stderr)
-    print(f"routers: {', '.join(f'{r} ({n:,} events)' for r, n in _per_router(result.counts))}"
-          if result.counts else "routers: none (no valid routing event)")
+    routers = [f"{r} ({n:,} routing events)" for r, n in _per_router(result.counts)]
+    print(f"routers: {', '.join(routers) or 'none (no valid routing event)'}")
     print(f"wrote {out}/: alerts.jsonl, control.jsonl, review.jsonl, dlq.jsonl, "
           f"summary.json, {', '.join(Path(r).name for r in reports) or 'no report'}")
     return 0

@@ -257,7 +257,7 @@ def test_replay_ends_with_a_human_summary(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr and "{'" not in proc.stdout  # no Python dict
     assert proc.stdout.splitlines()[0].startswith("6 events in ")
-    assert "alerts: none" in proc.stdout and "routers: support (3 events)" in proc.stdout
+    assert "alerts: none" in proc.stdout and "routers: support (3 routing events)" in proc.stdout
     warning = next(line for line in proc.stderr.splitlines() if "dead letters" in line)
     assert warning.startswith("warning: 3 dead letters (50.00% of events); top reasons: ")
     assert "invalid_json ×1" in warning and "dlq.jsonl" in warning
