@@ -125,6 +125,8 @@ def run_demo(settings: Settings, out_dir: Path, *, scenario: str = "pareto-trap"
     data = report_data(monitor, router_id, alerts, onset_ts=onset_ts,
                        generated_from=str(routing), onset_label=label,
                        title=f"{router_id} router · {days:g}-day {scenario} replay")
+    if "://" in settings.runbook_base_url:  # a link anyone can click (a path stays relative)
+        data = data.model_copy(update={"runbook_base": settings.runbook_base_url})
     report = write_report(data, out_dir / "report.html")
     start = min((s["ts"] for s in monitor.history.get(router_id, [])), default=0.0) - 3600
     timeline = list(story(monitor, router_id, alerts, start, onset_ts))

@@ -241,7 +241,7 @@ def monitor_config(settings: Settings) -> MonitorConfig:
     return MonitorConfig(
         allowed_lateness_s=settings.allowed_lateness_s, eval_every_s=settings.eval_every_s,
         false_alarms_per_30d=settings.false_alarms_per_30d, join_ttl_s=settings.join_ttl_s,
-        sequential_drift=settings.sequential_drift,
+        sequential_drift=settings.sequential_drift, runbook_base=settings.runbook_base_url,
         prices=Prices(cost_per_support_contact=settings.support_contact_cost_usd,
                       cost_per_bad_outcome=settings.bad_outcome_cost_usd))
 
@@ -254,10 +254,65 @@ class ReplayResult:
     seconds: float = 0.0
     events: int = 0
     messages: int = 0
+    #: dead letters by reason (``reason_class`` and the field it names)
+    dead_letters: dict[str, int] = field(default_factory=dict)
+    #: alert messages by ``(kind, state)``
+    alerts: dict[tuple[str, str], int] = field(default_factory=dict)
 
     @property
     def rate(self) -> float:
         return self.events / self.seconds if self.seconds > 0 else 0.0
+
+    def tally(self, m: OutMessage) -> None:
+        """Count one output message (the summary's dead-letter reasons and alert kinds)."""
+        self.outputs[m.topic] = self.outputs.get(m.topic, 0) + 1
+        if m.topic == "dlq":
+            doc = orjson.loads(m.value)
+            reason = doc.get("reason_class", "?") + (f" ({doc['field']})" if doc.get("field")
+                                                     else "")
+            self.dead_letters[reason] = self.dead_letters.get(reason, 0) + 1
+        elif m.topic == "alerts":
+            doc = orjson.loads(m.value)
+            key = (doc.get("kind", "?"), doc.get("state", "?"))
+            self.alerts[key] = self.alerts.get(key, 0) + 1
+
+    def summary(self, top: int = 3) -> list[str]:
+        """A short human summary: events, alerts by kind, outputs, and dead letters (a
+        line starting ``warning:``, with their top reasons).
+
+        >>> r = ReplayResult(events=1000, seconds=2.0, outputs={"dlq": 3, "alerts": 2},
+        ...                  dead_letters={"late": 2, "invalid_json": 1},
+        ...                  alerts={("pareto_trap", "firing"): 1,
+        ...                          ("pareto_trap", "resolved"): 1})
+        >>> for line in r.summary():
+        ...     print(line)
+        1,000 events in 2.0s (500/s)
+        alerts: pareto_trap 1 fired, 1 resolved
+        outputs: 2 alerts, 0 recommendations, 0 review requests
+        warning: 3 dead letters (0.30% of events); top reasons: late ×2, invalid_json ×1
+        """
+        lines = [f"{self.events:,} events in {self.seconds:.1f}s ({self.rate:,.0f}/s)"]
+        kinds: dict[str, dict[str, int]] = {}
+        for (kind, state), n in sorted(self.alerts.items()):
+            kinds.setdefault(kind, {})[state] = n
+        if kinds:
+            lines.append("alerts: " + "; ".join(
+                f"{kind} {by.get('firing', 0)} fired"
+                + (f", {by['resolved']} resolved" if by.get("resolved") else "")
+                for kind, by in kinds.items()))
+        else:
+            lines.append("alerts: none")
+        out = self.outputs
+        lines.append(f"outputs: {out.get('alerts', 0):,} alerts, "
+                     f"{out.get('control', 0):,} recommendations, "
+                     f"{out.get('review', 0):,} review requests")
+        n_dlq = out.get("dlq", 0)
+        if n_dlq:
+            reasons = sorted(self.dead_letters.items(), key=lambda kv: (-kv[1], kv[0]))
+            share = n_dlq / self.events if self.events else 1.0
+            lines.append(f"warning: {n_dlq:,} dead letters ({share:.2%} of events); top "
+                         "reasons: " + ", ".join(f"{r} ×{n:,}" for r, n in reasons[:top]))
+        return lines
 
 
 class Replay:
@@ -329,7 +384,7 @@ class Replay:
                on_output: Callable[[OutMessage], None] | None) -> None:
         for m in out:
             files[m.topic].write(m.value + b"\n")
-            self.result.outputs[m.topic] = self.result.outputs.get(m.topic, 0) + 1
+            self.result.tally(m)
             if on_output is not None:
                 on_output(m)
 

@@ -3,13 +3,36 @@
 from __future__ import annotations
 
 import json
+import urllib.error
 import urllib.request
 from typing import Any
 
+from pipeline.errors import UserError
 
-def fetch(url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(url.rstrip("/") + "/status", timeout=10) as resp:
-        return dict(json.loads(resp.read()))
+
+def fetch(url: str, timeout: float = 10.0) -> dict[str, Any]:
+    """The worker's ``/status``; a :class:`UserError` when no tierwatch worker answers."""
+    target = url.rstrip("/") + "/status"
+    try:
+        with urllib.request.urlopen(target, timeout=timeout) as resp:
+            body = resp.read()
+    except urllib.error.HTTPError as err:
+        raise UserError(f"{target} answered HTTP {err.code}",
+                        "is a tierwatch worker listening there? check --url or "
+                        "TIERWATCH_WEB_PORT") from None
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        raise UserError(f"no tierwatch worker answers at {url} ({reason})",
+                        "start one with `tierwatch worker`, or point --url or "
+                        "TIERWATCH_WEB_PORT at the running one") from None
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        doc = None
+    if not isinstance(doc, dict):
+        raise UserError(f"{target} did not answer with tierwatch's status JSON",
+                        "check --url or TIERWATCH_WEB_PORT")
+    return doc
 
 
 def _pct(rate: dict[str, float] | None) -> str:
@@ -50,9 +73,19 @@ def render(status: dict[str, Any], router_id: str | None = None) -> str:
             lines.append(f"  last recommendation #{rec['seq']} ({rec['mode']}): cheap_above "
                          f"{rec['previous']['cheap_above']:.3f} → "
                          f"{rec['thresholds']['cheap_above']:.3f}")
+    routers = status.get("routers", {})
+    for rid, version in sorted((status.get("baselines") or {}).items()):
+        if rid not in routers and (not router_id or rid == router_id):
+            lines.append(f"\nrouter {rid}  (baseline {version})  no routing events yet")
     return "\n".join(lines)
 
 
-def print_status(url: str, router_id: str | None = None) -> int:
-    print(render(fetch(url), router_id))
+def print_status(url: str, router_id: str | None = None, timeout: float = 10.0) -> int:
+    status = fetch(url, timeout)
+    routers = {*status.get("routers", {}), *(status.get("baselines") or {})}
+    if router_id and router_id not in routers:
+        known = ", ".join(sorted(routers)) or "none yet"
+        raise UserError(f"the worker at {url} has no router {router_id!r} (it has: {known})",
+                        "check --router-id")
+    print(render(status, router_id))
     return 0

@@ -31,6 +31,17 @@ SEVERITY: dict[str, Literal["page", "ticket", "info"]] = {
 }
 
 
+def runbook_link(base: str, section: str) -> str:
+    """The link to a runbook section: ``base`` (a URL or the repo path) plus the anchor.
+
+    >>> runbook_link("https://example.com/tierwatch/runbook.md", "pareto_trap")
+    'https://example.com/tierwatch/runbook.md#pareto_trap'
+    >>> runbook_link("deploy/runbook.md#old", "pareto_trap")
+    'deploy/runbook.md#pareto_trap'
+    """
+    return f"{base.split('#', 1)[0]}#{section}"
+
+
 @dataclass(frozen=True, slots=True, order=True)
 class AlertKey:
     kind: str

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 
-from pipeline.core.alerts import SEVERITY
+from pipeline.core.alerts import SEVERITY, runbook_link
 from pipeline.core.join import UNJOINED_REASON, FeedbackJoin, JoinedFeedback
 from pipeline.core.router_state import MonitorConfig, RouterState, Transition
 from pipeline.core.sampling import ReviewSampler
@@ -45,7 +45,7 @@ from pipeline.schemas import (
 
 __all__ = ["EventCounts", "Monitor", "MonitorConfig", "Output", "Signer"]
 
-RUNBOOK = "deploy/runbook.md#"
+RUNBOOK = "deploy/runbook.md#"  # the default base (MonitorConfig.runbook_base) + "#"
 
 
 @dataclass(frozen=True, slots=True)
@@ -356,7 +356,8 @@ class Monitor:
         alert = Alert(alert_id=k.fingerprint, kind=k.kind, state=t.state,  # type: ignore[arg-type]
                       severity=SEVERITY[k.kind], router_id=k.router_id, tier=k.tier,
                       window=t.window or "n/a", ts=_dt(now), statistics=_jsonable(t.statistics),
-                      summary=t.summary, runbook=RUNBOOK + k.kind)
+                      summary=t.summary,
+                      runbook=runbook_link(self.config.runbook_base, k.kind))
         if t.state == "firing":
             self.firing[k.fingerprint] = alert
         else:

@@ -124,6 +124,7 @@ class MonitorConfig:
     review_seed: str = "tierwatch"
     cheap_tier: str = "cheap"
     capable_tier: str = "capable"
+    runbook_base: str = "deploy/runbook.md"  #: Alert payloads link to <this>#<kind>
 
 
 @dataclass(slots=True)

@@ -7,10 +7,12 @@ set is a memory leak in every Prometheus server that scrapes us.
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from pipeline.core.figures import alert_figures
 from pipeline.core.monitor import Monitor, Output
 from pipeline.schemas import Baseline, DeadLetter
 
@@ -88,6 +90,14 @@ class WorkerMetrics:
         self.alerts_firing = Gauge(
             "tierwatch_alert_firing", "1 while a tierwatch alert fires, by kind, router, tier.",
             ["kind", "router_id", "tier"], registry=registry)
+        figure = ["kind", "router_id", "tier", "signal", "window", "quantity"]
+        self.alert_observed = Gauge(
+            "tierwatch_alert_observed", "While an alert fires: the value it observed "
+            "(see pipeline/core/figures.py).", figure, registry=registry)
+        self.alert_reference = Gauge(
+            "tierwatch_alert_reference", "While an alert fires: the reference its observed "
+            "value is held against.", figure, registry=registry)
+        self._figures: set[tuple[str, ...]] = set()
         self.gauges: dict[str, Gauge] = {}
         where = ["router_id", "tier", "window", "signal"]
         self._gauge("drift_psi", "PSI of the window against the baseline.", where)
@@ -169,8 +179,34 @@ class WorkerMetrics:
                 firing[k] = firing.get(k, False) or st.firing
         for (kind, router, tier), on in firing.items():
             self.alerts_firing.labels(kind, router, tier).set(1.0 if on else 0.0)
+        self._update_figures(monitor)
         for router_id, rec in monitor.recommendations.items():
             self.control_seq.labels(self.router(router_id)).set(rec.seq)
+
+    def _update_figures(self, monitor: Monitor) -> None:
+        """The figures of every firing alert; a resolved alert's series are removed."""
+        now: dict[tuple[str, ...], tuple[float, float | None]] = {}
+        for router_id, state in monitor.routers.items():
+            router = self.router(router_id)
+            for key, st in state.alerts.states.items():
+                alert = monitor.firing.get(key.fingerprint) if st.firing else None
+                if alert is None:
+                    continue
+                for f in alert_figures(key.kind, alert.window, alert.statistics, key.detail):
+                    now[(key.kind, router, key.tier or "", f.signal, f.window,
+                         f.quantity)] = (f.observed, f.reference)
+        for gone in self._figures - now.keys():
+            self.alert_observed.remove(*gone)
+            with contextlib.suppress(KeyError):
+                self.alert_reference.remove(*gone)
+        for labels, (observed, reference) in now.items():
+            self.alert_observed.labels(*labels).set(observed)
+            if reference is not None:
+                self.alert_reference.labels(*labels).set(reference)
+            elif labels in self._figures:
+                with contextlib.suppress(KeyError):
+                    self.alert_reference.remove(*labels)
+        self._figures = set(now)
 
     def published_control(self, router_id: str) -> None:
         self.control_published.labels(self.router(router_id)).set(time.time())

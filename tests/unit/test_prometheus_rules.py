@@ -86,11 +86,24 @@ def test_amtool_accepts_the_alertmanager_config() -> None:
 
 
 # ---------------------------------------------------------------- rule contents
-def test_every_rule_has_a_severity_a_summary_and_a_runbook() -> None:
+def test_every_rule_has_a_severity_a_summary_a_description_and_a_runbook() -> None:
     for rule in _rules():
         assert rule["labels"]["severity"] in {"page", "ticket", "info"}, rule["alert"]
         assert rule["annotations"]["summary"].strip(), rule["alert"]
+        assert rule["annotations"]["description"].strip(), rule["alert"]
         assert re.fullmatch(r"deploy/runbook\.md#[a-z_]+", rule["annotations"]["runbook_url"])
+
+
+def test_descriptions_carry_figures() -> None:
+    """The worker's alerts read their figures; the health alerts print ``$value``."""
+    for rule in _rules():
+        text = rule["annotations"]["description"]
+        if rule["expr"].startswith("tierwatch_alert_firing"):
+            for needle in ("tierwatch_alert_observed", "tierwatch_alert_reference",
+                           "$labels.tier", ".Labels.signal", ".Labels.window", ".Value"):
+                assert needle in text, f"{rule['alert']}: no {needle} in its description"
+        elif rule["alert"] != "TierwatchWorkerDown":  # a missing target has no value
+            assert "$value" in text, f"{rule['alert']}: its description shows no $value"
 
 
 def test_alert_names_are_unique() -> None:
@@ -131,3 +144,78 @@ def test_every_rule_is_tested_firing_and_silent(alert: str) -> None:
 
 def test_the_tests_name_no_unknown_rule() -> None:
     assert set(_cases()) <= {rule["alert"] for rule in _rules()}
+
+
+# ---------------------------------------------------------------- rendered for an install
+BASE = "https://runbooks.example.com/llm/tierwatch-runbook.md"
+JOB = "llm-router-monitor"
+
+
+def _render_tests(text: str, rules_name: str) -> str:
+    """tests.yml as it reads for rules rendered with BASE and JOB."""
+    text = text.replace("deploy/runbook.md#", BASE + "#")
+    text = text.replace('job="tierwatch"', f'job="{JOB}"').replace("job tierwatch", f"job {JOB}")
+    text = text.replace("job: tierwatch", f"job: {JOB}")
+    return text.replace("  - rules.yml", f"  - {rules_name}")
+
+
+def test_rendered_rules_pass_the_unit_tests_with_links_and_values(tmp_path: Path) -> None:
+    """Acceptance: with a runbook base URL and a job label of an installation, the rules
+    still pass every promtool case, and those cases expect descriptions with the figures
+    and runbook links built from the base URL."""
+    from pipeline.rules import render_rules
+
+    promtool = _tool("promtool", required_in_ci=True)
+    rendered = tmp_path / "rules.rendered.yml"
+    rendered.write_text(render_rules(RULES.read_text(), runbook_base=BASE, job=JOB))
+    tests = _render_tests(TESTS.read_text(), rendered.name)
+    (tmp_path / "tests.yml").write_text(tests)
+    assert "SUCCESS" in _run(promtool, "check", "rules", rendered)
+    assert "SUCCESS" in _run(promtool, "test", "rules", tmp_path / "tests.yml")
+
+    doc = yaml.safe_load(rendered.read_text())
+    rules = [r for g in doc["groups"] for r in g["rules"]]
+    assert all(r["annotations"]["runbook_url"].startswith(BASE + "#") for r in rules)
+    assert f'up{{job="{JOB}"}}' in next(r["expr"] for r in rules
+                                       if r["alert"] == "TierwatchWorkerDown")
+    # what promtool just checked: a description with values, a link from the base URL
+    expected = [a for t in yaml.safe_load(tests)["tests"] for c in t.get("alert_rule_test", [])
+                for a in c.get("exp_alerts") or []
+                if a["exp_labels"].get("kind") == "confidence_drift"
+                and "against" in a["exp_annotations"]["description"]]
+    assert expected and expected[0]["exp_annotations"] == {
+        **expected[0]["exp_annotations"],
+        "description": "confidence_drift on router support, tier all: score over 1h, "
+                       "ks_distance 0.1692 against 0.05.",
+        "runbook_url": f"{BASE}#confidence_drift"}
+
+
+def test_render_refuses_what_it_cannot_render() -> None:
+    from pipeline.rules import render_rules
+
+    with pytest.raises(ValueError, match="job label"):
+        render_rules(RULES.read_text(), runbook_base=BASE, job='a"b')
+    with pytest.raises(ValueError, match="was not rendered"):
+        render_rules("groups:\n- name: g\n  rules:\n  - alert: A\n    expr: up\n"
+                     "    annotations:\n      runbook_url: docs/other.md#a\n",
+                     runbook_base=BASE, job=JOB)
+
+
+def test_rules_render_command_writes_the_rendered_rules(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]
+                                                         ) -> None:
+    from pipeline.cli import main
+
+    monkeypatch.setenv("TIERWATCH_RUNBOOK_BASE_URL", BASE)
+    out = tmp_path / "rules.yml"
+    assert main(["rules", "render", "--prometheus-job", JOB, "-o", str(out)]) == 0
+    urls = {r["alert"]: r["annotations"]["runbook_url"]
+            for g in yaml.safe_load(out.read_text())["groups"] for r in g["rules"]}
+    assert urls["TierwatchParetoTrap"] == f"{BASE}#pareto_trap"
+    assert f'job="{JOB}"' in out.read_text() and 'job="tierwatch"' not in out.read_text()
+    assert "warning" not in capsys.readouterr().err
+    # the repository path still renders, with a warning that it is not a link
+    monkeypatch.delenv("TIERWATCH_RUNBOOK_BASE_URL")
+    assert main(["rules", "render", "-o", str(out)]) == 0
+    assert "not a URL" in capsys.readouterr().err

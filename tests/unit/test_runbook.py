@@ -129,3 +129,36 @@ def test_the_alerts_topic_is_documented(text: str) -> None:
     body = text.split("\n## Messages on tierwatch.alerts\n", 1)[1]
     for field in Alert.model_fields:
         assert f"| `{field}` |" in body, f"Alert field {field} is not described"
+
+
+# ---------------------------------------------------------------- the runbook base URL
+def test_alerts_and_the_report_link_the_configured_runbook(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    """TIERWATCH_RUNBOOK_BASE_URL: the Alert payloads and the report link there."""
+    from datetime import UTC, datetime
+
+    import numpy as np
+    import orjson
+
+    from pipeline.cli import main
+    from pipeline.core.baseline import fit_baseline
+    from tests.unit.test_router_isolation import START, _events
+
+    base = "https://wiki.example.com/sre/tierwatch-runbook"
+    routing = tmp_path / "routing.jsonl"
+    routing.write_bytes(b"".join(e.model_dump_json().encode() + b"\n"
+                                 for e in _events("b", 1.0, 1, START + 2 * 3600 + 600)))
+    baseline = tmp_path / "baseline.json"
+    baseline.write_text(fit_baseline("b", "v1", datetime(2026, 2, 1, tzinfo=UTC),
+                                     np.random.default_rng(0).beta(3, 2, 50_000)
+                                     ).model_dump_json(indent=1))
+    monkeypatch.setenv("TIERWATCH_RUNBOOK_BASE_URL", base)
+    out = tmp_path / "audit"
+    assert main(["replay", "--routing", str(routing), "--baseline", str(baseline),
+                 "--out", str(out)]) == 0
+    alerts = [orjson.loads(line) for line in (out / "alerts.jsonl").read_bytes().splitlines()]
+    assert alerts
+    assert {a["runbook"] for a in alerts} == {f"{base}#{a['kind']}" for a in alerts}
+    report = (out / "report.html").read_text()
+    assert f'href="{base}#confidence_drift"' in report
