@@ -184,6 +184,7 @@ class Monitor:
         decisions = self.join
         lateness = self.config.allowed_lateness_s
         wm = self.watermark
+        step = self.config.eval_every_s
         for ev in events:
             ts = ev.epoch
             if wm is not None and ts < wm - lateness and (late := self._late(ts)) is not None:
@@ -194,6 +195,13 @@ class Monitor:
                 self.counts.duplicates += 1
                 continue
             batch_ids.add(rid)
+            if self.next_eval is not None and ts >= self.next_eval + step:
+                # event time jumps past a whole evaluation interval: the evaluations it
+                # skips run now, on the state they would have seen, before this event
+                # moves the rings on (see _catch_up)
+                self._count_routing(per_router)
+                per_router = {}
+                self._catch_up(ts - step)
             if wm is None or ts > wm:
                 wm = self.watermark = ts
             if self.next_eval is None:
@@ -202,6 +210,11 @@ class Monitor:
             if rows is None:
                 rows = per_router[ev.router_id] = []
             rows.append((ev, ts))
+        self._count_routing(per_router)
+        return out
+
+    def _count_routing(self, per_router: dict[str, list[tuple[RoutingEvent, float]]]) -> None:
+        """Count accepted, deduplicated routing events, grouped by router."""
         add_decision = self.join.add_decision
         routed = self.counts.routed
         review = self._review
@@ -241,7 +254,6 @@ class Monitor:
                 costs.append(ev.cost_usd)
             state.observe_routing(ts_arr, scores, tiers, reasons, thresholds, costs, signals,
                                   bands)
-        return out
 
     def _review(self, ev: RoutingEvent, ts: float, band: int, th: Thresholds,
                 signals: dict[str, float] | None) -> None:
@@ -306,20 +318,75 @@ class Monitor:
             # than the longest memory behind see empty windows only, so skip them
             self.next_eval = math.ceil((wm - self.memory_s) / step) * step
             self.next_tick = None
+        self._run_due(wm)
+        out, self._pending = self._pending, []
+        return out
+
+    def _catch_up(self, until: float) -> None:
+        """Run the evaluations (and sequential steps) due up to ``until`` before a jump.
+
+        An evaluation at ``E`` sums windows ending at ``E``; an event far later than
+        ``E`` moves every ring's horizon past buckets that window still needs. So when
+        event time jumps by more than one evaluation interval, the evaluations it skips
+        run first, on exactly the events before them. Once every window, the join TTL
+        and the lateness are behind (``memory_s``), the remaining evaluations would see
+        empty time only; they are skipped, as :meth:`drain` skips them, so the cost of a
+        jump does not grow with its size.
+        """
+        if self.next_eval is None or self.watermark is None:
+            return
+        step = self.config.eval_every_s
+        quiet = self.watermark + self.memory_s  # from here on, every window is empty
+        self._run_due(min(until, quiet))
+        if until - self.next_eval > self.memory_s and self.next_eval >= quiet:
+            self.next_eval = math.ceil((until - self.memory_s) / step) * step
+            self.next_tick = None
+        self._run_due(until)
+
+    def _run_due(self, until: float) -> None:
+        """Evaluations and sequential ticks at or before ``until``, in time order."""
+        assert self.next_eval is not None
+        step = self.config.eval_every_s
         tick = self.config.seq_step_s if self.config.sequential_drift else math.inf
         if self.next_tick is None:
             self.next_tick = self.next_eval - step + tick
         # the sequential drift tests step every ``tick`` between the hourly evaluations
-        while wm >= min(self.next_eval, self.next_tick):
+        while until >= min(self.next_eval, self.next_tick):
             if self.next_tick < self.next_eval:
+                self._skip_idle_ticks(min(until, self.next_eval), tick)
                 self._tick(self.next_tick)
                 self.next_tick += tick
             else:
                 self.evaluate(self.next_eval)
                 self.next_eval += step
                 self.next_tick = max(self.next_tick, self.next_eval - step + tick)
-        out, self._pending = self._pending, []
-        return out
+
+    def _skip_idle_ticks(self, limit: float, tick: float) -> None:
+        """Fold a run of ticks that can change nothing into the last of them.
+
+        A tick only closes sequential steps; with no step pending before it and no
+        CUSUM in alarm, it just moves each test's closed-step mark. Jumping to the last
+        such tick before ``limit`` (or before the first pending step closes) has the
+        same effect, so hours or days of quiet cost O(1) ticks, not one per minute.
+        """
+        assert self.next_tick is not None
+        first_close = math.inf
+        for state in self.routers.values():
+            for stream in state.streams.values():
+                seq = stream.seq
+                if seq is None:
+                    continue
+                if seq.alarm:
+                    return
+                if seq.pending:
+                    first_close = min(first_close, (min(seq.pending) + 1) * seq.step_seconds)
+        last = min(limit, first_close)
+        if last - self.next_tick < 2 * tick:
+            return
+        n = math.floor((last - self.next_tick) / tick)
+        if self.next_tick + n * tick >= last:
+            n -= 1
+        self.next_tick += max(n, 0) * tick
 
     def _tick(self, now: float) -> None:
         for router_id in sorted(self.routers):
