@@ -364,19 +364,20 @@ class Monitor:
     def _skip_idle_ticks(self, limit: float, tick: float) -> None:
         """Fold a run of ticks that can change nothing into the last of them.
 
-        A tick only closes sequential steps; with no step pending before it and no
-        CUSUM in alarm, it just moves each test's closed-step mark. Jumping to the last
-        such tick before ``limit`` (or before the first pending step closes) has the
-        same effect, so hours or days of quiet cost O(1) ticks, not one per minute.
+        A tick only closes sequential steps and fires the alert of a CUSUM in alarm;
+        with no step pending before it and every alarm's alert already firing, it just
+        moves each test's closed-step mark. Jumping to the last such tick before
+        ``limit`` (or before the first pending step closes) has the same effect, so
+        hours or days of quiet cost O(1) ticks, not one per minute.
         """
         assert self.next_tick is not None
         first_close = math.inf
         for state in self.routers.values():
-            for stream in state.streams.values():
+            for (who, signal), stream in state.streams.items():
                 seq = stream.seq
                 if seq is None:
                     continue
-                if seq.alarm:
+                if seq.alarm and not state.alerts.firing(state._drift_key(who, signal)[0]):
                     return
                 if seq.pending:
                     first_close = min(first_close, (min(seq.pending) + 1) * seq.step_seconds)
