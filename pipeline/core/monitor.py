@@ -27,7 +27,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from pipeline.core.alerts import SEVERITY
-from pipeline.core.join import UNJOINED_REASON, FeedbackJoin, JoinedFeedback
+from pipeline.core.join import UNJOINED_REASON, FeedbackJoin, JoinedFeedback, Origin
 from pipeline.core.router_state import MonitorConfig, RouterState, Transition
 from pipeline.core.sampling import ReviewSampler
 from pipeline.core.signing import Keyring
@@ -56,6 +56,7 @@ class Output:
     key: str
     payload: BaseModel | Rejection
     event: BaseModel | None = None  # for a rejection: the event it rejects
+    origin: Any = None  # for unjoined feedback: where it came from (opaque to the core)
 
 
 @dataclass(slots=True)
@@ -272,13 +273,18 @@ class Monitor:
                 ts=ev.ts)))
 
     # -- feedback ------------------------------------------------------------------------
-    def observe_feedback(self, events: Sequence[FeedbackEvent]) -> list[Output]:
-        """Join and count a batch of feedback; late ones come back as DLQ outputs."""
+    def observe_feedback(self, events: Sequence[FeedbackEvent],
+                         origins: Sequence[Origin | None] | None = None) -> list[Output]:
+        """Join and count a batch of feedback; late ones come back as DLQ outputs.
+
+        ``origins``: per event, where it came from; kept with feedback that waits for its
+        decision, so that its ``unjoined`` dead letter carries the original bytes.
+        """
         # Feedback has a watermark of its own: a small feedback topic consumed ahead of a
         # lagging routing topic must not make the routing events look late. The routing
         # watermark alone drives evaluations.
         out: list[Output] = []
-        for ev in events:
+        for i, ev in enumerate(events):
             ts = ev.epoch
             if (late := self._late(ts, self.feedback_watermark)) is not None:
                 out.append(Output("dlq", ev.request_id, late, ev))
@@ -290,7 +296,8 @@ class Monitor:
                 self.feedback_watermark = ts
             joined = self.join.add_feedback(
                 ev.event_id, ev.request_id, ev.kind, ev.value, ts, router_id=ev.router_id,
-                tier=ev.tier, score=ev.score, weight=ev.weight, source=ev.source)
+                tier=ev.tier, score=ev.score, weight=ev.weight, source=ev.source,
+                origin=origins[i] if origins is not None else None)
             if joined is not None:
                 self._count_feedback(joined)
         return out
@@ -408,8 +415,9 @@ class Monitor:
         self.evaluations += 1
         for fb in self.join.expire(now):
             self._pending.append(Output("dlq", fb.request_id, Rejection(
-                "unjoined", f"request_id: {UNJOINED_REASON} ({self.config.join_ttl_s:g}s)",
-                "request_id")))
+                "unjoined", f"request_id: {UNJOINED_REASON} ({self.config.join_ttl_s:g}s "
+                f"after this feedback's time {_dt(fb.ts).isoformat()})", "request_id"),
+                origin=fb.origin))
         for router_id in sorted(self.routers):
             state = self.routers[router_id]
             ev = state.evaluate(now)

@@ -9,6 +9,10 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import json
+import logging
+import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +22,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ValidationError
 
+from pipeline.core.join import Origin
 from pipeline.core.monitor import Monitor, Output
 from pipeline.schemas import (
     UNPARSED,
@@ -37,6 +42,20 @@ from pipeline.stream.metrics import WorkerMetrics
 DEAD_LETTER_PAYLOAD_BYTES = 64 * 1024
 #: dead letters per input message; the rest of a hostile batch is summed up in one more
 MAX_DEAD_LETTERS = 100
+#: consecutive messages that raise inside the monitor before the worker calls itself broken
+MAX_CONSECUTIVE_ERRORS = 20
+#: tests only: ``message:<event_id>`` makes the message holding that event raise inside
+#: the monitor; ``flush:<event_id>`` makes the evaluations after it raise
+FAULT_ENV = "TIERWATCH_TEST_FAULT"
+
+log = logging.getLogger("tierwatch.processor")
+
+
+class ProcessingError(RuntimeError):
+    """The processor cannot go on: evaluations fail, or every message fails.
+
+    The worker exits non-zero on it, so that its supervisor restarts it (and says so).
+    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +108,12 @@ class Processor:
         #: next offset not yet counted, per input (topic, partition): the snapshot's fence
         self.positions: dict[tuple[str, int], int] = {}
         self.messages = 0
+        self.consecutive_errors = 0
+        #: the message being handled: each valid event's index in its batch, by id()
+        self._index: dict[int, int | None] = {}
+        self._spans: list[tuple[int, int]] | None = None
+        self._fault = os.environ.get(FAULT_ENV, "")
+        self._fail_flush = False
 
     def counted(self, msg: InMessage) -> bool:
         """Whether the state already includes this message (re-read after a restore)."""
@@ -109,17 +134,46 @@ class Processor:
         self.messages += 1
         started = time.perf_counter()
         raw = msg.value if msg.value is not None else b""
-        if kind == "baselines":
-            out = self._baseline(msg, raw)
-        else:
-            model = RoutingEvent if kind == "routing" else FeedbackEvent
-            events: list[RoutingEvent] | list[FeedbackEvent]
-            events, rejections = decode_events(  # type: ignore[assignment]
-                raw, model, max_event_bytes=self.settings.max_event_bytes,
-                max_message_bytes=self.settings.max_message_bytes, parsed=parsed)
-            out = self._rejections(msg, rejections, raw)
-            out.extend(self._observe(msg, events))
+        self._spans = None
+        try:
+            if kind == "baselines":
+                out = self._baseline(msg, raw)
+            else:
+                model = RoutingEvent if kind == "routing" else FeedbackEvent
+                events: list[RoutingEvent] | list[FeedbackEvent]
+                events, rejections = decode_events(  # type: ignore[assignment]
+                    raw, model, max_event_bytes=self.settings.max_event_bytes,
+                    max_message_bytes=self.settings.max_message_bytes, parsed=parsed)
+                out = self._rejections(msg, rejections, raw)
+                out.extend(self._observe(msg, raw, events, rejections))
+            self.consecutive_errors = 0
+        except Exception as err:  # a bug must cost one message, not the worker
+            out = self._internal_error(kind, msg, raw, err)
+        finally:
+            self._index = {}
         self.metrics.processing.labels(kind).observe(time.perf_counter() - started)
+        return out
+
+    def _internal_error(self, kind: str, msg: InMessage, raw: bytes,
+                        err: Exception) -> list[OutMessage]:
+        """Dead-letter a message whose processing raised; count it; log the traceback.
+
+        The monitor is not transactional: events of the message taken before the error
+        stay counted. The replay runs this same code on the same bytes, so it fails at
+        the same event and the worker's outputs still equal the replay's; the dead letter
+        (with the whole message, and ``internal_error``) says which message to look at.
+        """
+        self.consecutive_errors += 1
+        self.metrics.processing_errors.labels(kind, "message").inc()
+        where = f"{msg.topic}[{msg.partition}]@{msg.offset}"
+        log.error("internal error processing %s: %s: %s", where, type(err).__name__, err,
+                  exc_info=err)
+        text = f"{type(err).__name__}: {err}"[:500]
+        rejection = Rejection("internal_error", f"internal_error: {text}")
+        out = [self._dead_letter(msg, rejection, raw)]
+        if self.consecutive_errors >= MAX_CONSECUTIVE_ERRORS:
+            raise ProcessingError(f"{self.consecutive_errors} consecutive messages failed; "
+                                  f"the last: {text}") from err
         return out
 
     def snapshot(self) -> Snapshot:
@@ -154,9 +208,13 @@ class Processor:
         self.metrics.baseline_info(baseline)
         return []
 
-    def _observe(self, msg: InMessage,
-                 events: list[RoutingEvent] | list[FeedbackEvent]) -> list[OutMessage]:
+    def _observe(self, msg: InMessage, raw: bytes,
+                 events: list[RoutingEvent] | list[FeedbackEvent],
+                 rejections: list[Rejection]) -> list[OutMessage]:
         out: list[OutMessage] = []
+        self._index = _indexes(raw, events, rejections)
+        if self._fault:
+            self._inject(events)
         accepted: list[RoutingEvent | FeedbackEvent] = list(events)
         if self.clock is not None:  # in event time (replay) nothing is from the future
             horizon = self.clock() + self.settings.max_future_s
@@ -164,8 +222,9 @@ class Processor:
             for ev in events:
                 if ev.epoch > horizon:
                     rejection = Rejection("future", f"ts: {ev.ts.isoformat()} is more than "
-                                          f"{self.settings.max_future_s:g}s ahead of now", "ts")
-                    out.append(self._dead_letter(msg, rejection, encode(ev)))
+                                          f"{self.settings.max_future_s:g}s ahead of now", "ts",
+                                          self._index.get(id(ev)))
+                    out.append(self._dead_letter(msg, rejection, self._event_bytes(raw, ev)))
                 else:
                     accepted.append(ev)
         routing = [e for e in accepted if isinstance(e, RoutingEvent)]
@@ -184,28 +243,84 @@ class Processor:
             taken: dict[tuple[str, str], int] = {}
             dups = counts.duplicates
             for ev in feedback:
-                seen, late = counts.duplicates, self.monitor.observe_feedback([ev])
+                index = self._index.get(id(ev))
+                origin = Origin(msg.topic, msg.partition, msg.offset, index, msg.key,
+                                self._event_bytes(raw, ev))
+                seen = counts.duplicates
+                late = self.monitor.observe_feedback([ev], origins=[origin])
                 outputs += late
                 if not late and counts.duplicates == seen:
                     key = (ev.router_id or "unknown", ev.kind)
                     taken[key] = taken.get(key, 0) + 1
             self.metrics.observed_feedback(taken, counts.duplicates - dups)
-        out.extend(self._output(msg, o) for o in outputs)
+        out.extend(self._output(msg, o, raw) for o in outputs)
         return out
 
+    def _inject(self, events: list[RoutingEvent] | list[FeedbackEvent]) -> None:
+        """Tests only (``TIERWATCH_TEST_FAULT``): fail as a bug in the monitor would."""
+        where, _, event_id = self._fault.partition(":")
+        if any(ev.event_id == event_id for ev in events):
+            if where == "flush":
+                self._fail_flush = True
+            elif where == "message":
+                raise RuntimeError(f"injected fault at event {event_id}")
+
     def flush(self) -> list[OutMessage]:
-        """Outputs of evaluations that are due; call after each batch."""
-        out = [self._output(None, o) for o in self.monitor.drain()]
+        """Outputs of evaluations that are due; call after each batch.
+
+        Raises
+        ------
+        ProcessingError
+            If the evaluations raise: they are not tied to one message that could be
+            dead-lettered, and skipping them would silently change every later output.
+        """
+        try:
+            if self._fail_flush:
+                self._fail_flush = False
+                raise RuntimeError("injected fault in the evaluations")
+            out = [self._output(None, o) for o in self.monitor.drain()]
+        except Exception as err:
+            self.metrics.processing_errors.labels("evaluations", "evaluate").inc()
+            log.critical("the evaluations failed at watermark %s: %s: %s",
+                         self.monitor.watermark, type(err).__name__, err, exc_info=err)
+            raise ProcessingError(f"evaluations failed: {type(err).__name__}: {err}") from err
         if self.monitor.evaluations != self._evaluations_seen:
             self._evaluations_seen = self.monitor.evaluations
             self.metrics.update_from(self.monitor)
         return out
 
-    def _output(self, msg: InMessage | None, o: Output) -> OutMessage:
+    def _event_bytes(self, raw: bytes, ev: BaseModel) -> bytes:
+        """The original bytes of one event of the current message.
+
+        The whole message for a single event; for a batch, the element's own bytes,
+        sliced from the message (re-encoded only if the slicing fails).
+        """
+        index = self._index.get(id(ev))
+        if index is None:
+            return raw
+        if self._spans is None:
+            self._spans = _element_spans(raw) or []
+        if index < len(self._spans):
+            a, b = self._spans[index]
+            return raw[a:b]
+        return encode(ev)
+
+    def _output(self, msg: InMessage | None, o: Output, raw: bytes = b"") -> OutMessage:
         if o.topic == "dlq":
             assert isinstance(o.payload, Rejection)
-            raw = encode(o.event) if o.event is not None else b""
-            return self._dead_letter(msg, o.payload, raw)
+            rejection = o.payload
+            if isinstance(o.origin, Origin):  # feedback that waited for its decision
+                origin = o.origin
+                msg = InMessage(origin.topic, origin.partition, origin.offset, origin.key,
+                                origin.raw)
+                rejection = Rejection(rejection.reason_class, rejection.reason,
+                                      rejection.field, origin.position)
+                return self._dead_letter(msg, rejection, origin.raw)
+            if o.event is None:
+                return self._dead_letter(msg, rejection, b"")
+            rejection = Rejection(rejection.reason_class, rejection.reason, rejection.field,
+                                  self._index.get(id(o.event)))
+            return self._dead_letter(msg, rejection, self._event_bytes(raw, o.event))
         assert isinstance(o.payload, BaseModel)
         self.metrics.published(o)
         return OutMessage(o.topic, o.key.encode(), encode(o.payload))
@@ -226,7 +341,7 @@ class Processor:
             with contextlib.suppress(orjson.JSONDecodeError):
                 doc = orjson.loads(raw)
                 items = doc if isinstance(doc, list) else None
-        out = [self._dead_letter(msg, r, _item(raw, items, r.index))
+        out = [self._dead_letter(msg, r, self._item(raw, items, r.index))
                for r in rejections[:MAX_DEAD_LETTERS]]
         rest = rejections[MAX_DEAD_LETTERS:]
         if rest:
@@ -235,8 +350,21 @@ class Processor:
                 "too_many_invalid",
                 f"{len(rest)} more invalid events in this message (indexes {min(indexes)}"
                 f"..{max(indexes)}); the next one: {rest[0].reason}", rest[0].field)
+            # one record, one dead-letter count; tierwatch_events_total still counts
+            # every event it stands for
             out.append(self._dead_letter(msg, summary, raw, events=len(rest)))
         return out
+
+    def _item(self, raw: bytes, items: list[object] | None, index: int | None) -> bytes:
+        """The original bytes of element ``index`` of a batch, or the whole message."""
+        if index is None or items is None or not 0 <= index < len(items):
+            return raw
+        if self._spans is None:
+            self._spans = _element_spans(raw) or []
+        if index < len(self._spans):
+            a, b = self._spans[index]
+            return raw[a:b]
+        return _item(raw, items, index)
 
     def _dead_letter(self, msg: InMessage | None, r: Rejection, raw: bytes,
                      events: int = 1) -> OutMessage:
@@ -263,6 +391,64 @@ def _item(raw: bytes, items: list[object] | None, index: int | None) -> bytes:
         return orjson.dumps(items[index])
     except TypeError:
         return raw
+
+
+_WS = re.compile(r"[ \t\n\r]*")
+_DECODER = json.JSONDecoder()
+
+
+def _element_spans(raw: bytes) -> list[tuple[int, int]] | None:
+    """Byte spans ``[start, end)`` of the elements of a JSON array message.
+
+    ``None`` when ``raw`` is not a UTF-8 JSON array the standard decoder can walk
+    (the caller then falls back to re-encoding the parsed element).
+
+    >>> raw = '[ {"a": 1} ,{"é":[2,3]}]'.encode()
+    >>> [raw[a:b] for a, b in _element_spans(raw)]
+    [b'{"a": 1}', b'{"\\xc3\\xa9":[2,3]}']
+    """
+    try:
+        text = raw.decode("utf-8")
+        i = _WS.match(text, 0).end()  # type: ignore[union-attr]
+        if text[i:i + 1] != "[":
+            return None
+        ascii_only = len(text) == len(raw)
+        spans: list[tuple[int, int]] = []
+        last_char = last_byte = 0
+
+        def to_byte(c: int) -> int:
+            nonlocal last_char, last_byte
+            if ascii_only:
+                return c
+            last_byte += len(text[last_char:c].encode("utf-8"))
+            last_char = c
+            return last_byte
+
+        i = _WS.match(text, i + 1).end()  # type: ignore[union-attr]
+        if text[i:i + 1] == "]":
+            return spans
+        while True:
+            _, end = _DECODER.raw_decode(text, i)
+            spans.append((to_byte(i), to_byte(end)))
+            i = _WS.match(text, end).end()  # type: ignore[union-attr]
+            if text[i:i + 1] == "]":
+                return spans
+            if text[i:i + 1] != ",":
+                return None
+            i = _WS.match(text, i + 1).end()  # type: ignore[union-attr]
+    except (ValueError, RecursionError):
+        return None
+
+
+def _indexes(raw: bytes, events: list[Any], rejections: list[Rejection]) -> dict[int, int | None]:
+    """Each valid event's index in its batch (``None`` for a message of one event)."""
+    if not events:
+        return {}
+    rejected = {r.index for r in rejections}
+    if len(events) == 1 and not rejections and raw.lstrip()[:1] != b"[":
+        return {id(events[0]): None}
+    valid = (i for i in range(len(events) + len(rejections)) if i not in rejected)
+    return {id(ev): i for ev, i in zip(events, valid, strict=False)}
 
 
 def _delta(before: dict[tuple[str, str], int],
