@@ -138,6 +138,14 @@ class Monitor:
         return (max(c.join_ttl_s, max(c.quality.windows), max(c.drift_windows))
                 + c.allowed_lateness_s + c.eval_every_s)
 
+    @property
+    def quiet_s(self) -> float:
+        """How long after the last event an evaluation may still see it: the longest
+        window, plus the contact CUSUMs' look-back, plus one evaluation interval."""
+        c = self.config
+        return (max(max(c.quality.windows), max(c.drift_windows))
+                + c.quality.contact_max_delay_days * 86400.0 + 2 * c.eval_every_s)
+
     def __getstate__(self) -> dict[str, Any]:
         # a snapshot must never carry the signing key; its owner re-attaches a signer
         return {**self.__dict__, "signer": None}
@@ -335,18 +343,20 @@ class Monitor:
         An evaluation at ``E`` sums windows ending at ``E``; an event far later than
         ``E`` moves every ring's horizon past buckets that window still needs. So when
         event time jumps by more than one evaluation interval, the evaluations it skips
-        run first, on exactly the events before them. Once every window, the join TTL
-        and the lateness are behind (``memory_s``), the remaining evaluations would see
-        empty time only; they are skipped, as :meth:`drain` skips them, so the cost of a
-        jump does not grow with its size.
+        run first, on exactly the events before them. Once every window (and the contact
+        CUSUMs' look-back) has left the last event behind (:attr:`quiet_s`), the
+        evaluations up to the jump would see empty time only: all but the last of them
+        are skipped, so the cost of a jump does not grow with its size. That last one
+        expires, at once, the joins whose TTL ran out in the skipped time.
         """
         if self.next_eval is None or self.watermark is None:
             return
         step = self.config.eval_every_s
-        quiet = self.watermark + self.memory_s  # from here on, every window is empty
+        quiet = self.watermark + self.quiet_s  # from here on, every window is empty
         self._run_due(min(until, quiet))
-        if until - self.next_eval > self.memory_s and self.next_eval >= quiet:
-            self.next_eval = math.ceil((until - self.memory_s) / step) * step
+        last = math.floor(until / step) * step
+        if self.next_eval < last:
+            self.next_eval = last
             self.next_tick = None
         self._run_due(until)
 
