@@ -130,6 +130,10 @@ class Monitor:
         self.firing: dict[str, Alert] = {}
         self._pending: list[Output] = []
         self.evaluations = 0
+        #: evaluations that raised, as ``(router_id, event time, exception)``: that
+        #: router's evaluation is skipped (its state may be partly updated, the same way
+        #: in every run); the caller logs and counts them, then clears the list
+        self.errors: list[tuple[str, float, Exception]] = []
 
     @property
     def memory_s(self) -> float:
@@ -148,7 +152,10 @@ class Monitor:
 
     def __getstate__(self) -> dict[str, Any]:
         # a snapshot must never carry the signing key; its owner re-attaches a signer
-        return {**self.__dict__, "signer": None}
+        return {**self.__dict__, "signer": None, "errors": []}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update({"errors": [], **state})
 
     # -- state ---------------------------------------------------------------------------
     def router(self, router_id: str, ts: float) -> RouterState:
@@ -409,7 +416,12 @@ class Monitor:
     def _tick(self, now: float) -> None:
         for router_id in sorted(self.routers):
             state = self.routers[router_id]
-            self._emit(state, state.sequential(now).transitions, now)
+            try:
+                transitions = state.sequential(now).transitions
+            except Exception as err:  # one router's bug must not blind the others
+                self.errors.append((router_id, now, err))
+                continue
+            self._emit(state, transitions, now)
 
     def _emit(self, state: RouterState, transitions: list[Transition], now: float) -> None:
         for t in transitions:
@@ -430,7 +442,11 @@ class Monitor:
                 origin=fb.origin))
         for router_id in sorted(self.routers):
             state = self.routers[router_id]
-            ev = state.evaluate(now)
+            try:
+                ev = state.evaluate(now)
+            except Exception as err:  # one router's bug must not blind the others
+                self.errors.append((router_id, now, err))
+                continue
             self._emit(state, ev.transitions, now)
             if ev.recommendation is not None and self.signer is not None:
                 self._recommend(state, ev.recommendation, now)

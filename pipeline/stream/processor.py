@@ -151,6 +151,7 @@ class Processor:
             out = self._internal_error(kind, msg, raw, err)
         finally:
             self._index = {}
+            self._evaluation_errors()
         self.metrics.processing.labels(kind).observe(time.perf_counter() - started)
         return out
 
@@ -279,6 +280,7 @@ class Processor:
                 self._fail_flush = False
                 raise RuntimeError("injected fault in the evaluations")
             out = [self._output(None, o) for o in self.monitor.drain()]
+            self._evaluation_errors()
         except Exception as err:
             self.metrics.processing_errors.labels("evaluations", "evaluate").inc()
             log.critical("the evaluations failed at watermark %s: %s: %s",
@@ -288,6 +290,18 @@ class Processor:
             self._evaluations_seen = self.monitor.evaluations
             self.metrics.update_from(self.monitor)
         return out
+
+    def _evaluation_errors(self) -> None:
+        """Log and count the router evaluations that raised (the monitor skipped them)."""
+        errors = self.monitor.errors
+        if not errors:
+            return
+        for router_id, now, err in errors:
+            self.metrics.processing_errors.labels("evaluations", "evaluate").inc()
+            log.error("evaluation of router %r at %s failed and was skipped: %s: %s",
+                      router_id, datetime.fromtimestamp(now, UTC).isoformat(),
+                      type(err).__name__, err, exc_info=err)
+        errors.clear()
 
     def _event_bytes(self, raw: bytes, ev: BaseModel) -> bytes:
         """The original bytes of one event of the current message.
@@ -315,7 +329,8 @@ class Processor:
                                 origin.raw)
                 rejection = Rejection(rejection.reason_class, rejection.reason,
                                       rejection.field, origin.position)
-                return self._dead_letter(msg, rejection, origin.raw)
+                # the event was counted valid when it arrived: a record, not a new event
+                return self._dead_letter(msg, rejection, origin.raw, events=0)
             if o.event is None:
                 return self._dead_letter(msg, rejection, b"")
             rejection = Rejection(rejection.reason_class, rejection.reason, rejection.field,
