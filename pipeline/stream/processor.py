@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
-import json
 import logging
 import os
 import re
@@ -408,51 +407,54 @@ def _item(raw: bytes, items: list[object] | None, index: int | None) -> bytes:
         return raw
 
 
-_WS = re.compile(r"[ \t\n\r]*")
-_DECODER = json.JSONDecoder()
+#: a JSON string (whole, escapes included) or a structural character
+_TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{},]', re.DOTALL)
+_JSON_WS = b" \t\n\r"
 
 
 def _element_spans(raw: bytes) -> list[tuple[int, int]] | None:
     """Byte spans ``[start, end)`` of the elements of a JSON array message.
 
-    ``None`` when ``raw`` is not a UTF-8 JSON array the standard decoder can walk
-    (the caller then falls back to re-encoding the parsed element).
+    A scan of strings and brackets (no recursion, so the answer is the same whatever
+    the nesting and the caller's stack); ``None`` when ``raw`` is not an array.
 
-    >>> raw = '[ {"a": 1} ,{"é":[2,3]}]'.encode()
-    >>> [raw[a:b] for a, b in _element_spans(raw)]
-    [b'{"a": 1}', b'{"\\xc3\\xa9":[2,3]}']
+    >>> raw = '[ {"a": "],"} ,{"é":[2,3]}, 7 ]'.encode()
+    >>> [raw[a:b].decode() for a, b in _element_spans(raw)]
+    ['{"a": "],"}', '{"é":[2,3]}', '7']
+    >>> _element_spans(b"[]"), _element_spans(b'{"a": 1}')
+    ([], None)
     """
-    try:
-        text = raw.decode("utf-8")
-        i = _WS.match(text, 0).end()  # type: ignore[union-attr]
-        if text[i:i + 1] != "[":
-            return None
-        ascii_only = len(text) == len(raw)
-        spans: list[tuple[int, int]] = []
-        last_char = last_byte = 0
+    spans: list[tuple[int, int]] = []
+    depth, start = 0, 0
 
-        def to_byte(c: int) -> int:
-            nonlocal last_char, last_byte
-            if ascii_only:
-                return c
-            last_byte += len(text[last_char:c].encode("utf-8"))
-            last_char = c
-            return last_byte
+    def add(a: int, b: int) -> None:
+        while a < b and raw[a] in _JSON_WS:
+            a += 1
+        while b > a and raw[b - 1] in _JSON_WS:
+            b -= 1
+        if a < b:
+            spans.append((a, b))
 
-        i = _WS.match(text, i + 1).end()  # type: ignore[union-attr]
-        if text[i:i + 1] == "]":
-            return spans
-        while True:
-            _, end = _DECODER.raw_decode(text, i)
-            spans.append((to_byte(i), to_byte(end)))
-            i = _WS.match(text, end).end()  # type: ignore[union-attr]
-            if text[i:i + 1] == "]":
-                return spans
-            if text[i:i + 1] != ",":
+    for m in _TOKEN.finditer(raw):
+        c = raw[m.start()]
+        if c == 0x22:  # a string: nothing structural inside
+            if depth == 0:
                 return None
-            i = _WS.match(text, i + 1).end()  # type: ignore[union-attr]
-    except (ValueError, RecursionError):
-        return None
+        elif c in b"[{":
+            depth += 1
+            if depth == 1:
+                if c != 0x5B:
+                    return None
+                start = m.end()
+        elif c in b"]}":
+            depth -= 1
+            if depth == 0:
+                add(start, m.start())
+                return spans
+        elif depth == 1:  # a comma between elements
+            add(start, m.start())
+            start = m.end()
+    return None
 
 
 def _indexes(raw: bytes, events: list[Any], rejections: list[Rejection]) -> dict[int, int | None]:
