@@ -203,6 +203,9 @@ def test_failing_evaluations_stop_the_worker_non_zero(kafka_bootstrap: str, feed
     assert time.monotonic() - started < 90
     text = log.read_text()
     assert "the worker cannot process" in text and "injected fault in the evaluations" in text
+    # a graceful shutdown, not the watchdog's: faust no longer waits for the acks of the
+    # messages taken before the failure (it waited forever, ignoring SIGTERM)
+    assert "wait_empty" not in text and "Closing event loop" in text
     # restarted on the same checkpoints it stops again: loud, never a zombie
     with running_worker(env, tmp_path / "again.log", ready_timeout=120) as (proc, _):
         assert proc.wait(timeout=90) == 70

@@ -738,11 +738,13 @@ def run_clean(settings: Settings, truth: Truth) -> Processor:
     """A clean processor fed only the accepted events, in batches."""
     p = Processor(settings, build_monitor(settings), WorkerMetrics(CollectorRegistry()))
     *routing, ttl_ends = truth.accepted["routing"]  # last: it ends every join's TTL
+    offsets = {"routing": 0, "feedback": 0}
     for kind, events in (("routing", routing), ("feedback", truth.accepted["feedback"]),
                          ("routing", [ttl_ends])):
         for start in range(0, len(events), 500):
-            out = p.handle(kind, InMessage(settings.topic(kind), 0, start, None,
+            out = p.handle(kind, InMessage(settings.topic(kind), 0, offsets[kind], None,
                                            orjson.dumps(events[start:start + 500])))
+            offsets[kind] += 1
             assert not [o for o in out if o.topic == "dlq"]
             p.flush()
     return p
