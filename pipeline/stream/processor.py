@@ -371,7 +371,7 @@ class Processor:
 
     def _item(self, raw: bytes, items: list[object] | None, index: int | None) -> bytes:
         """The original bytes of element ``index`` of a batch, or the whole message."""
-        if index is None or items is None or not 0 <= index < len(items):
+        if index is None or index < 0:
             return raw
         if self._spans is None:
             self._spans = _element_spans(raw) or []

@@ -547,7 +547,13 @@ class HostileFeed:
             expect = [(i, "invalid_field") for i in range(len(doc))]
         else:
             expect = [(None, cls)]
-        self.send(kind, value, expect, shape, units=len(expect))
+        parts = None
+        if cls == "list":
+            assert value is not None
+            parts = [value[1:-1]]
+        elif shape == "value" and isinstance(doc, list):
+            parts = [dump(x) for x in doc]
+        self.send(kind, value, expect, shape, units=len(expect), parts=parts)
 
     def random_value(self, depth: int) -> Any:
         r = self.rng
@@ -618,7 +624,8 @@ class HostileFeed:
             expect = [(None, "oversized")]
         assert len(value) <= MAX_RAW
         assert dead_letter_payload_size(value) <= DEAD_LETTER_PAYLOAD_BUDGET
-        self.send(kind, value, expect, f"huge-{shape}", units=len(expect))
+        parts = [dump(x) for x in items] if shape == "batch" else None
+        self.send(kind, value, expect, f"huge-{shape}", units=len(expect), parts=parts)
 
     def baseline(self, router_id: str) -> None:
         n_bins = self.rng.choice([10, 20])
