@@ -22,6 +22,12 @@ batches mixing valid, duplicate and bad events, events from the far future (beyo
 ``max_future_s`` of the wall clock) or far behind the watermark (beyond the allowed
 lateness), and valid events with hostile but legal content: unicode ids (RTL, zero-width,
 emoji, NUL, escaped surrogate pairs), extreme but legal numbers, and duplicates.
+Issue #15 added batches of 100,000 bad elements (100 dead letters and one
+``too_many_invalid`` record each, counted once), and a last valid event 32 days on that
+ends the join TTL of every feedback for an unknown request id: each is dead-lettered
+``unjoined`` with its own bytes, its message's offset and key and its index. Every dead
+letter's payload is checked against the bytes that were sent (the element's own bytes
+for an event of a batch).
 
 Timestamps: valid events live in a window of about a day starting ``T0``
 (2026-05-01, in the past), so the wall-clock "future" check can only reject the events
