@@ -373,6 +373,7 @@ class BucketedHistogram:
 
     __slots__ = (
         "_counts",
+        "_dropped",
         "_ids",
         "_n_late",
         "_newest",
@@ -394,6 +395,10 @@ class BucketedHistogram:
         self._counts = np.zeros((self.horizon_buckets, self.n_bins), dtype=np.int64)
         self._ids = np.full(self.horizon_buckets, _EMPTY, dtype=np.int64)
         self._newest: int | None = None
+        # the newest bucket id that held counts when it fell out of the ring: a window
+        # reaching past the horizon is exact (its evicted part was empty time) when it
+        # starts after this bucket
+        self._dropped: int | None = None
         self._n_late = 0
 
     # -- properties ------------------------------------------------------------------------
@@ -441,8 +446,22 @@ class BucketedHistogram:
         self._newest = newest
         stale = np.flatnonzero((self._ids <= newest - self.horizon_buckets) & (self._ids != _EMPTY))
         if stale.size:
+            # O(horizon) whatever the jump: a slot is cleared once, however many buckets
+            # of empty time the watermark skips
+            self._drop(int(self._ids[stale].max()))
             self._ids[stale] = _EMPTY
             self._counts[stale] = 0
+
+    def _drop(self, bucket: int) -> None:
+        if self._dropped is None or bucket > self._dropped:
+            self._dropped = bucket
+
+    def __setstate__(self, state: Any) -> None:
+        # snapshots pickled before ``_dropped`` existed: nothing known to be dropped
+        self._dropped = None
+        slots = state[1] if isinstance(state, tuple) else state
+        for k, v in (slots or {}).items():
+            setattr(self, k, v)
 
     def insert_many(self, ts: ArrayLike, bins: ArrayLike) -> NDArray[np.bool_]:
         """Count a batch of events; return the mask of those rejected as late.
@@ -569,12 +588,23 @@ class BucketedHistogram:
         ``[(j-k+1) * bucket_seconds, (j+1) * bucket_seconds)``: the current, possibly
         partial, bucket is included.
 
+        A window may reach past the ring's horizon when event time jumped forward: the
+        buckets it skipped held nothing, so the sum is still exact, and returned.
+
         Raises
         ------
         ValueError
             If ``seconds`` is not a whole number of buckets (the answer would not be
-            exact), or if the window reaches buckets the ring has already evicted (a
-            silently truncated window would understate the counts).
+            exact), or if the window reaches a bucket that held counts when the ring
+            evicted it (a silently truncated window would understate the counts).
+
+        Examples
+        --------
+        >>> h = BucketedHistogram(2, 60.0, 3).update(30.0, 1)
+        >>> h.update(8 * 86400.0, 0).window(8 * 86400.0, 180).tolist()  # 8 days later
+        [1, 0]
+        >>> h.window(8 * 86400.0 - 60, 180).tolist()  # empty time before the jump
+        [0, 0]
 
         """
         k = round(seconds / self.bucket_seconds)
@@ -588,10 +618,12 @@ class BucketedHistogram:
         first = j - k + 1
         if self._newest is None:
             return np.zeros(self.n_bins, dtype=np.int64)
-        if first <= self._newest - self.horizon_buckets:
+        if (first <= self._newest - self.horizon_buckets and self._dropped is not None
+                and first <= self._dropped):
             raise ValueError(
                 f"window [{first}, {j}] (bucket ids) reaches past the ring horizon "
-                f"(oldest retained bucket {self._newest - self.horizon_buckets + 1})"
+                f"(oldest retained bucket {self._newest - self.horizon_buckets + 1}; "
+                f"bucket {self._dropped} held counts when it was evicted)"
             )
         sel = (self._ids >= first) & (self._ids <= j)
         out: NDArray[np.int64] = self._counts[sel].sum(axis=0)
@@ -610,12 +642,17 @@ class BucketedHistogram:
     def merge(self, other: BucketedHistogram) -> Self:
         """Add ``other`` into self (exact: equal bucket ids sum, older ones fall out)."""
         self._check_compatible(other)
+        if other._dropped is not None:
+            self._drop(other._dropped)
         if other._newest is None:
             self._n_late += other._n_late
             return self
         self._advance(other._newest)
         assert self._newest is not None
         keep = other._ids > self._newest - self.horizon_buckets
+        gone = other._ids[(~keep) & (other._ids != _EMPTY)]
+        if gone.size:
+            self._drop(int(gone.max()))
         slots = np.flatnonzero(keep)
         # within the horizon two ids sharing a slot are equal, so adding is exact
         self._counts[slots] += other._counts[slots]
@@ -629,6 +666,7 @@ class BucketedHistogram:
         new._counts = self._counts.copy()
         new._ids = self._ids.copy()
         new._newest = self._newest
+        new._dropped = self._dropped
         new._n_late = self._n_late
         return new
 
@@ -668,6 +706,7 @@ class BucketedHistogram:
             "bucket_seconds": self.bucket_seconds,
             "horizon_buckets": self.horizon_buckets,
             "newest": self._newest,
+            "dropped": self._dropped,
             "n_late": self._n_late,
             "buckets": [
                 [int(i), row] for i, row in zip(ids.tolist(), counts.tolist(), strict=True)
@@ -699,4 +738,6 @@ class BucketedHistogram:
                     raise ValueError(f"bucket {j} lies outside the horizon of newest={newest}")
                 h._add_block(j, np.asarray(row, dtype=np.int64).reshape(1, h.n_bins))
         h._n_late = int(d.get("n_late", 0))
+        dropped = d.get("dropped")
+        h._dropped = None if dropped is None else int(dropped)
         return h

@@ -42,6 +42,7 @@ the merged state equals the state of one join that saw both streams.
 
 from __future__ import annotations
 
+import base64
 import copy
 import heapq
 import math
@@ -54,10 +55,11 @@ __all__ = [
     "Feedback",
     "FeedbackJoin",
     "JoinedFeedback",
+    "Origin",
 ]
 
 #: Dead-letter reason for feedback whose decision never arrived within the TTL.
-UNJOINED_REASON = "unjoined after TTL"
+UNJOINED_REASON = "no routing decision with this request_id arrived within the join TTL"
 
 _ONE = 1.0  # shared float object for the (very common) propensity of exactly 1
 
@@ -92,10 +94,23 @@ class DecisionRecord(NamedTuple):
         return bool(self.flags & _EXPLORATION)
 
 
+class Origin(NamedTuple):
+    """Where a feedback event came from, kept while it waits for its decision, so that
+    its dead letter, if the decision never comes, carries its original bytes and
+    coordinates: the event's own bytes (not its whole batch) and about 100 bytes more."""
+
+    topic: str
+    partition: int | None
+    offset: int | None
+    position: int | None  #: the event's index in its batch (None: a single event)
+    key: bytes | None
+    raw: bytes
+
+
 class Feedback(NamedTuple):
     """A feedback event as the join sees it (pending or expired).
 
-    Compares by ``(ts, event_id)`` in the pending heap.
+    Compares by ``(ts, event_id)`` in the pending heap (event ids are unique there).
     """
 
     ts: float
@@ -108,6 +123,7 @@ class Feedback(NamedTuple):
     score: float | None = None
     weight: float | None = None
     source: str | None = None
+    origin: Origin | None = None
 
 
 class JoinedFeedback(NamedTuple):
@@ -151,6 +167,22 @@ _COUNTERS = (
     "expired_decisions",
     "expired_feedback",
 )
+
+
+def _origin_to_list(o: Origin | None) -> list[Any] | None:
+    if o is None:
+        return None
+    key = None if o.key is None else base64.b64encode(o.key).decode("ascii")
+    return [o.topic, o.partition, o.offset, o.position, key,
+            base64.b64encode(o.raw).decode("ascii")]
+
+
+def _origin_from_list(row: list[Any] | None) -> Origin | None:
+    if row is None:
+        return None
+    topic, partition, offset, index, key, raw = row
+    return Origin(topic, partition, offset, index,
+                  None if key is None else base64.b64decode(key), base64.b64decode(raw))
 
 
 def _join(fb: Feedback, d: DecisionRecord) -> JoinedFeedback:
@@ -298,8 +330,11 @@ class FeedbackJoin:
         score: float | None = None,
         weight: float | None = None,
         source: str | None = None,
+        origin: Origin | None = None,
     ) -> JoinedFeedback | None:
         """Join one feedback event.
+
+        ``origin`` is kept with the feedback only while it waits for its decision.
 
         Returns
         -------
@@ -350,6 +385,8 @@ class FeedbackJoin:
         if rec is not None:
             self._counts["joined"] += 1
             return _join(fb, rec)
+        if origin is not None:
+            fb = fb._replace(origin=origin)
         self._pending.setdefault(request_id, []).append(fb)
         heapq.heappush(self._pending_heap, fb)
         self._counts["pending"] += 1
@@ -509,7 +546,7 @@ class FeedbackJoin:
             "ttl_seconds": self.ttl_seconds,
             "watermark": self._watermark,
             "decisions": [list(r) for r in sorted(self._decisions.values())],
-            "pending": [list(f) for f in self.pending],
+            "pending": [[*f[:-1], _origin_to_list(f.origin)] for f in self.pending],
             "seen": sorted([eid, ts] for eid, ts in self._seen.items()),
             "counts": dict(self._counts),
         }
@@ -536,12 +573,12 @@ class FeedbackJoin:
             j._decision_heap.append(rec)
         heapq.heapify(j._decision_heap)
         for row in state["pending"]:
-            ts, eid, rid, kind, value, router, tier, score, weight, source = row
+            ts, eid, rid, kind, value, router, tier, score, weight, source = row[:10]
             fb = Feedback(
                 float(ts), eid, rid, kind, float(value), router, tier,
                 None if score is None else float(score),
                 None if weight is None else float(weight),
-                source,
+                source, _origin_from_list(row[10] if len(row) > 10 else None),
             )  # fmt: skip
             j._pending.setdefault(rid, []).append(fb)
             j._pending_heap.append(fb)

@@ -27,7 +27,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from pipeline.core.alerts import SEVERITY, runbook_link
-from pipeline.core.join import UNJOINED_REASON, FeedbackJoin, JoinedFeedback
+from pipeline.core.join import UNJOINED_REASON, FeedbackJoin, JoinedFeedback, Origin
 from pipeline.core.router_state import MonitorConfig, RouterState, Transition
 from pipeline.core.sampling import ReviewSampler
 from pipeline.core.signing import Keyring
@@ -56,6 +56,7 @@ class Output:
     key: str
     payload: BaseModel | Rejection
     event: BaseModel | None = None  # for a rejection: the event it rejects
+    origin: Any = None  # for unjoined feedback: where it came from (opaque to the core)
 
 
 @dataclass(slots=True)
@@ -129,6 +130,10 @@ class Monitor:
         self.firing: dict[str, Alert] = {}
         self._pending: list[Output] = []
         self.evaluations = 0
+        #: evaluations that raised, as ``(router_id, event time, exception)``: that
+        #: router's evaluation is skipped (its state may be partly updated, the same way
+        #: in every run); the caller logs and counts them, then clears the list
+        self.errors: list[tuple[str, float, Exception]] = []
 
     @property
     def memory_s(self) -> float:
@@ -137,9 +142,20 @@ class Monitor:
         return (max(c.join_ttl_s, max(c.quality.windows), max(c.drift_windows))
                 + c.allowed_lateness_s + c.eval_every_s)
 
+    @property
+    def quiet_s(self) -> float:
+        """How long after the last event an evaluation may still see it: the longest
+        window, plus the contact CUSUMs' look-back, plus one evaluation interval."""
+        c = self.config
+        return (max(max(c.quality.windows), max(c.drift_windows))
+                + c.quality.contact_max_delay_days * 86400.0 + 2 * c.eval_every_s)
+
     def __getstate__(self) -> dict[str, Any]:
         # a snapshot must never carry the signing key; its owner re-attaches a signer
-        return {**self.__dict__, "signer": None}
+        return {**self.__dict__, "signer": None, "errors": []}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update({"errors": [], **state})
 
     # -- state ---------------------------------------------------------------------------
     def router(self, router_id: str, ts: float) -> RouterState:
@@ -184,6 +200,7 @@ class Monitor:
         decisions = self.join
         lateness = self.config.allowed_lateness_s
         wm = self.watermark
+        step = self.config.eval_every_s
         for ev in events:
             ts = ev.epoch
             if wm is not None and ts < wm - lateness and (late := self._late(ts)) is not None:
@@ -194,6 +211,13 @@ class Monitor:
                 self.counts.duplicates += 1
                 continue
             batch_ids.add(rid)
+            if self.next_eval is not None and ts >= self.next_eval + step:
+                # event time jumps past a whole evaluation interval: the evaluations it
+                # skips run now, on the state they would have seen, before this event
+                # moves the rings on (see _catch_up)
+                self._count_routing(per_router)
+                per_router = {}
+                self._catch_up(ts - step)
             if wm is None or ts > wm:
                 wm = self.watermark = ts
             if self.next_eval is None:
@@ -202,6 +226,11 @@ class Monitor:
             if rows is None:
                 rows = per_router[ev.router_id] = []
             rows.append((ev, ts))
+        self._count_routing(per_router)
+        return out
+
+    def _count_routing(self, per_router: dict[str, list[tuple[RoutingEvent, float]]]) -> None:
+        """Count accepted, deduplicated routing events, grouped by router."""
         add_decision = self.join.add_decision
         routed = self.counts.routed
         review = self._review
@@ -241,7 +270,6 @@ class Monitor:
                 costs.append(ev.cost_usd)
             state.observe_routing(ts_arr, scores, tiers, reasons, thresholds, costs, signals,
                                   bands)
-        return out
 
     def _review(self, ev: RoutingEvent, ts: float, band: int, th: Thresholds,
                 signals: dict[str, float] | None) -> None:
@@ -260,13 +288,18 @@ class Monitor:
                 ts=ev.ts)))
 
     # -- feedback ------------------------------------------------------------------------
-    def observe_feedback(self, events: Sequence[FeedbackEvent]) -> list[Output]:
-        """Join and count a batch of feedback; late ones come back as DLQ outputs."""
+    def observe_feedback(self, events: Sequence[FeedbackEvent],
+                         origins: Sequence[Origin | None] | None = None) -> list[Output]:
+        """Join and count a batch of feedback; late ones come back as DLQ outputs.
+
+        ``origins``: per event, where it came from; kept with feedback that waits for its
+        decision, so that its ``unjoined`` dead letter carries the original bytes.
+        """
         # Feedback has a watermark of its own: a small feedback topic consumed ahead of a
         # lagging routing topic must not make the routing events look late. The routing
         # watermark alone drives evaluations.
         out: list[Output] = []
-        for ev in events:
+        for i, ev in enumerate(events):
             ts = ev.epoch
             if (late := self._late(ts, self.feedback_watermark)) is not None:
                 out.append(Output("dlq", ev.request_id, late, ev))
@@ -278,7 +311,8 @@ class Monitor:
                 self.feedback_watermark = ts
             joined = self.join.add_feedback(
                 ev.event_id, ev.request_id, ev.kind, ev.value, ts, router_id=ev.router_id,
-                tier=ev.tier, score=ev.score, weight=ev.weight, source=ev.source)
+                tier=ev.tier, score=ev.score, weight=ev.weight, source=ev.source,
+                origin=origins[i] if origins is not None else None)
             if joined is not None:
                 self._count_feedback(joined)
         return out
@@ -306,25 +340,88 @@ class Monitor:
             # than the longest memory behind see empty windows only, so skip them
             self.next_eval = math.ceil((wm - self.memory_s) / step) * step
             self.next_tick = None
+        self._run_due(wm)
+        out, self._pending = self._pending, []
+        return out
+
+    def _catch_up(self, until: float) -> None:
+        """Run the evaluations (and sequential steps) due up to ``until`` before a jump.
+
+        An evaluation at ``E`` sums windows ending at ``E``; an event far later than
+        ``E`` moves every ring's horizon past buckets that window still needs. So when
+        event time jumps by more than one evaluation interval, the evaluations it skips
+        run first, on exactly the events before them. Once every window (and the contact
+        CUSUMs' look-back) has left the last event behind (:attr:`quiet_s`), the
+        evaluations up to the jump would see empty time only: all but the last of them
+        are skipped, so the cost of a jump does not grow with its size. That last one
+        expires, at once, the joins whose TTL ran out in the skipped time.
+        """
+        if self.next_eval is None or self.watermark is None:
+            return
+        step = self.config.eval_every_s
+        quiet = self.watermark + self.quiet_s  # from here on, every window is empty
+        self._run_due(min(until, quiet))
+        last = math.floor(until / step) * step
+        if self.next_eval < last:
+            self.next_eval = last
+            self.next_tick = None
+        self._run_due(until)
+
+    def _run_due(self, until: float) -> None:
+        """Evaluations and sequential ticks at or before ``until``, in time order."""
+        assert self.next_eval is not None
+        step = self.config.eval_every_s
         tick = self.config.seq_step_s if self.config.sequential_drift else math.inf
         if self.next_tick is None:
             self.next_tick = self.next_eval - step + tick
         # the sequential drift tests step every ``tick`` between the hourly evaluations
-        while wm >= min(self.next_eval, self.next_tick):
+        while until >= min(self.next_eval, self.next_tick):
             if self.next_tick < self.next_eval:
+                self._skip_idle_ticks(min(until, self.next_eval), tick)
                 self._tick(self.next_tick)
                 self.next_tick += tick
             else:
                 self.evaluate(self.next_eval)
                 self.next_eval += step
                 self.next_tick = max(self.next_tick, self.next_eval - step + tick)
-        out, self._pending = self._pending, []
-        return out
+
+    def _skip_idle_ticks(self, limit: float, tick: float) -> None:
+        """Fold a run of ticks that can change nothing into the last of them.
+
+        A tick only closes sequential steps and fires the alert of a CUSUM in alarm;
+        with no step pending before it and every alarm's alert already firing, it just
+        moves each test's closed-step mark. Jumping to the last such tick before
+        ``limit`` (or before the first pending step closes) has the same effect, so
+        hours or days of quiet cost O(1) ticks, not one per minute.
+        """
+        assert self.next_tick is not None
+        first_close = math.inf
+        for state in self.routers.values():
+            for (who, signal), stream in state.streams.items():
+                seq = stream.seq
+                if seq is None:
+                    continue
+                if seq.alarm and not state.alerts.firing(state._drift_key(who, signal)[0]):
+                    return
+                if seq.pending:
+                    first_close = min(first_close, (min(seq.pending) + 1) * seq.step_seconds)
+        last = min(limit, first_close)
+        if last - self.next_tick < 2 * tick:
+            return
+        n = math.floor((last - self.next_tick) / tick)
+        if self.next_tick + n * tick >= last:
+            n -= 1
+        self.next_tick += max(n, 0) * tick
 
     def _tick(self, now: float) -> None:
         for router_id in sorted(self.routers):
             state = self.routers[router_id]
-            self._emit(state, state.sequential(now).transitions, now)
+            try:
+                transitions = state.sequential(now).transitions
+            except Exception as err:  # one router's bug must not blind the others
+                self.errors.append((router_id, now, err))
+                continue
+            self._emit(state, transitions, now)
 
     def _emit(self, state: RouterState, transitions: list[Transition], now: float) -> None:
         for t in transitions:
@@ -340,11 +437,16 @@ class Monitor:
         self.evaluations += 1
         for fb in self.join.expire(now):
             self._pending.append(Output("dlq", fb.request_id, Rejection(
-                "unjoined", f"request_id: {UNJOINED_REASON} ({self.config.join_ttl_s:g}s)",
-                "request_id")))
+                "unjoined", f"request_id: {UNJOINED_REASON} ({self.config.join_ttl_s:g}s "
+                f"after this feedback's time {_dt(fb.ts).isoformat()})", "request_id"),
+                origin=fb.origin))
         for router_id in sorted(self.routers):
             state = self.routers[router_id]
-            ev = state.evaluate(now)
+            try:
+                ev = state.evaluate(now)
+            except Exception as err:  # one router's bug must not blind the others
+                self.errors.append((router_id, now, err))
+                continue
             self._emit(state, ev.transitions, now)
             if ev.recommendation is not None and self.signer is not None:
                 self._recommend(state, ev.recommendation, now)

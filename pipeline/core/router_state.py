@@ -673,6 +673,8 @@ class RouterState:
             per_day = sum(self.feedback_day.get(d, {}).get(tier, 0) for d in days) / len(days)
             ref = self.quality.reference_totals("thumbs", tier=tier)
             base = ref.rate if ref.w > 0 else 0.9
+            if not base > 0:  # nothing to drop from: no drop can go unseen
+                continue
             starving = test.starving(per_day, base, q.starvation_drop, q.starvation_within_days)
             mdd = test.mdd(per_day * q.starvation_within_days, base)
             out["mdd"].setdefault(tier, {})["feedback/7d"] = mdd

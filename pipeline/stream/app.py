@@ -26,6 +26,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -132,6 +134,9 @@ def build_worker(settings: Settings, *, registry: CollectorRegistry | None = Non
         producer_acks=-1,
         producer_linger=0.02,  # batch the outputs: one produce request per dead letter is slow
         consumer_auto_offset_reset="earliest",
+        # commits follow checkpoints, not acks, so shutdown need not wait for taken
+        # messages to be acked; it did forever after an agent crash (SIGTERM ignored)
+        stream_wait_empty=False,
         # up to the largest message per partition per fetch (faust's default is 1 MB):
         # the ordered merge releases no further than its least-fetched partition, and at
         # 1 MB a partition of 50 kB batch messages starved it (12.5k events/s, half idle).
@@ -154,7 +159,7 @@ def build_worker(settings: Settings, *, registry: CollectorRegistry | None = Non
     lock = asyncio.Lock()
     state: dict[str, Any] = {"blocked_since": None, "checkpoint": time.monotonic(),
                              "bootstrapped": False, "checkpointed": processor.messages,
-                             "writer": None}
+                             "writer": None, "failed": None}
 
     async def publish(out: list[OutMessage]) -> None:
         # straight to the producer: faust's Topic.send adds per-message futures, callbacks
@@ -212,6 +217,20 @@ def build_worker(settings: Settings, *, registry: CollectorRegistry | None = Non
         return ready
 
     async def drain() -> None:
+        if state["failed"] is not None:
+            return  # the worker is stopping: process nothing more
+        try:
+            await _drain()
+        except Exception as err:  # the worker cannot process: stop, non-zero, loudly
+            fail(err)
+
+    def fail(err: BaseException) -> None:
+        state["failed"] = f"{type(err).__name__}: {err}"
+        log.critical("the worker cannot process (%s); exiting for the supervisor to restart "
+                     "it", state["failed"], exc_info=err)
+        request_exit(FAILED_EXIT_CODE)
+
+    async def _drain() -> None:
         async with lock:
             for i, msg in enumerate(release()):
                 out = processor.handle(by_name[msg.topic], msg)
@@ -299,14 +318,22 @@ def build_worker(settings: Settings, *, registry: CollectorRegistry | None = Non
             media_type = CONTENT_TYPE_LATEST.split(";")[0]
             return self.bytes(generate_latest(scrape), content_type=media_type)
 
+    class HealthView(View):
+        async def get(self, request: Request) -> Response:
+            # 503 once the worker cannot process: it is on its way out, never a zombie
+            if state["failed"] is not None:
+                return self.json({"status": "failed", "error": state["failed"]}, status=503)
+            return self.json({"status": "ok", "messages": processor.messages})
+
     class StatusView(View):
         async def get(self, request: Request) -> Response:
             return self.json({**processor.monitor.status(), "worker": {
+                "healthy": state["failed"] is None, "error": state["failed"],
                 "messages": processor.messages,
                 "positions": {f"{t}:{p}": o for (t, p), o in processor.positions.items()},
                 "checkpoint": {f"{tp.topic}:{tp.partition}": o
                                for tp, o in app.durable_positions.items()},
-                "merge_buffered": len(merge)}})
+                "merge_buffered": len(merge)}}, status=200 if state["failed"] is None else 503)
 
     class RouterView(View):
         async def get(self, request: Request, router_id: str) -> Response:
@@ -319,12 +346,33 @@ def build_worker(settings: Settings, *, registry: CollectorRegistry | None = Non
 
     app.page("/metrics")(MetricsView)
     app.page("/status")(StatusView)
+    app.page("/health")(HealthView)
     app.page("/routers/{router_id}")(RouterView)
     return Worker(app, processor, metrics, registry, store)
 
 
+#: exit status of a worker that stopped because it could not process (EX_SOFTWARE)
+FAILED_EXIT_CODE = 70
+#: how long a failed worker's graceful shutdown may take before it is cut short
+FAILED_SHUTDOWN_S = 30.0
+_exit_code: list[int] = []
+
+
+def request_exit(code: int) -> None:
+    """Stop the worker with exit status ``code``: a graceful shutdown (SIGTERM to itself),
+    cut short by ``os._exit`` if it has not finished within ``FAILED_SHUTDOWN_S``."""
+    if _exit_code:
+        return
+    _exit_code.append(code)
+    watchdog = threading.Timer(FAILED_SHUTDOWN_S, os._exit, (code,))
+    watchdog.daemon = True
+    watchdog.start()
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
 def run_worker(settings: Settings) -> None:
-    """Run the worker until interrupted (``tierwatch worker``)."""
+    """Run the worker until interrupted (``tierwatch worker``); exit non-zero if it
+    stopped because it could not process."""
     # faust would retry a refused login forever: reach the brokers once, or say why not
     kafka_clients.check_connection(settings)
     if settings.uses_dev_control_key:  # enforce with it is refused by the settings
@@ -332,4 +380,8 @@ def run_worker(settings: Settings) -> None:
                     "set TIERWATCH_CONTROL_KEY (`tierwatch control keygen`) before routers "
                     "trust them")
     worker = build_worker(settings)
-    faust.Worker(worker.app, loglevel=settings.log_level.upper()).execute_from_commandline()
+    try:
+        faust.Worker(worker.app, loglevel=settings.log_level.upper()).execute_from_commandline()
+    finally:
+        if _exit_code:
+            os._exit(_exit_code[0])  # after faust's shutdown: SystemExit(0) must not win

@@ -61,7 +61,8 @@ class WorkerMetrics:
             "tierwatch_feedback_events", "Valid feedback events by router and kind.",
             ["router_id", "kind"], registry=registry)
         self.dead_letters = Counter(
-            "tierwatch_dead_letters", "Messages or batch events sent to the DLQ, by reason.",
+            "tierwatch_dead_letters", "Dead-letter records written, by input topic and reason "
+            "(a batch's overflow past 100 is one too_many_invalid record).",
             ["topic", "reason"], registry=registry)
         # what producers send beyond the contract: capped label sets (names are free text)
         self.unknown_fields = Counter(
@@ -74,6 +75,10 @@ class WorkerMetrics:
             registry=registry)
         self._field_names = LabelCap(max_routers)
         self._schema_ids = LabelCap(max_routers)
+        self.processing_errors = Counter(
+            "tierwatch_processing_errors", "Unexpected errors inside the monitor, by input "
+            "topic (or evaluations) and stage (message: dead-lettered as internal_error; "
+            "evaluate: the worker stops).", ["topic", "stage"], registry=registry)
         self.outputs = Counter(
             "tierwatch_published_messages", "Messages published, by output topic.",
             ["topic"], registry=registry)
@@ -241,7 +246,8 @@ class WorkerMetrics:
     def dead_letter(self, record: DeadLetter, events: int = 1) -> None:
         topic = record.topic.rsplit(".", 1)[-1] or "unknown"
         self.events.labels(topic, "dead_lettered").inc(events)
-        self.dead_letters.labels(topic, record.reason_class).inc(events)
+        # one per record: a capped batch's overflow record counts once, like it is written
+        self.dead_letters.labels(topic, record.reason_class).inc()
 
     def published(self, o: Output) -> None:
         self.outputs.labels(o.topic).inc()

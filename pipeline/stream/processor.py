@@ -9,6 +9,9 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import logging
+import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +22,7 @@ import orjson
 from pydantic import BaseModel, ValidationError
 
 from pipeline.codec import Decoded, decode_message, split_wire_format
+from pipeline.core.join import Origin
 from pipeline.core.monitor import Monitor, Output
 from pipeline.schemas import (
     UNPARSED,
@@ -37,6 +41,20 @@ from pipeline.stream.metrics import WorkerMetrics
 DEAD_LETTER_PAYLOAD_BYTES = 64 * 1024
 #: dead letters per input message; the rest of a hostile batch is summed up in one more
 MAX_DEAD_LETTERS = 100
+#: consecutive messages that raise inside the monitor before the worker calls itself broken
+MAX_CONSECUTIVE_ERRORS = 20
+#: tests only: ``message:<event_id>`` makes the message holding that event raise inside
+#: the monitor; ``flush:<event_id>`` makes the evaluations after it raise
+FAULT_ENV = "TIERWATCH_TEST_FAULT"
+
+log = logging.getLogger("tierwatch.processor")
+
+
+class ProcessingError(RuntimeError):
+    """The processor cannot go on: evaluations fail, or every message fails.
+
+    The worker exits non-zero on it, so that its supervisor restarts it (and says so).
+    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +107,12 @@ class Processor:
         #: next offset not yet counted, per input (topic, partition): the snapshot's fence
         self.positions: dict[tuple[str, int], int] = {}
         self.messages = 0
+        self.consecutive_errors = 0
+        #: the message being handled: each valid event's index in its batch, by id()
+        self._index: dict[int, int | None] = {}
+        self._spans: list[tuple[int, int]] | None = None
+        self._fault = os.environ.get(FAULT_ENV, "")
+        self._fail_flush = False
 
     def counted(self, msg: InMessage) -> bool:
         """Whether the state already includes this message (re-read after a restore)."""
@@ -109,19 +133,51 @@ class Processor:
         self.messages += 1
         started = time.perf_counter()
         raw = msg.value if msg.value is not None else b""
-        if kind == "baselines":
-            out = self._baseline(msg, raw)
-        else:
-            model = RoutingEvent if kind == "routing" else FeedbackEvent
-            decoded: Decoded[RoutingEvent] | Decoded[FeedbackEvent]
-            decoded = decode_message(  # type: ignore[assignment]
-                raw, model, strict=self.settings.strict,
-                max_event_bytes=self.settings.max_event_bytes,
-                max_message_bytes=self.settings.max_message_bytes, parsed=parsed)
-            self.metrics.decoded(kind, decoded.schema_id, decoded.unknown_fields)
-            out = self._rejections(msg, decoded.rejections, raw)
-            out.extend(self._observe(msg, decoded.events))
+        self._spans = None
+        try:
+            if kind == "baselines":
+                out = self._baseline(msg, raw)
+            else:
+                model = RoutingEvent if kind == "routing" else FeedbackEvent
+                decoded: Decoded[RoutingEvent] | Decoded[FeedbackEvent]
+                decoded = decode_message(  # type: ignore[assignment]
+                    raw, model, strict=self.settings.strict,
+                    max_event_bytes=self.settings.max_event_bytes,
+                    max_message_bytes=self.settings.max_message_bytes, parsed=parsed)
+                self.metrics.decoded(kind, decoded.schema_id, decoded.unknown_fields)
+                out = self._rejections(msg, decoded.rejections, raw)
+                # events are sliced from the JSON payload, after any Schema Registry header
+                out.extend(self._observe(msg, split_wire_format(raw)[1], decoded.events,
+                                         decoded.rejections))
+            self.consecutive_errors = 0
+        except Exception as err:  # a bug must cost one message, not the worker
+            out = self._internal_error(kind, msg, raw, err)
+        finally:
+            self._index = {}
+            self._evaluation_errors()
         self.metrics.processing.labels(kind).observe(time.perf_counter() - started)
+        return out
+
+    def _internal_error(self, kind: str, msg: InMessage, raw: bytes,
+                        err: Exception) -> list[OutMessage]:
+        """Dead-letter a message whose processing raised; count it; log the traceback.
+
+        The monitor is not transactional: events of the message taken before the error
+        stay counted. The replay runs this same code on the same bytes, so it fails at
+        the same event and the worker's outputs still equal the replay's; the dead letter
+        (with the whole message, and ``internal_error``) says which message to look at.
+        """
+        self.consecutive_errors += 1
+        self.metrics.processing_errors.labels(kind, "message").inc()
+        where = f"{msg.topic}[{msg.partition}]@{msg.offset}"
+        log.error("internal error processing %s: %s: %s", where, type(err).__name__, err,
+                  exc_info=err)
+        text = f"{type(err).__name__}: {err}"[:500]
+        rejection = Rejection("internal_error", f"internal_error: {text}")
+        out = [self._dead_letter(msg, rejection, raw)]
+        if self.consecutive_errors >= MAX_CONSECUTIVE_ERRORS:
+            raise ProcessingError(f"{self.consecutive_errors} consecutive messages failed; "
+                                  f"the last: {text}") from err
         return out
 
     def snapshot(self) -> Snapshot:
@@ -158,9 +214,13 @@ class Processor:
         self.metrics.baseline_info(baseline)
         return []
 
-    def _observe(self, msg: InMessage,
-                 events: list[RoutingEvent] | list[FeedbackEvent]) -> list[OutMessage]:
+    def _observe(self, msg: InMessage, raw: bytes,
+                 events: list[RoutingEvent] | list[FeedbackEvent],
+                 rejections: list[Rejection]) -> list[OutMessage]:
         out: list[OutMessage] = []
+        self._index = _indexes(raw, events, rejections)
+        if self._fault:
+            self._inject(events)
         accepted: list[RoutingEvent | FeedbackEvent] = list(events)
         if self.clock is not None:  # in event time (replay) nothing is from the future
             horizon = self.clock() + self.settings.max_future_s
@@ -168,8 +228,9 @@ class Processor:
             for ev in events:
                 if ev.epoch > horizon:
                     rejection = Rejection("future", f"ts: {ev.ts.isoformat()} is more than "
-                                          f"{self.settings.max_future_s:g}s ahead of now", "ts")
-                    out.append(self._dead_letter(msg, rejection, encode(ev)))
+                                          f"{self.settings.max_future_s:g}s ahead of now", "ts",
+                                          self._index.get(id(ev)))
+                    out.append(self._dead_letter(msg, rejection, self._event_bytes(raw, ev)))
                 else:
                     accepted.append(ev)
         routing = [e for e in accepted if isinstance(e, RoutingEvent)]
@@ -188,28 +249,98 @@ class Processor:
             taken: dict[tuple[str, str], int] = {}
             dups = counts.duplicates
             for ev in feedback:
-                seen, late = counts.duplicates, self.monitor.observe_feedback([ev])
+                index = self._index.get(id(ev))
+                origin = Origin(msg.topic, msg.partition, msg.offset, index, msg.key,
+                                self._event_bytes(raw, ev))
+                seen = counts.duplicates
+                late = self.monitor.observe_feedback([ev], origins=[origin])
                 outputs += late
                 if not late and counts.duplicates == seen:
                     key = (ev.router_id or "unknown", ev.kind)
                     taken[key] = taken.get(key, 0) + 1
             self.metrics.observed_feedback(taken, counts.duplicates - dups)
-        out.extend(self._output(msg, o) for o in outputs)
+        out.extend(self._output(msg, o, raw) for o in outputs)
         return out
 
+    def _inject(self, events: list[RoutingEvent] | list[FeedbackEvent]) -> None:
+        """Tests only (``TIERWATCH_TEST_FAULT``): fail as a bug in the monitor would."""
+        where, _, event_id = self._fault.partition(":")
+        if any(ev.event_id == event_id for ev in events):
+            if where == "flush":
+                self._fail_flush = True
+            elif where == "message":
+                raise RuntimeError(f"injected fault at event {event_id}")
+
     def flush(self) -> list[OutMessage]:
-        """Outputs of evaluations that are due; call after each batch."""
-        out = [self._output(None, o) for o in self.monitor.drain()]
+        """Outputs of evaluations that are due; call after each batch.
+
+        Raises
+        ------
+        ProcessingError
+            If the evaluations raise: they are not tied to one message that could be
+            dead-lettered, and skipping them would silently change every later output.
+        """
+        try:
+            if self._fail_flush:
+                self._fail_flush = False
+                raise RuntimeError("injected fault in the evaluations")
+            out = [self._output(None, o) for o in self.monitor.drain()]
+            self._evaluation_errors()
+        except Exception as err:
+            self.metrics.processing_errors.labels("evaluations", "evaluate").inc()
+            log.critical("the evaluations failed at watermark %s: %s: %s",
+                         self.monitor.watermark, type(err).__name__, err, exc_info=err)
+            raise ProcessingError(f"evaluations failed: {type(err).__name__}: {err}") from err
         if self.monitor.evaluations != self._evaluations_seen:
             self._evaluations_seen = self.monitor.evaluations
             self.metrics.update_from(self.monitor)
         return out
 
-    def _output(self, msg: InMessage | None, o: Output) -> OutMessage:
+    def _evaluation_errors(self) -> None:
+        """Log and count the router evaluations that raised (the monitor skipped them)."""
+        errors = self.monitor.errors
+        if not errors:
+            return
+        for router_id, now, err in errors:
+            self.metrics.processing_errors.labels("evaluations", "evaluate").inc()
+            log.error("evaluation of router %r at %s failed and was skipped: %s: %s",
+                      router_id, datetime.fromtimestamp(now, UTC).isoformat(),
+                      type(err).__name__, err, exc_info=err)
+        errors.clear()
+
+    def _event_bytes(self, raw: bytes, ev: BaseModel) -> bytes:
+        """The original bytes of one event of the current message.
+
+        The whole message for a single event; for a batch, the element's own bytes,
+        sliced from the message (re-encoded only if the slicing fails).
+        """
+        index = self._index.get(id(ev))
+        if index is None:
+            return raw
+        if self._spans is None:
+            self._spans = _element_spans(raw) or []
+        if index < len(self._spans):
+            a, b = self._spans[index]
+            return raw[a:b]
+        return encode(ev)
+
+    def _output(self, msg: InMessage | None, o: Output, raw: bytes = b"") -> OutMessage:
         if o.topic == "dlq":
             assert isinstance(o.payload, Rejection)
-            raw = encode(o.event) if o.event is not None else b""
-            return self._dead_letter(msg, o.payload, raw)
+            rejection = o.payload
+            if isinstance(o.origin, Origin):  # feedback that waited for its decision
+                origin = o.origin
+                msg = InMessage(origin.topic, origin.partition, origin.offset, origin.key,
+                                origin.raw)
+                rejection = Rejection(rejection.reason_class, rejection.reason,
+                                      rejection.field, origin.position)
+                # the event was counted valid when it arrived: a record, not a new event
+                return self._dead_letter(msg, rejection, origin.raw, events=0)
+            if o.event is None:
+                return self._dead_letter(msg, rejection, b"")
+            rejection = Rejection(rejection.reason_class, rejection.reason, rejection.field,
+                                  self._index.get(id(o.event)))
+            return self._dead_letter(msg, rejection, self._event_bytes(raw, o.event))
         assert isinstance(o.payload, BaseModel)
         self.metrics.published(o)
         return OutMessage(o.topic, o.key.encode(), encode(o.payload))
@@ -230,7 +361,7 @@ class Processor:
             with contextlib.suppress(orjson.JSONDecodeError):
                 doc = orjson.loads(split_wire_format(raw)[1])
                 items = doc if isinstance(doc, list) else None
-        out = [self._dead_letter(msg, r, _item(raw, items, r.index))
+        out = [self._dead_letter(msg, r, self._item(raw, items, r.index))
                for r in rejections[:MAX_DEAD_LETTERS]]
         rest = rejections[MAX_DEAD_LETTERS:]
         if rest:
@@ -239,8 +370,22 @@ class Processor:
                 "too_many_invalid",
                 f"{len(rest)} more invalid events in this message (indexes {min(indexes)}"
                 f"..{max(indexes)}); the next one: {rest[0].reason}", rest[0].field)
+            # one record, one dead-letter count; tierwatch_events_total still counts
+            # every event it stands for
             out.append(self._dead_letter(msg, summary, raw, events=len(rest)))
         return out
+
+    def _item(self, raw: bytes, items: list[object] | None, index: int | None) -> bytes:
+        """The original bytes of element ``index`` of a batch, or the whole message."""
+        if index is None or index < 0:
+            return raw
+        payload = split_wire_format(raw)[1]
+        if self._spans is None:
+            self._spans = _element_spans(payload) or []
+        if index < len(self._spans):
+            a, b = self._spans[index]
+            return payload[a:b]
+        return _item(raw, items, index)
 
     def _dead_letter(self, msg: InMessage | None, r: Rejection, raw: bytes,
                      events: int = 1) -> OutMessage:
@@ -267,6 +412,67 @@ def _item(raw: bytes, items: list[object] | None, index: int | None) -> bytes:
         return orjson.dumps(items[index])
     except TypeError:
         return raw
+
+
+#: a JSON string (whole, escapes included) or a structural character
+_TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{},]', re.DOTALL)
+_JSON_WS = b" \t\n\r"
+
+
+def _element_spans(raw: bytes) -> list[tuple[int, int]] | None:
+    """Byte spans ``[start, end)`` of the elements of a JSON array message.
+
+    A scan of strings and brackets (no recursion, so the answer is the same whatever
+    the nesting and the caller's stack); ``None`` when ``raw`` is not an array.
+
+    >>> raw = '[ {"a": "],"} ,{"é":[2,3]}, 7 ]'.encode()
+    >>> [raw[a:b].decode() for a, b in _element_spans(raw)]
+    ['{"a": "],"}', '{"é":[2,3]}', '7']
+    >>> _element_spans(b"[]"), _element_spans(b'{"a": 1}')
+    ([], None)
+    """
+    spans: list[tuple[int, int]] = []
+    depth, start = 0, 0
+
+    def add(a: int, b: int) -> None:
+        while a < b and raw[a] in _JSON_WS:
+            a += 1
+        while b > a and raw[b - 1] in _JSON_WS:
+            b -= 1
+        if a < b:
+            spans.append((a, b))
+
+    for m in _TOKEN.finditer(raw):
+        c = raw[m.start()]
+        if c == 0x22:  # a string: nothing structural inside
+            if depth == 0:
+                return None
+        elif c in b"[{":
+            depth += 1
+            if depth == 1:
+                if c != 0x5B:
+                    return None
+                start = m.end()
+        elif c in b"]}":
+            depth -= 1
+            if depth == 0:
+                add(start, m.start())
+                return spans
+        elif depth == 1:  # a comma between elements
+            add(start, m.start())
+            start = m.end()
+    return None
+
+
+def _indexes(raw: bytes, events: list[Any], rejections: list[Rejection]) -> dict[int, int | None]:
+    """Each valid event's index in its batch (``None`` for a message of one event)."""
+    if not events:
+        return {}
+    rejected = {r.index for r in rejections}
+    if len(events) == 1 and not rejections and raw.lstrip()[:1] != b"[":
+        return {id(events[0]): None}
+    valid = (i for i in range(len(events) + len(rejections)) if i not in rejected)
+    return {id(ev): i for ev, i in zip(events, valid, strict=False)}
 
 
 def _delta(before: dict[tuple[str, str], int],

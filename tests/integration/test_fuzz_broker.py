@@ -22,6 +22,12 @@ batches mixing valid, duplicate and bad events, events from the far future (beyo
 ``max_future_s`` of the wall clock) or far behind the watermark (beyond the allowed
 lateness), and valid events with hostile but legal content: unicode ids (RTL, zero-width,
 emoji, NUL, escaped surrogate pairs), extreme but legal numbers, and duplicates.
+Issue #15 added batches of 100,000 bad elements (100 dead letters and one
+``too_many_invalid`` record each, counted once), and a last valid event 32 days on that
+ends the join TTL of every feedback for an unknown request id: each is dead-lettered
+``unjoined`` with its own bytes, its message's offset and key and its index. Every dead
+letter's payload is checked against the bytes that were sent (the element's own bytes
+for an event of a batch).
 
 Timestamps: valid events live in a window of about a day starting ``T0``
 (2026-05-01, in the past), so the wall-clock "future" check can only reject the events
@@ -51,6 +57,8 @@ with aiokafka, whose record batches are built in C.
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import itertools
 import json
 import math
@@ -90,6 +98,8 @@ MAX_RAW = 1_000_000
 MAX_MESSAGE_BYTES = 512 * 1024
 MAX_EVENT_BYTES = 64 * 1024  # the default of Settings.max_event_bytes
 HUGE_MESSAGES = 40
+# batches of 100,000 bad elements (issue #15: each raised the dead-letter count by 100k)
+BIG_BATCHES, BIG_BATCH = 4, 100_000
 # A dead letter carries at most the first 64 KiB of what it rejects (then its size and
 # digest), so any message the broker takes can be dead-lettered: no budget below MAX_RAW.
 DEAD_LETTER_PAYLOAD_BUDGET = 4 * MAX_RAW
@@ -221,6 +231,10 @@ class Sent:
     expect: list[tuple[int | None, str]]
     shape: str
     units: int
+    #: the bytes of each element of a batch, as sent (for the dead letters' payloads)
+    parts: list[bytes] | None = None
+    #: sent last, with a record timestamp after every other message's
+    last: bool = False
 
 
 @dataclass
@@ -310,8 +324,10 @@ class HostileFeed:
             ev.update(weight=r.choice([1e6, SMALLEST_WEIGHT]), source=r.choice(WEIRD))
         return ev
 
-    def accept(self, kind: str, ev: dict[str, Any]) -> None:
-        """Book a valid event that is sent (the first of its request_id / event_id)."""
+    def accept(self, kind: str, ev: dict[str, Any]) -> bool:
+        """Book a valid event that is sent (the first of its request_id / event_id);
+        return whether it is feedback that waits for a decision that never comes (its
+        ``unjoined`` dead letter comes once the feed's last event ends the join TTL)."""
         t = self.truth
         t.valid += 1
         t.accepted[kind].append(ev)
@@ -321,16 +337,18 @@ class HostileFeed:
             t.routed[(ev["router_id"], ev["tier"])] += 1
             epoch = datetime.fromisoformat(ev["ts"].replace("Z", "+00:00")).timestamp()
             t.watermark = epoch if t.watermark is None else max(t.watermark, epoch)
-            return
+            return False
         self.feedback_list.append(ev)
+        waits = False
         if ev.get("tier") is not None and ev.get("score") is not None:
             router = ev.get("router_id")
         elif ev["request_id"] in self.decisions:
             router = ev.get("router_id") or self.decisions[ev["request_id"]]
         else:
-            router = None  # waits for a decision that never comes
+            router, waits = None, True  # waits for a decision that never comes
         if router is not None:
             t.feedback[(router, ev["kind"])] += 1
+        return waits
 
     def duplicate(self, kind: str) -> dict[str, Any] | None:
         """A re-sent accepted event (same request_id / event_id), perhaps altered."""
@@ -398,15 +416,17 @@ class HostileFeed:
         return r.choice(WEIRD).encode()
 
     def send(self, kind: str, value: bytes | None, expect: list[tuple[int | None, str]],
-             shape: str, first: Any = None, units: int = 1) -> None:
+             shape: str, first: Any = None, units: int = 1,
+             parts: list[bytes] | None = None, last: bool = False) -> None:
         self.truth.events += units
-        self.sent.append(Sent(kind, self.key(first, kind, value), value, expect, shape, units))
+        self.sent.append(Sent(kind, self.key(first, kind, value), value, expect, shape, units,
+                              parts, last))
 
     def single(self, kind: str) -> None:
         ev = self.routing() if kind == "routing" else self.feedback()
-        self.accept(kind, ev)
+        waits = self.accept(kind, ev)
         raw = dump(ev) if self.rng.random() < 0.8 else json.dumps(ev).encode()  # \u escapes
-        self.send(kind, raw, [], "valid", ev)
+        self.send(kind, raw, [(None, "unjoined")] if waits else [], "valid", ev)
 
     def batch(self, kind: str) -> None:
         """A batch mixing valid, duplicate and bad events, each with its fate."""
@@ -440,8 +460,29 @@ class HostileFeed:
                 items.append(r.choice([None, 1, "s", 1e308, -0.0, [], [[[]]], True, NAN, BIGINT]))
                 expect.append((i, "not_an_object"))
         for ev in accepted:
-            self.accept(kind, ev)
-        self.send(kind, dump(items), expect, "batch", items[0], units=len(items))
+            if self.accept(kind, ev):
+                expect.append((next(i for i, x in enumerate(items) if x is ev), "unjoined"))
+        self.send(kind, dump(items), expect, "batch", items[0], units=len(items),
+                  parts=[dump(x) for x in items])
+
+    def hundred_k(self) -> None:
+        """A batch of 100,000 bad elements: 100 dead letters, then one record for the
+        rest, counted once in tierwatch_dead_letters_total."""
+        kind = self.rng.choice(["routing", "feedback"])
+        parts = [self.rng.choice([b"1", b"null", b'"x"', b"[]", b"true"])
+                 for _ in range(BIG_BATCH)]
+        expect: list[tuple[int | None, str]] = [(i, "not_an_object") for i in range(100)]
+        self.send(kind, b"[" + b",".join(parts) + b"]", [*expect, (None, "too_many_invalid")],
+                  "100k", units=BIG_BATCH, parts=parts)
+
+    def ttl_ends(self) -> None:
+        """A valid routing event 32 days on: the join TTL (30 days) of every feedback
+        still waiting for its decision runs out, and each is dead-lettered ``unjoined``
+        with its original bytes and coordinates."""
+        ev = self.routing()
+        ev["ts"] = fmt_ts(T0 + 32 * DAY, self.rng)
+        self.accept("routing", ev)
+        self.send("routing", dump(ev), [], "ttl-ends", ev, last=True)
 
     def junk(self) -> None:
         """A message without a valid event (mostly rejected whole), on any input topic."""
@@ -512,7 +553,13 @@ class HostileFeed:
             expect = [(i, "invalid_field") for i in range(len(doc))]
         else:
             expect = [(None, cls)]
-        self.send(kind, value, expect, shape, units=len(expect))
+        parts = None
+        if cls == "list":
+            assert value is not None
+            parts = [value[1:-1]]
+        elif shape == "value" and isinstance(doc, list):
+            parts = [dump(x) for x in doc]
+        self.send(kind, value, expect, shape, units=len(expect), parts=parts)
 
     def random_value(self, depth: int) -> Any:
         r = self.rng
@@ -548,8 +595,9 @@ class HostileFeed:
     def dupkeys_good(self, kind: str) -> None:
         """Duplicate keys whose last value is the good one: a valid event."""
         ev = self.routing() if kind == "routing" else self.feedback()
-        self.accept(kind, ev)
-        self.send(kind, b'{"event_id": 7, "ts": null,' + dump(ev)[1:], [], "dupkeys-valid", ev)
+        waits = self.accept(kind, ev)
+        self.send(kind, b'{"event_id": 7, "ts": null,' + dump(ev)[1:],
+                  [(None, "unjoined")] if waits else [], "dupkeys-valid", ev)
 
     def huge(self) -> None:
         """A message of 64 KiB up to MAX_RAW bytes (see DEAD_LETTER_PAYLOAD_BUDGET)."""
@@ -582,7 +630,8 @@ class HostileFeed:
             expect = [(None, "oversized")]
         assert len(value) <= MAX_RAW
         assert dead_letter_payload_size(value) <= DEAD_LETTER_PAYLOAD_BUDGET
-        self.send(kind, value, expect, f"huge-{shape}", units=len(expect))
+        parts = [dump(x) for x in items] if shape == "batch" else None
+        self.send(kind, value, expect, f"huge-{shape}", units=len(expect), parts=parts)
 
     def baseline(self, router_id: str) -> None:
         n_bins = self.rng.choice([10, 20])
@@ -641,14 +690,18 @@ class HostileFeed:
         ]
         fns = [a for a, _ in actions]
         cum = list(itertools.accumulate(w for _, w in actions))
+        big_at = set(self.rng.sample(range(len(self.sent), n_messages), BIG_BATCHES))
         while len(self.sent) < n_messages:
             i = len(self.sent)
             if i in huge_at:
                 self.huge()
+            elif i in big_at:
+                self.hundred_k()
             elif i in baseline_at:
                 self.baseline(baseline_at[i])
             else:
                 self.rng.choices(fns, cum_weights=cum)[0]()
+        self.ttl_ends()
         return self.sent
 
 
@@ -680,33 +733,64 @@ def run_in_process(settings: Settings, sent: list[Sent], offsets: list[int]) -> 
     registry = CollectorRegistry()
     p = Processor(settings, build_monitor(settings), WorkerMetrics(registry))  # wall clock
     dead: list[dict[str, Any]] = []
-    per_message: list[list[tuple[int | None, str]]] = []
     for i, (m, offset) in enumerate(zip(sent, offsets, strict=True)):
         out = p.handle(m.kind, InMessage(settings.topic(m.kind), 0, offset, m.key, m.value))
-        recs = [orjson.loads(o.value) for o in out if o.topic == "dlq"]
-        dead.extend(recs)
-        per_message.append([(r.get("index"), r["reason_class"]) for r in recs])
-        if i % 1000 == 999:
-            assert not [o for o in p.flush() if o.topic == "dlq"]
+        dead.extend(orjson.loads(o.value) for o in out if o.topic == "dlq")
+        if i % 1000 == 999 or m.last:
+            # unjoined feedback is dead-lettered by the evaluations, under its own message
+            dead.extend(orjson.loads(o.value) for o in p.flush() if o.topic == "dlq")
     assert not [o for o in p.flush() if o.topic == "dlq"]
+    by_message: dict[tuple[str, int], list[tuple[int | None, str]]] = {}
+    for r in dead:
+        by_message.setdefault((r["topic"], r["offset"]), []).append(
+            (r.get("index"), r["reason_class"]))
+    per_message = [by_message.get((settings.topic(m.kind), off), [])
+                   for m, off in zip(sent, offsets, strict=True)]
     return InProcess(p, registry, dead, per_message)
 
 
 def run_clean(settings: Settings, truth: Truth) -> Processor:
     """A clean processor fed only the accepted events, in batches."""
     p = Processor(settings, build_monitor(settings), WorkerMetrics(CollectorRegistry()))
-    for kind, events in truth.accepted.items():
+    *routing, ttl_ends = truth.accepted["routing"]  # last: it ends every join's TTL
+    offsets = {"routing": 0, "feedback": 0}
+    for kind, events in (("routing", routing), ("feedback", truth.accepted["feedback"]),
+                         ("routing", [ttl_ends])):
         for start in range(0, len(events), 500):
-            out = p.handle(kind, InMessage(settings.topic(kind), 0, start, None,
+            out = p.handle(kind, InMessage(settings.topic(kind), 0, offsets[kind], None,
                                            orjson.dumps(events[start:start + 500])))
+            offsets[kind] += 1
             assert not [o for o in out if o.topic == "dlq"]
             p.flush()
     return p
 
 
 def normalized(expect: Iterable[tuple[int | None, str]]) -> Counter[tuple[int | None, str]]:
-    """Late and future events of a batch are dead-lettered without their index today."""
-    return Counter((None if cls in ("late", "future") else i, cls) for i, cls in expect)
+    """Dead letters by (index in the batch, reason class), whatever their order."""
+    return Counter(expect)
+
+
+def events_behind(record: dict[str, Any]) -> int:
+    """Input events a dead letter stands for: one, none for unjoined feedback (counted
+    valid on arrival), all the rest of the batch for ``too_many_invalid``."""
+    if record["reason_class"] == "unjoined":
+        return 0
+    if record["reason_class"] == "too_many_invalid":
+        return int(record["reason"].split(" ", 1)[0])
+    return 1
+
+
+def assert_payload(record: dict[str, Any], want: bytes) -> None:
+    """The dead letter's payload is ``want``: whole, or its first 64 KiB, size and digest."""
+    text = record["payload"]
+    got = (base64.b64decode(text) if record.get("payload_encoding") == "base64"
+           else text.encode("utf-8", "surrogatepass"))
+    if record.get("payload_bytes") is None:
+        assert got == want, (record, want[:300])
+    else:
+        assert record["payload_bytes"] == len(want)
+        assert record["payload_sha256"] == hashlib.sha256(want).hexdigest()
+        assert want.startswith(got)
 
 
 def scrape(text: str, families: Iterable[str]) -> dict[tuple[str, tuple[Any, ...]], float]:
@@ -753,8 +837,11 @@ def produce(bootstrap: str, settings: Settings, sent: list[Sent]) -> list[int]:
                                     max_request_size=MAX_RAW + 48_000)
         await producer.start()
         try:
+            # the last message (the end of the join TTL) is stamped after all others, so
+            # that the worker's ordered merge takes it last, as the in-process run does
             futures = [await producer.send(settings.topic(m.kind), key=m.key, value=m.value,
-                                           partition=0) for m in sent]
+                                           partition=0, timestamp_ms=int(time.time() * 1000)
+                                           + 2000 if m.last else None) for m in sent]
             await producer.flush()
             return [(await f).offset for f in futures]
         finally:
@@ -815,7 +902,9 @@ def wait_until_processed(base: str, want: dict[tuple[str, tuple[Any, ...]], floa
     text = ""
     while time.monotonic() < deadline:
         assert proc.poll() is None, f"worker died: {log.read_text()[-3000:]}"
-        text = http_get(base + "/metrics").decode()
+        # the last event ends the join TTL: its catch-up evaluations (8 routers, two weeks
+        # of hours) hold the worker's loop for seconds, like a scrape would see
+        text = http_get(base + "/metrics", timeout=60).decode()
         if scrape(text, ["tierwatch_events_total"]) == want:
             return text
         time.sleep(0.5)
@@ -862,6 +951,8 @@ def test_hostile_messages_through_the_broker(kafka_bootstrap: str, tmp_path: Pat
         worker_cpu = cpu_seconds(proc.pid)
     finished = time.monotonic()
 
+    offset_index = {(m.kind, off): i for i, (m, off) in enumerate(zip(sent, offsets,
+                                                                       strict=True))}
     # 1. the feed's ground truth agrees with the in-process processor, message by message
     for m, off, got in zip(sent, offsets, mine.per_message, strict=True):
         assert normalized(got) == normalized(m.expect), (m.shape, m.kind, off, m.value[:300]
@@ -901,8 +992,21 @@ def test_hostile_messages_through_the_broker(kafka_bootstrap: str, tmp_path: Pat
     join = status["join"]
     assert join["decisions"] == sum(truth.routed.values())
     assert join["decisions"] + join["feedback"] == truth.valid
-    assert join["decisions"] + join["feedback"] + status["duplicates"] + len(records) \
+    rejected = sum(events_behind(r) for r in records)
+    assert join["decisions"] + join["feedback"] + status["duplicates"] + rejected \
         == truth.events
+    unjoined = [r for r in records if r["reason_class"] == "unjoined"]
+    assert len(unjoined) == join["expired_feedback"] > 0
+    assert sum(r["reason_class"] == "too_many_invalid" for r in records) == BIG_BATCHES
+
+    # 4b. every dead letter carries its own original bytes and its coordinates
+    for r in records:
+        m = sent[offset_index[(r["topic"].rsplit(".", 1)[-1], r["offset"])]]
+        assert r["partition"] == 0
+        want_bytes = m.value or b""
+        if r.get("index") is not None and m.parts is not None:
+            want_bytes = m.parts[r["index"]]
+        assert_payload(r, want_bytes)
 
     # 5. /metrics agrees: with the DLQ by topic and reason, and with the in-process metrics
     metrics = scrape(exposition, COUNTERS)
@@ -913,9 +1017,9 @@ def test_hostile_messages_through_the_broker(kafka_bootstrap: str, tmp_path: Pat
     assert {(lab["topic"], lab["reason"]): v for name, lab, v in labelled
             if name == "tierwatch_dead_letters_total"} == dead_by_reason
     assert sum(v for name, lab, v in labelled if name == "tierwatch_events_total"
-               and lab["outcome"] == "dead_lettered") == len(records)
+               and lab["outcome"] == "dead_lettered") == rejected
 
-    valid_share = truth.valid / truth.events
+    valid_share = truth.valid / (truth.events - BIG_BATCHES * BIG_BATCH)
     print(f"\n{len(sent)} messages ({sum(len(m.value or b'') for m in sent) / 1e6:.0f} MB), "
           f"{truth.events} events, {truth.valid} valid ({valid_share:.0%}), "
           f"{truth.duplicates} duplicates, {len(records)} dead letters "

@@ -199,8 +199,13 @@ def test_uint_bins_and_bad_inputs():
         h.update_many(np.array([0.5, 1.0]), np.array([0]))
     with pytest.raises(ValueError, match="multiple"):
         h.window(1.0, 1.5)
+    # reaching past the horizon is exact while nothing with counts was evicted ...
+    assert h.window(1.0, 5).tolist() == [0, 1, 1]
+    # ... and refused once it would be truncated
+    h.update(4.5, 0)  # bucket 4: bucket 0 (one event) falls out of the ring
     with pytest.raises(ValueError, match="horizon"):
-        h.window(1.0, 5)
+        h.window(4.0, 5)
+    assert h.window(4.0, 4).tolist() == [1, 1, 0]
     with pytest.raises(ValueError, match="incompatible"):
         h.merge(BucketedHistogram(3, 2.0, 4))
     assert h.insert_many(np.array([]), np.array([], dtype=np.int64)).size == 0

@@ -137,3 +137,133 @@ def test_replay_survives_a_watermark_before_year_one() -> None:
                   clock=None)
     send(p, "routing", routing(0, "0001-01-01T00:00:00+14:00"))
     send(p, "routing", b"not json")
+
+
+# -- issue #15: dead letters that keep their promise, and errors inside the monitor ------
+
+def _metric(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    return sum(s.value for fam in text_string_to_metric_families(
+        generate_latest(registry).decode()) for s in fam.samples
+        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
+
+
+def _dlq(out: list[Any]) -> list[dict[str, Any]]:
+    return [orjson.loads(o.value) for o in out if o.topic == "dlq"]
+
+
+def test_a_late_event_of_a_batch_carries_its_own_bytes_and_index() -> None:
+    p = processor(clock=None)
+    send(p, "routing", routing(0, "2026-05-10T00:00:00Z"))
+    late = b'{ "event_id":"e1","request_id":"q1","router_id":"r","tier":"cheap",' \
+           b'"ts":"2026-05-01T00:00:00+00:00","score":0.9,"route_reason":"confident_cheap",' \
+           b'"thresholds":{"cheap_above":0.6,"capable_below":0.4,"exploration_rate":0.05} }'
+    raw = b"[" + orjson.dumps(routing(2, "2026-05-10T00:01:00Z")) + b",\n  " + late + b"]"
+    out = p.handle("routing", InMessage("tierwatch.routing", 3, 17, b"q2", raw))
+    [d] = _dlq(out)
+    assert (d["reason_class"], d["index"], d["partition"], d["offset"], d["key"]) == \
+        ("late", 1, 3, 17, "q2")
+    assert d["payload"].encode() == late  # the original bytes, spaces and all
+
+
+def test_an_event_from_the_future_carries_its_own_bytes_and_index() -> None:
+    p = processor(clock=lambda: 1.7e9)
+    raw = b'[{"x": 1}, ' + orjson.dumps(routing(0, "2030-01-01T00:00:00Z")) + b"]"
+    out = p.handle("routing", InMessage("tierwatch.routing", 0, 5, None, raw))
+    got = {(d["index"], d["reason_class"]): d["payload"] for d in _dlq(out)}
+    assert got == {(0, "invalid_field"): '{"x": 1}',
+                   (1, "future"): orjson.dumps(routing(0, "2030-01-01T00:00:00Z")).decode()}
+
+
+def test_unjoined_feedback_is_dead_lettered_with_its_bytes_and_coordinates() -> None:
+    registry = CollectorRegistry()
+    p = processor(clock=None, registry=registry)
+    send(p, "routing", routing(0, "2026-05-01T00:00:00Z"))
+    fb = b'{"event_id": "f1", "request_id": "nobody", "kind": "thumbs", "value": 1, ' \
+         b'"ts": "2026-05-01T00:10:00Z"}'
+    raw = b'[{"event_id":"f0","request_id":"q0","kind":"thumbs","value":1,' \
+          b'"ts":"2026-05-01T00:05:00Z"},' + fb + b"]"
+    assert not _dlq(p.handle("feedback", InMessage("tierwatch.feedback", 2, 41, b"q0", raw)))
+    assert not _dlq(p.flush())
+    send(p, "routing", routing(1, "2026-06-05T00:00:00Z"))  # 35 days on: the TTL ran out
+    [d] = _dlq(p.flush())
+    assert (d["reason_class"], d["topic"], d["partition"], d["offset"], d["index"],
+            d["key"]) == ("unjoined", "tierwatch.feedback", 2, 41, 1, "q0")
+    assert d["payload"].encode() == fb
+    assert "join TTL" in d["reason"] and "2026-05-01T00:10:00" in d["reason"]
+    # one record; the event was already counted valid when it arrived
+    assert _metric(registry, "tierwatch_dead_letters_total", reason="unjoined") == 1
+    assert _metric(registry, "tierwatch_events_total", outcome="dead_lettered") == 0
+
+
+def test_a_batch_of_100k_bad_elements_counts_101_dead_letters() -> None:
+    registry = CollectorRegistry()
+    p = processor(registry=registry)
+    raw = b"[" + b",".join([b"1"] * 100_000) + b"]"
+    out = _dlq(send(p, "routing", raw))
+    assert len(out) == MAX_DEAD_LETTERS + 1
+    assert [d["payload"] for d in out[:MAX_DEAD_LETTERS]] == ["1"] * MAX_DEAD_LETTERS
+    assert out[-1]["reason_class"] == "too_many_invalid" and out[-1]["reason"].startswith(
+        "99900 more")
+    assert _metric(registry, "tierwatch_dead_letters_total") == MAX_DEAD_LETTERS + 1
+    assert _metric(registry, "tierwatch_events_total", outcome="dead_lettered") == 100_000
+
+
+def test_an_exception_in_the_monitor_dead_letters_the_message(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    registry = CollectorRegistry()
+    p = processor(registry=registry)
+    calls = {"n": 0}
+    original = p.monitor.observe_routing
+
+    def flaky(events: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyError("boom")
+        return original(events)
+
+    monkeypatch.setattr(p.monitor, "observe_routing", flaky)
+    send(p, "routing", routing(0, "2026-05-01T00:00:00Z"))
+    raw = orjson.dumps(routing(1, "2026-05-01T00:01:00Z"))
+    [d] = _dlq(p.handle("routing", InMessage("tierwatch.routing", 0, 9, None, raw)))
+    assert d["reason_class"] == "internal_error"
+    assert d["reason"] == "internal_error: KeyError: 'boom'"
+    assert d["payload"].encode() == raw and d["offset"] == 9
+    assert "Traceback" in caplog.text and "tierwatch.routing[0]@9" in caplog.text
+    assert _metric(registry, "tierwatch_processing_errors_total", stage="message") == 1
+    send(p, "routing", routing(2, "2026-05-01T00:02:00Z"))  # the processor goes on
+    assert p.monitor.counts.routed == {("r", "cheap"): 2}
+
+
+def test_every_message_failing_stops_the_processor(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.stream.processor import MAX_CONSECUTIVE_ERRORS, ProcessingError
+
+    p = processor()
+
+    def broken(events: Any) -> Any:
+        raise RuntimeError("broken")
+
+    monkeypatch.setattr(p.monitor, "observe_routing", broken)
+    for i in range(MAX_CONSECUTIVE_ERRORS - 1):
+        assert _dlq(send(p, "routing", routing(i, "2026-05-01T00:00:00Z")))
+    with pytest.raises(ProcessingError, match="consecutive"):
+        send(p, "routing", routing(99, "2026-05-01T00:00:00Z"))
+
+
+def test_a_router_whose_evaluation_raises_is_skipped_and_counted(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    registry = CollectorRegistry()
+    p = processor(clock=None, registry=registry)
+    send(p, "routing", [routing(0, "2026-05-01T00:00:00Z"),
+                        {**routing(1, "2026-05-01T00:00:00Z"), "router_id": "other"}])
+    bad = p.monitor.routers["r"]
+
+    def broken(now: float) -> Any:
+        raise ValueError("bad state")
+
+    monkeypatch.setattr(bad, "evaluate", broken)
+    send(p, "routing", routing(2, "2026-05-01T03:00:00Z"))
+    p.flush()
+    assert p.monitor.routers["other"].last_snapshot  # the other router was evaluated
+    assert not bad.last_snapshot
+    assert _metric(registry, "tierwatch_processing_errors_total", stage="evaluate") == 3
+    assert p.monitor.errors == []
