@@ -245,7 +245,7 @@ def build_worker(settings: Settings, *, registry: CollectorRegistry | None = Non
     lock = asyncio.Lock()
     state: dict[str, Any] = {"blocked_since": None, "checkpoint": time.monotonic(),
                              "bootstrapped": False, "checkpointed": processor.messages,
-                             "writer": None, "missing": {}}
+                             "writer": None, "missing": {}, "assigned": None}
     #: next offset expected per input partition: what reaches the merge is each offset
     #: once, in order (a re-fetch after a seek or a rebalance repeats some)
     pushed: dict[TP, int] = {}
@@ -297,6 +297,10 @@ def build_worker(settings: Settings, *, registry: CollectorRegistry | None = Non
     def _release() -> list[tuple[float, InMessage]]:
         assigned = inputs()
         consumer: CheckpointedConsumer = app.consumer  # type: ignore[assignment]
+        if app.rebalancing or assigned != state["assigned"]:
+            # mid-rebalance the assignment is partial or empty, and a partition that is
+            # not listed does not gate the merge: releasing now would break the order
+            return []
         if app.standby:  # fetch nothing more; what arrives waits for the full assignment
             consumer.hold(assigned)
             metrics.merge_held.set(len(consumer.held))
@@ -314,7 +318,9 @@ def build_worker(settings: Settings, *, registry: CollectorRegistry | None = Non
         held = consumer.held
         consumer.hold(tp for tp in streams if merge.buffered(tp) >= share
                       or (tp in held and merge.buffered(tp) > share // 2))
-        metrics.merge_held.set(len(consumer.held))
+        if consumer.held != held:
+            metrics.merge_holds.inc(len(consumer.held - held))
+            metrics.merge_held.set(len(consumer.held))
 
     def _ordered(tables: list[TP], streams: list[TP]) -> list[tuple[float, InMessage]]:
         # the baselines topic is a table: applied as it arrives, and read to its end
@@ -456,6 +462,7 @@ def build_worker(settings: Settings, *, registry: CollectorRegistry | None = Non
                         "cannot tell whether this worker is assigned all of them", unknown)
         was, app.standby = app.standby, any(missing.values())
         state["missing"] = missing
+        state["assigned"] = {tp for tp in assigned if tp.topic in by_name}
         metrics.standby.set(1 if app.standby else 0)
         if app.standby:
             log.error("this worker is assigned %d of the %d input partitions: another worker "

@@ -130,6 +130,10 @@ class WorkerMetrics:
             "tierwatch_merge_held_partitions", "Input partitions not being fetched because "
             "the ordered merge holds more than their share of messages (backpressure; "
             "nothing is dropped).", registry=registry)
+        self.merge_holds = Counter(
+            "tierwatch_merge_holds", "Times an input partition was held back (not fetched) "
+            "because the ordered merge had more than its share of its messages.",
+            registry=registry)
         self.partitions_missing = Gauge(
             "tierwatch_input_partitions_missing", "Partitions of an input topic this worker "
             "is not assigned: another member of its consumer group holds them, and the "

@@ -34,7 +34,7 @@ import random
 import signal
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -87,19 +87,37 @@ def wait_progress(base: str, target: float, proc: Any, log: Path, timeout: float
     return done
 
 
+def peak_rss_bytes(pid: int) -> int:
+    """The process's peak resident set size so far (``VmHWM``), in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmHWM for {pid}")
+
+
 def run_with_faults(bootstrap: str, settings: Settings, checkpoints: Path, messages: int,
                     logs: Path, *, kills: int, seed: int, timeout: float,
-                    broker: LocalKafka | None = None, outage_s: float = 30) -> list[int]:
+                    broker: LocalKafka | None = None, outage_s: float = 30,
+                    env: dict[str, str] | None = None,
+                    at_end: Callable[[str], None] | None = None,
+                    peak_rss: list[int] | None = None) -> list[int]:
     """SIGKILL the worker ``kills`` times at random progress points, then (with ``broker``)
-    stop the broker for ``outage_s`` while the last worker reads; returns the points."""
+    stop the broker for ``outage_s`` while the last worker reads; returns the points.
+
+    ``env``: settings (default: a merge that never releases on an idle timeout);
+    ``at_end`` is called with the last worker's URL once it is done; ``peak_rss`` gets
+    each worker's peak RSS."""
     rng = random.Random(seed)
     targets = sorted(rng.uniform(0.05, 0.7) * messages for _ in range(kills))
     faults = []
-    env = worker_env(bootstrap, settings, checkpoints, TIERWATCH_MERGE_IDLE_S="600")
+    env = worker_env(bootstrap, settings, checkpoints,
+                     **(env if env is not None else {"TIERWATCH_MERGE_IDLE_S": "600"}))
     for i, target in enumerate(targets):
         log = logs / f"worker-{i}.log"
         with running_worker(env, log, ready_timeout=120) as (proc, base):
             faults.append(wait_progress(base, target, proc, log, timeout, rng))
+            if peak_rss is not None:
+                peak_rss.append(peak_rss_bytes(proc.pid))
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     log = logs / "worker-last.log"
@@ -111,6 +129,10 @@ def run_with_faults(bootstrap: str, settings: Settings, checkpoints: Path, messa
             assert proc.poll() is None, "the worker died with the broker: " + log.read_text()
             broker.start()
         wait_durable(base, messages, proc, log, timeout)
+        if peak_rss is not None:
+            peak_rss.append(peak_rss_bytes(proc.pid))
+        if at_end is not None:
+            at_end(base)
     return faults
 
 
