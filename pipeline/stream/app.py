@@ -34,13 +34,19 @@ Exactly-once state, without faust's experimental ``exactly_once``:
   progresses: catching up any backlog keeps the exact order. Only
   ``merge_overflow_messages`` (never reached while holds work) forces a release, and that
   logs an error and pages.
-- **One worker processes.** The monitor needs every input partition. A worker that is not
-  assigned all of them (another member joined its consumer group) stops processing,
-  holds its partitions, commits nothing and says so (log, ``/status``,
-  ``tierwatch_input_partitions_missing``); it is checked in faust's assignment callback
-  against the partition counts in the consumer's own metadata, so it costs nothing per
-  message. Once assigned every partition again it resumes from its own state and seeks
-  to that state's offsets, so its results are exact again.
+- **One worker processes, the others stand by.** The monitor needs every input
+  partition. The group's assignor (:class:`~pipeline.stream.assignor.OneActiveAssignor`)
+  gives all of them to one member, the one that held them before: a second worker in the
+  group is assigned nothing and waits as a standby (``/status`` role ``standby``,
+  ``tierwatch_worker_standby``). When the active worker dies, its session times out and
+  the standby is assigned everything: it seeks to *its own* state's offsets (its own
+  checkpoint, or the beginning of every partition), so its results are exact, after a
+  catch-up that starts where its own state stops. A worker assigned some partitions but
+  not all (a member with another assignor, such as an older tierwatch, leads the group)
+  stops processing, holds its partitions, commits nothing and pages
+  (``tierwatch_input_partitions_missing``). Both are decided in faust's assignment
+  callback against the partition counts in the consumer's own metadata: nothing polled,
+  nothing per message.
 """
 
 from __future__ import annotations
@@ -67,6 +73,7 @@ from pipeline.core.monitor import Monitor
 from pipeline.core.signing import parse_key
 from pipeline.replay import build_monitor
 from pipeline.settings import Settings
+from pipeline.stream.assignor import OneActiveAssignor
 from pipeline.stream.checkpoint import (
     DEFAULT_KEY,
     CheckpointError,
@@ -176,6 +183,8 @@ class TierwatchApp(faust.App):
     seek_plan: Any = None
     #: not assigned every input partition: processing stops (see the module docstring)
     standby: bool = False
+    #: "active" (every input partition), "standby" (none) or "partial" (some: stopped)
+    role: str = "starting"
 
     def _new_transport(self) -> Any:
         return CheckpointedTransport(self.conf.broker_consumer, self)
@@ -230,6 +239,7 @@ def build_worker(settings: Settings, *, registry: CollectorRegistry | None = Non
         # faust drops the records it has fetched for a partition paused while it hands
         # them out (Consumer.getmany filters on the live active set).
         consumer_max_fetch_size=settings.max_message_bytes,
+        PartitionAssignor=OneActiveAssignor,
         broker_commit_every=settings.batch_size,
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=settings.session_timeout_s / 10,
@@ -460,20 +470,31 @@ def build_worker(settings: Settings, *, registry: CollectorRegistry | None = Non
         if unknown:
             log.warning("partition counts of %s unknown from the consumer's metadata: "
                         "cannot tell whether this worker is assigned all of them", unknown)
-        was, app.standby = app.standby, any(missing.values())
+        inputs_assigned = {tp for tp in assigned if tp.topic in by_name}
+        was = app.role
+        app.standby = any(missing.values())
+        app.role = ("active" if not app.standby else "standby" if not inputs_assigned
+                    else "partial")
         state["missing"] = missing
-        state["assigned"] = {tp for tp in assigned if tp.topic in by_name}
-        metrics.standby.set(1 if app.standby else 0)
-        if app.standby:
-            log.error("this worker is assigned %d of the %d input partitions: another worker "
-                      "shares the consumer group %s, and each would count part of every "
-                      "router. It stops processing until it is assigned all of them; run "
-                      "one worker per group (%s#partial_assignment)",
-                      len(assigned), len(assigned) + sum(missing.values()), settings.app_id,
-                      RUNBOOK)
-        elif was:
-            log.warning("assigned every input partition again: processing resumes from this "
-                        "worker's own state, re-reading the inputs from its offsets")
+        state["assigned"] = inputs_assigned
+        metrics.standby.set(1 if app.role == "standby" else 0)
+        if app.role == "partial":
+            log.error("this worker is assigned %d of the %d input partitions: a member of the "
+                      "consumer group %s spreads them (another assignor: an older "
+                      "tierwatch?), and each worker would count part of every router. It "
+                      "stops processing until it is assigned all of them or none; run one "
+                      "tierwatch version per group (%s#partial_assignment)",
+                      len(inputs_assigned), len(inputs_assigned) + sum(missing.values()),
+                      settings.app_id, RUNBOOK)
+        elif app.role == "standby" and was != "standby":
+            log.warning("standby: another worker of the consumer group %s is assigned every "
+                        "input partition; this one processes nothing and takes over, exactly "
+                        "from its own state's offsets, if that worker dies (%s#standby)",
+                        settings.app_id, RUNBOOK)
+        elif app.role == "active" and was in ("standby", "partial"):
+            log.warning("assigned every input partition: taking over, from this worker's own "
+                        "state (%d messages), re-reading the inputs from its offsets",
+                        processor.messages)
 
     # mode's Signal types its receivers narrower than the keyword it passes
     app.on_partitions_assigned.connect(check_assignment)  # type: ignore[arg-type]
@@ -492,7 +513,7 @@ def build_worker(settings: Settings, *, registry: CollectorRegistry | None = Non
                 "checkpoint": {f"{tp.topic}:{tp.partition}": o
                                for tp, o in app.durable_positions.items()},
                 "merge_buffered": len(merge),
-                "role": "standby" if app.standby else "active",
+                "role": app.role,
                 "partitions_missing": state["missing"],
                 "held_partitions": sorted(
                     f"{tp.topic}:{tp.partition}"

@@ -12,9 +12,10 @@ checkpointed state, field by field, and the output topics, re-emissions dropped)
   inputs re-read from *its* offsets), both truncated (a loud refusal, exit code 2, then
   ``--reset-state`` rebuilds from the beginning) and a snapshot of format 1 (refused, with
   what to do).
-- **Two replicas.** A second worker joins the consumer group mid-catch-up: both stop
-  processing within one session timeout and say so; once it leaves, the first one
-  resumes from its own state and ends with the replay's results.
+- **Two replicas.** A second worker joins the consumer group mid-catch-up: it is
+  assigned nothing and says it stands by within one session timeout, while the first one
+  goes on; the first one is then killed, and the standby takes over from its own (empty)
+  state and ends with the replay's results.
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -161,43 +164,51 @@ def test_unusable_checkpoints_give_exact_results_or_a_loud_refusal(
     assert "snapshot format 1" in text and "upgrading-tierwatch" in text, text[-2000:]
 
 
-def test_a_second_replica_stops_both_and_the_survivor_is_exact(
+def test_a_second_replica_stands_by_and_takes_over_exactly(
         kafka_bootstrap: str, feed: Feed, replayed: tuple, tmp_path: Path) -> None:
+    """B joins A's group mid-catch-up: B stands by, A goes on; A is killed, B takes over
+    from its own (empty) state and ends with the replay's results."""
     s = _settings(kafka_bootstrap, 2)
     n = feed.produce(kafka_bootstrap, s)
     a_env = worker_env(kafka_bootstrap, s, tmp_path / "cp-a")
     b_env = worker_env(kafka_bootstrap, s, tmp_path / "cp-b")
     timeout = float(a_env["TIERWATCH_SESSION_TIMEOUT_S"])
-    with running_worker(a_env, tmp_path / "a.log", ready_timeout=120) as (a, a_base):
-        eventually(lambda: worker_status(a_base)["worker"]["messages"] > 0.2 * n,
+    a_log, b_log = tmp_path / "a.log", tmp_path / "b.log"
+
+    def status(base: str) -> dict[str, Any]:
+        return worker_status(base)["worker"]  # type: ignore[no-any-return]
+
+    with running_worker(a_env, a_log, ready_timeout=120) as (a, a_base):
+        eventually(lambda: status(a_base)["messages"] > 0.1 * n,
                    "the first worker to make progress", timeout=120)
-        with running_worker(b_env, tmp_path / "b.log", ready_timeout=120) as (_b, b_base):
-            joined = time.monotonic()
-            eventually(lambda: worker_status(a_base)["worker"]["role"] == "standby",
-                       "the first worker to stop", timeout=3 * timeout, every=0.05)
-            detected = time.monotonic() - joined
-            eventually(lambda: worker_status(b_base)["worker"]["role"] == "standby",
-                       "the second worker to say it is a standby", timeout=3 * timeout)
-            status = worker_status(a_base)["worker"]
-            stopped_at = status["messages"]
-            assert sum(status["partitions_missing"].values()) > 0
-            assert metric(a_base, "tierwatch_worker_standby") == 1
-            time.sleep(2)
-            assert worker_status(a_base)["worker"]["messages"] == stopped_at
-            assert worker_status(b_base)["worker"]["messages"] == 0
-            assert stopped_at < n, "the first worker finished before the second joined"
-        # the second one leaves: the first is assigned everything and resumes, exactly
-        eventually(lambda: worker_status(a_base)["worker"]["role"] == "active",
-                   "the first worker to resume", timeout=3 * timeout)
-        wait_durable(a_base, n, a, tmp_path / "a.log", 300)
-        assert metric(a_base, "tierwatch_input_partitions_missing", 'topic="routing"') == 0
-    a_log, b_log = (tmp_path / "a.log").read_text(), (tmp_path / "b.log").read_text()
-    assert "another worker shares the consumer group" in a_log
-    assert "another worker shares the consumer group" in b_log
-    assert not (tmp_path / "cp-b" / CheckpointStore.LATEST).exists(), "B processed nothing"
+        with running_worker(b_env, b_log, ready_timeout=120) as (b, b_base):
+            up = time.monotonic()
+            eventually(lambda: status(b_base)["role"] == "standby",
+                       "the second worker to stand by", timeout=3 * timeout, every=0.05)
+            detected = time.monotonic() - up
+            assert metric(b_base, "tierwatch_worker_standby") == 1
+            assert status(a_base)["role"] == "active"
+            before = status(a_base)["messages"]
+            assert before < n, "the first worker finished before the second joined"
+            eventually(lambda: status(a_base)["messages"] > before,
+                       "the active worker to go on", timeout=60)
+            assert status(b_base)["messages"] == 0
+            # the active worker dies: the standby is assigned everything and takes over
+            at = status(a_base)["messages"]
+            os.killpg(a.pid, signal.SIGKILL)
+            a.wait()
+            killed = time.monotonic()
+            eventually(lambda: status(b_base)["role"] == "active",
+                       "the standby to take over", timeout=3 * timeout, every=0.1)
+            took_over = time.monotonic() - killed
+            wait_durable(b_base, n, b, b_log, 300)
+    assert "standby: another worker of the consumer group" in b_log.read_text()
+    assert "taking over" in b_log.read_text()
     monitor, want = replayed
-    assert_same_state(monitor, final_snapshot(tmp_path / "cp-a"), s, n)  # type: ignore[arg-type]
-    assert_same_outputs(want, outputs(kafka_bootstrap, s))
-    print(f"\nsecond replica detected {detected:.1f} s after it was up "
-          f"(session timeout {timeout:g} s); first worker stopped at {stopped_at}/{n}")
-    assert detected <= timeout, f"detected after {detected:.1f} s"
+    assert_same_state(monitor, final_snapshot(tmp_path / "cp-b"), s, n)  # type: ignore[arg-type]
+    re_emitted = assert_same_outputs(want, outputs(kafka_bootstrap, s))
+    print(f"\nsecond replica a standby {detected:.1f} s after it was up, took over "
+          f"{took_over:.1f} s after the active one was killed (session timeout {timeout:g} "
+          f"s; at message {at} of {n}); re-emitted {re_emitted}")
+    assert detected <= timeout, f"standby only after {detected:.1f} s"
+
