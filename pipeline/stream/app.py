@@ -130,8 +130,11 @@ class CheckpointedConsumer(faust_aiokafka.Consumer):
         (``getmany`` filters them against the live active set) and they would never be
         read again. Called again after each batch, since a rebalance re-activates all.
         """
+        want = frozenset(tps)
+        if not want and not self.held:  # the usual case, once caught up: nothing to do
+            return
         assigned = self.assignment()
-        want = frozenset(tps) & assigned
+        want &= assigned
         active = self._get_active_partitions()
         for tp in self.held - want:
             self._buffered_partitions.discard(tp)
