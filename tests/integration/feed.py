@@ -115,7 +115,8 @@ def worker_env(bootstrap: str, settings: Settings, checkpoints: Path,
 
 
 def worker_status(base: str) -> dict[str, Any]:
-    status: dict[str, Any] = orjson.loads(http_get(base + "/status"))
+    # generous: a worker catching up a backlog on a loaded machine answers slowly
+    status: dict[str, Any] = orjson.loads(http_get(base + "/status", timeout=60))
     return status
 
 
