@@ -296,6 +296,17 @@ def build_worker(settings: Settings, *, registry: CollectorRegistry | None = Non
         return highwater is not None and processor.positions.get(
             (tp.topic, tp.partition), 0) >= highwater
 
+    def fetching(tp: TP) -> bool:
+        """Whether the fetcher has records of ``tp`` still to fetch (then waiting for them
+        keeps the order exact, however slow the fetch: the idle release is only for
+        partitions that end in offsets that deliver nothing, such as transaction markers).
+        """
+        highwater = app.consumer.highwater(tp)
+        position = fetch_position(app, tp)
+        if highwater is None or position is False:  # unknown: the idle timeout decides
+            return False
+        return position is None or position < highwater
+
     def release() -> list[InMessage]:
         """What the merge can hand to the processor now, in its order."""
         now = time.monotonic()
@@ -349,14 +360,16 @@ def build_worker(settings: Settings, *, registry: CollectorRegistry | None = Non
             state["blocked_since"] = None
         elif state["blocked_since"] is None:
             state["blocked_since"] = now
-        elif now - state["blocked_since"] >= settings.merge_idle_s:
+        elif now - state["blocked_since"] >= settings.merge_idle_s and not any(
+                fetching(tp) for tp in streams if not merge.buffered(tp)):
             waiting = [f"{tp.topic}:{tp.partition}" for tp in streams
                        if not merge.buffered(tp) and not caught_up(tp)]
             ready += merge.release(streams, caught_up, force=True)
             metrics.merge_forced.labels("idle").inc()
-            log.warning("ordered merge waited %.1f s for %s, which the broker says have "
-                        "more to read, and released without them: a slow fetch, or an "
-                        "order that depends on fetch timing (TIERWATCH_MERGE_IDLE_S)",
+            log.warning("ordered merge waited %.1f s for %s, fetched to the broker's high "
+                        "watermark but short of it (transaction markers, or records still "
+                        "on their way through faust), and released without them "
+                        "(TIERWATCH_MERGE_IDLE_S)",
                         now - state["blocked_since"], ", ".join(waiting))
             state["blocked_since"] = None
         if len(merge) >= settings.merge_overflow_messages:
@@ -589,6 +602,19 @@ def partition_counts(app: faust.App, topics: list[str]) -> dict[str, int | None]
         parts = cluster.partitions_for_topic(topic)
         counts[topic] = len(parts) if parts else None
     return counts
+
+
+def fetch_position(app: faust.App, tp: TP) -> int | bool | None:
+    """The next offset the consumer's fetcher will fetch for ``tp`` (``None`` while it is
+    being reset; ``False`` when aiokafka's internals are not where they were)."""
+    try:
+        consumer = app.consumer._thread._consumer  # type: ignore[attr-defined]
+        st = consumer._subscription.subscription.assignment.state_value(tp)
+    except AttributeError:
+        return False
+    if st is None or not st.has_valid_position:
+        return None
+    return int(st.position)
 
 
 def run_worker(settings: Settings) -> None:

@@ -5,9 +5,10 @@ the broker and compares what a ``tierwatch worker`` subprocess ends with (its
 checkpointed state, field by field, and the output topics, re-emissions dropped) with
 ``tierwatch replay`` of the same files:
 
-- **Backlog.** Everything is on the topics before the worker starts, and the ordered
-  merge may hold only 100 messages (a twelfth of a partition's fetch): the partitions that
-  run ahead must be held back, not force-released, through two SIGKILLs.
+- **Backlog.** Everything is on the topics before the worker starts, the ordered merge
+  may hold only 100 messages, and it waits for a silent partition only the default 2 s:
+  the partitions that run ahead must be held back, not force-released, and a slow fetch
+  must be waited for, through two SIGKILLs.
 - **Unusable state.** The latest snapshot truncated (the previous one is restored and the
   inputs re-read from *its* offsets), both truncated (a loud refusal, exit code 2, then
   ``--reset-state`` rebuilds from the beginning) and a snapshot of format 1 (refused, with
@@ -32,6 +33,7 @@ from typing import Any
 
 import pytest
 
+from pipeline.settings import Settings
 from pipeline.stream.checkpoint import CheckpointStore, Snapshot
 from tests.integration.feed import (
     Feed,
@@ -90,7 +92,9 @@ def test_a_backlog_through_a_tiny_merge_is_exact(kafka_bootstrap: str, feed: Fee
     faults = run_with_faults(kafka_bootstrap, s, tmp_path / "cp", n, tmp_path, kills=2,
                              seed=11, timeout=300, at_end=at_end,
                              env={"TIERWATCH_MERGE_MAX_BUFFERED": "100",
-                                  "TIERWATCH_MERGE_IDLE_S": "600"})
+                                  # the default: a slow fetch on a loaded machine must
+                                  # not release the merge early any more
+                                  "TIERWATCH_MERGE_IDLE_S": str(Settings().merge_idle_s)})
     assert len(faults) == 2 and all(0 < k < n for k in faults), faults
     # the last worker caught up at least 30% of the backlog by holding partitions back
     assert seen["holds"] > 0 and seen["full"] == 0 and seen["idle"] == 0, seen
