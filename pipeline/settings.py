@@ -163,11 +163,29 @@ class Settings(BaseSettings):
         json_schema_extra={"group": "worker"})
     merge_idle_s: float = Field(
         2.0, ge=0, description="How long the ordered merge waits for a partition that has "
-        "not delivered its next message before releasing without it.",
-        json_schema_extra={"group": "worker"})
+        "not delivered its next message before releasing without it; only once the "
+        "partition is fetched up to its high watermark (records still to fetch are always "
+        "waited for, so a slow fetch never changes the order).")
     merge_max_buffered: int = Field(
-        5_000, ge=1, description="Messages the ordered merge may hold before releasing.",
+        5_000, ge=1, description="Messages the ordered merge aims to hold: a partition with "
+        "more than its share buffered stops being fetched (nothing is dropped) until the "
+        "merge has used them, so catching up any backlog keeps the exact order.",
         json_schema_extra={"group": "worker"})
+    # -- exactness under faults (issue 15): backlog, checkpoints, replicas ---------------
+    merge_overflow_messages: int = Field(
+        1_000_000, ge=1, description="Hard ceiling of the ordered merge. Never reached while "
+        "the per-partition pauses work; reaching it releases out of order, so results may "
+        "then differ from a replay: logged as an error and paged (TierwatchMergeOverflow).",
+        json_schema_extra={"group": "worker"})
+    reset_state: bool = Field(
+        False, description="When the checkpoint cannot be used (corrupt, or another format "
+        "version), set it aside and rebuild the state from the beginning of the input "
+        "topics instead of refusing to start. Logged and counted; no effect on a usable "
+        "checkpoint.", json_schema_extra={"group": "worker"})
+    checkpoint_key: str | None = Field(
+        None, min_length=16, description="HMAC key of the checkpoint files (hex or text); "
+        "unset, a built-in key checks integrity only. A file is unpickled only once its "
+        "HMAC verifies.", json_schema_extra={"group": "worker", "secret": True})
     runbook_base_url: str = Field(
         "deploy/runbook.md", min_length=1, description="Where on-call reads the runbook: "
         "the Alert payloads, the Prometheus rules (`tierwatch rules render`) and the report "

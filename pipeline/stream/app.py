@@ -19,6 +19,34 @@ Exactly-once state, without faust's experimental ``exactly_once``:
   snapshot, never faust's acked offsets, so a restart re-reads from at or before the
   snapshot, and the processor skips what the snapshot already counts. Outputs emitted
   after the snapshot are emitted again, with the same ids.
+- **State and offsets are one unit.** On every assignment the consumer seeks each input
+  partition to where the state in memory stops (the restored snapshot's offsets, or the
+  beginning of the partition when the state has none), not to the committed offsets: a
+  snapshot restored from the previous file, or no snapshot at all, re-reads exactly what
+  the state lacks. A checkpoint that exists but cannot be used stops the worker, unless
+  ``reset_state`` is set (:func:`restore_state`).
+- **Backpressure, not forced releases.** A partition with more than its share of
+  ``merge_max_buffered`` waiting in the merge is *held*: faust stops fetching it, as it
+  does when its own stream buffer is full (the partition leaves the active set and joins
+  ``_buffered_partitions``, so records already fetched are still delivered, never
+  dropped), and it is resumed once the merge has used half of them. The partition the
+  merge waits for always has an empty queue, so it is never held and the merge always
+  progresses: catching up any backlog keeps the exact order. Only
+  ``merge_overflow_messages`` (never reached while holds work) forces a release, and that
+  logs an error and pages.
+- **One worker processes, the others stand by.** The monitor needs every input
+  partition. The group's assignor (:class:`~pipeline.stream.assignor.OneActiveAssignor`)
+  gives all of them to one member, the one that held them before: a second worker in the
+  group is assigned nothing and waits as a standby (``/status`` role ``standby``,
+  ``tierwatch_worker_standby``). When the active worker dies, its session times out and
+  the standby is assigned everything: it seeks to *its own* state's offsets (its own
+  checkpoint, or the beginning of every partition), so its results are exact, after a
+  catch-up that starts where its own state stops. A worker assigned some partitions but
+  not all (a member with another assignor, such as an older tierwatch, leads the group)
+  stops processing, holds its partitions, commits nothing and pages
+  (``tierwatch_input_partitions_missing``). Both are decided in faust's assignment
+  callback against the partition counts in the consumer's own metadata: nothing polled,
+  nothing per message.
 """
 
 from __future__ import annotations
@@ -27,6 +55,7 @@ import asyncio
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -35,6 +64,7 @@ from pathlib import Path
 from typing import Any
 
 import faust
+from aiokafka.structs import TopicPartition
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 from faust.web import Request, Response, View
@@ -43,9 +73,16 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from pipeline import kafka_clients
 from pipeline.core.merge import OrderedMerge
 from pipeline.core.monitor import Monitor
+from pipeline.core.signing import parse_key
 from pipeline.replay import build_monitor
 from pipeline.settings import Settings
-from pipeline.stream.checkpoint import CheckpointStore
+from pipeline.stream.assignor import OneActiveAssignor
+from pipeline.stream.checkpoint import (
+    DEFAULT_KEY,
+    CheckpointError,
+    CheckpointStore,
+    IncompatibleCheckpoint,
+)
 from pipeline.stream.metrics import WorkerMetrics
 from pipeline.stream.processor import InMessage, OutMessage, Processor
 
@@ -53,6 +90,11 @@ log = logging.getLogger("tierwatch.worker")
 INPUTS = ("routing", "feedback", "baselines")
 OUTPUTS = ("alerts", "control", "review", "dlq")
 RANK = {"baselines": 0, "routing": 1, "feedback": 2}
+RUNBOOK = "deploy/runbook.md"
+
+
+class StateUnusable(Exception):
+    """The checkpoint exists but cannot be used, and ``reset_state`` is not set."""
 
 
 class CheckpointedConsumer(faust_aiokafka.Consumer):
@@ -64,9 +106,13 @@ class CheckpointedConsumer(faust_aiokafka.Consumer):
     """
 
     committed_positions: dict[TP, int]
+    #: partitions held back by the ordered merge (see :meth:`hold`)
+    held: frozenset[TP] = frozenset()
 
     async def _commit_tps(self, tps: Iterable[TP], start_new_transaction: bool) -> bool:
         self._filter_committable_offsets(tps)
+        if getattr(self.app, "standby", False):  # its state is not the group's
+            return False
         positions: Mapping[TP, int] = getattr(self.app, "durable_positions", {})
         done = getattr(self, "committed_positions", {})
         offsets = {tp: o for tp, o in positions.items()
@@ -78,6 +124,58 @@ class CheckpointedConsumer(faust_aiokafka.Consumer):
             self.committed_positions = {**done, **offsets}
         return ok
 
+    def hold(self, tps: Iterable[TP]) -> None:
+        """Fetch nothing more for ``tps`` (and resume the partitions held before but not now).
+
+        faust's own stream-buffer backpressure (``on_buffer_full``): a partition out of the
+        active set is not fetched, and one in ``_buffered_partitions`` still has its
+        already-fetched records delivered. A plain ``pause_partitions`` would drop those
+        (``getmany`` filters them against the live active set) and they would never be
+        read again. Called again after each batch, since a rebalance re-activates all.
+        """
+        want = frozenset(tps)
+        if not want and not self.held:  # the usual case, once caught up: nothing to do
+            return
+        assigned = self.assignment()
+        want &= assigned
+        active = self._get_active_partitions()
+        for tp in self.held - want:
+            self._buffered_partitions.discard(tp)
+            if tp in assigned and tp not in self._paused_partitions:
+                active.add(tp)
+        for tp in want:
+            active.discard(tp)
+            self._buffered_partitions.add(tp)
+        self.held = want
+
+    def on_buffer_drop(self, tp: TP) -> None:
+        if tp not in self.held:  # faust's stream buffer drained; ours still holds it
+            super().on_buffer_drop(tp)
+
+    async def seek_to_committed(self) -> Mapping[TP, int]:
+        """Seek every assigned input partition to where the worker's state stops.
+
+        faust calls this once partitions are assigned (and when it needs to rewind); the
+        committed offsets are only the last durable snapshot's, while the state in memory
+        may be another snapshot (the previous file) or none at all.
+        """
+        plan = getattr(self.app, "seek_plan", None)
+        if plan is None:
+            return await super().seek_to_committed()
+        targets: dict[TP, int | None] = plan(set(self.assignment()))
+        exact = {tp: o for tp, o in targets.items() if o is not None}
+        start = [TopicPartition(tp.topic, tp.partition)
+                 for tp, o in targets.items() if o is None]
+        if start:
+            await self._thread.seek_to_beginning(*start)
+        if exact:
+            await self._thread.seek_wait(exact)
+        log.info("reading the input partitions from the state's offsets: %s%s",
+                 {f"{tp.topic}:{tp.partition}": o for tp, o in sorted(exact.items())},
+                 f"; from their beginnings: {sorted(f'{t}:{p}' for t, p in start)}"
+                 if start else "")
+        return exact
+
 
 class CheckpointedTransport(faust_aiokafka.Transport):
     Consumer = CheckpointedConsumer
@@ -87,6 +185,12 @@ class TierwatchApp(faust.App):
     """faust's App with the checkpoint-following consumer."""
 
     durable_positions: dict[TP, int]
+    #: where each assigned input partition must be read from (``None``: its beginning)
+    seek_plan: Any = None
+    #: not assigned every input partition: processing stops (see the module docstring)
+    standby: bool = False
+    #: "active" (every input partition), "standby" (none) or "partial" (some: stopped)
+    role: str = "starting"
 
     def _new_transport(self) -> Any:
         return CheckpointedTransport(self.conf.broker_consumer, self)
@@ -111,13 +215,14 @@ def build_worker(settings: Settings, *, registry: CollectorRegistry | None = Non
     metrics = WorkerMetrics(registry)
     processor = Processor(settings, monitor or build_monitor(settings), metrics)
     store = CheckpointStore(settings.checkpoint_dir
-                            or Path(".run/checkpoints") / settings.app_id)
-    snapshot = store.load()
-    if snapshot is not None:
-        processor.restore(snapshot)
-        log.info("restored checkpoint of %s: %d messages, offsets %s",
-                 time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(snapshot.taken_at)),
-                 snapshot.messages, snapshot.positions)
+                            or Path(".run/checkpoints") / settings.app_id,
+                            key=parse_key(settings.checkpoint_key)
+                            if settings.checkpoint_key else DEFAULT_KEY)
+    try:
+        restore_state(store, processor, settings, metrics)
+    except StateUnusable:
+        store.close()
+        raise
     # faust writes a per-app folder; keep it out of the working directory
     datadir = Path(os.environ.get("FAUST_DATADIR", f".run/faust/{settings.app_id}"))
     datadir.parent.mkdir(parents=True, exist_ok=True)
@@ -140,10 +245,11 @@ def build_worker(settings: Settings, *, registry: CollectorRegistry | None = Non
         # up to the largest message per partition per fetch (faust's default is 1 MB):
         # the ordered merge releases no further than its least-fetched partition, and at
         # 1 MB a partition of 50 kB batch messages starved it (12.5k events/s, half idle).
-        # Pausing the partitions that are ahead would be the finer tool, but faust drops
-        # the records it has fetched for a partition paused while it hands them out
-        # (Consumer.getmany filters on the live active set), and they are never re-read.
+        # The partitions that are ahead are held (CheckpointedConsumer.hold), not paused:
+        # faust drops the records it has fetched for a partition paused while it hands
+        # them out (Consumer.getmany filters on the live active set).
         consumer_max_fetch_size=settings.max_message_bytes,
+        PartitionAssignor=OneActiveAssignor,
         broker_commit_every=settings.batch_size,
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=settings.session_timeout_s / 10,
@@ -159,7 +265,26 @@ def build_worker(settings: Settings, *, registry: CollectorRegistry | None = Non
     lock = asyncio.Lock()
     state: dict[str, Any] = {"blocked_since": None, "checkpoint": time.monotonic(),
                              "bootstrapped": False, "checkpointed": processor.messages,
-                             "writer": None, "failed": None}
+                             "writer": None, "failed": None, "missing": {},
+                             "assigned": None}
+    #: next offset expected per input partition: what reaches the merge is each offset
+    #: once, in order (a re-fetch after a seek or a rebalance repeats some)
+    pushed: dict[TP, int] = {}
+
+    def seek_plan(assigned: set[TP]) -> dict[TP, int | None]:
+        """Where each assigned input partition continues: after what the merge holds,
+        else where the state stops, else (the state has none of it) its beginning."""
+        plan: dict[TP, int | None] = {}
+        for tp in assigned:
+            if tp.topic not in by_name:
+                continue
+            nxt = pushed.get(tp, processor.positions.get((tp.topic, tp.partition)))
+            plan[tp] = nxt
+            if nxt is not None:
+                pushed[tp] = nxt
+        return plan
+
+    app.seek_plan = seek_plan
 
     async def publish(out: list[OutMessage]) -> None:
         # straight to the producer: faust's Topic.send adds per-message futures, callbacks
@@ -179,6 +304,17 @@ def build_worker(settings: Settings, *, registry: CollectorRegistry | None = Non
         return highwater is not None and processor.positions.get(
             (tp.topic, tp.partition), 0) >= highwater
 
+    def fetching(tp: TP) -> bool:
+        """Whether the fetcher has records of ``tp`` still to fetch (then waiting for them
+        keeps the order exact, however slow the fetch: the idle release is only for
+        partitions that end in offsets that deliver nothing, such as transaction markers).
+        """
+        highwater = app.consumer.highwater(tp)
+        position = fetch_position(app, tp)
+        if highwater is None or position is False:  # unknown: the idle timeout decides
+            return False
+        return position is None or position < highwater
+
     def release() -> list[InMessage]:
         """What the merge can hand to the processor now, in its order."""
         now = time.monotonic()
@@ -187,12 +323,38 @@ def build_worker(settings: Settings, *, registry: CollectorRegistry | None = Non
         for fetched, msg in _release():
             waited(now - fetched)
             out.append(msg)
+        metrics.merge_buffered.set(len(merge))
         return out
 
     def _release() -> list[tuple[float, InMessage]]:
         assigned = inputs()
+        consumer: CheckpointedConsumer = app.consumer  # type: ignore[assignment]
+        if app.rebalancing or assigned != state["assigned"]:
+            # mid-rebalance the assignment is partial or empty, and a partition that is
+            # not listed does not gate the merge: releasing now would break the order
+            return []
+        if app.standby:  # fetch nothing more; what arrives waits for the full assignment
+            consumer.hold(assigned)
+            metrics.merge_held.set(len(consumer.held))
+            return []
         tables = sorted(tp for tp in assigned if by_name[tp.topic] == "baselines")
         streams = sorted(assigned.difference(tables))
+        try:
+            return _ordered(tables, streams)
+        finally:
+            hold_ahead(consumer, streams)
+
+    def hold_ahead(consumer: CheckpointedConsumer, streams: list[TP]) -> None:
+        """Hold the partitions with more than their share waiting; resume at half."""
+        share = max(1, settings.merge_max_buffered // max(1, len(streams)))
+        held = consumer.held
+        consumer.hold(tp for tp in streams if merge.buffered(tp) >= share
+                      or (tp in held and merge.buffered(tp) > share // 2))
+        if consumer.held != held:
+            metrics.merge_holds.inc(len(consumer.held - held))
+            metrics.merge_held.set(len(consumer.held))
+
+    def _ordered(tables: list[TP], streams: list[TP]) -> list[tuple[float, InMessage]]:
         # the baselines topic is a table: applied as it arrives, and read to its end
         # before the first event, so every event meets the baselines already published
         ready = [m for tp in tables for m in merge.take(tp)]
@@ -206,14 +368,26 @@ def build_worker(settings: Settings, *, registry: CollectorRegistry | None = Non
             state["blocked_since"] = None
         elif state["blocked_since"] is None:
             state["blocked_since"] = now
-        elif now - state["blocked_since"] >= settings.merge_idle_s:
+        elif now - state["blocked_since"] >= settings.merge_idle_s and not any(
+                fetching(tp) for tp in streams if not merge.buffered(tp)):
+            waiting = [f"{tp.topic}:{tp.partition}" for tp in streams
+                       if not merge.buffered(tp) and not caught_up(tp)]
             ready += merge.release(streams, caught_up, force=True)
             metrics.merge_forced.labels("idle").inc()
+            log.warning("ordered merge waited %.1f s for %s, fetched to the broker's high "
+                        "watermark but short of it (transaction markers, or records still "
+                        "on their way through faust), and released without them "
+                        "(TIERWATCH_MERGE_IDLE_S)",
+                        now - state["blocked_since"], ", ".join(waiting))
             state["blocked_since"] = None
-        if len(merge) >= settings.merge_max_buffered:
+        if len(merge) >= settings.merge_overflow_messages:
+            n = len(merge)
             ready += merge.release(streams, caught_up, force=True)
             metrics.merge_forced.labels("full").inc()
-        metrics.merge_buffered.set(len(merge))
+            log.error("ordered merge overflowed: %d messages buffered (limit "
+                      "TIERWATCH_MERGE_OVERFLOW_MESSAGES=%d) were released out of order, so "
+                      "results may differ from a replay from here on; see %s#merge_overflow",
+                      n, settings.merge_overflow_messages, RUNBOOK)
         return ready
 
     async def drain() -> None:
@@ -288,6 +462,10 @@ def build_worker(settings: Settings, *, registry: CollectorRegistry | None = Non
             for event in events:
                 m = event.message
                 tp = TP(m.topic, m.partition)
+                nxt = pushed.get(tp)
+                if nxt is not None and m.offset < nxt:  # fetched again after a seek
+                    continue
+                pushed[tp] = m.offset + 1
                 merge.push(tp, (m.timestamp, RANK[by_name[m.topic]], m.partition, m.offset),
                            (fetched, InMessage(m.topic, m.partition, m.offset, m.key,
                                                m.value)))
@@ -312,6 +490,53 @@ def build_worker(settings: Settings, *, registry: CollectorRegistry | None = Non
 
     app.agent(source, name="tierwatch.ingest", concurrency=1)(ingest)
 
+    async def check_assignment(sender: Any, *args: Any, signal: Any = None,
+                               **kwargs: Any) -> None:
+        """Stop processing unless assigned every input partition (see the docstring).
+
+        The partition counts come from the metadata the consumer already holds for the
+        topics it subscribes to: no extra client, nothing polled.
+        """
+        assigned: set[TP] = kwargs.get("assigned", args[0] if args else set())
+        totals = partition_counts(app, list(by_name))
+        missing = {}
+        for topic, total in totals.items():
+            have = sum(1 for tp in assigned if tp.topic == topic)
+            missing[by_name[topic]] = 0 if total is None else max(0, total - have)
+            metrics.partitions_missing.labels(by_name[topic]).set(missing[by_name[topic]])
+        unknown = sorted(by_name[t] for t, n in totals.items() if n is None)
+        if unknown:
+            log.warning("partition counts of %s unknown from the consumer's metadata: "
+                        "cannot tell whether this worker is assigned all of them", unknown)
+        inputs_assigned = {tp for tp in assigned if tp.topic in by_name}
+        was = app.role
+        app.standby = any(missing.values())
+        app.role = ("active" if not app.standby else "standby" if not inputs_assigned
+                    else "partial")
+        state["missing"] = missing
+        state["assigned"] = inputs_assigned
+        metrics.standby.set(1 if app.role == "standby" else 0)
+        if app.role == "partial":
+            log.error("this worker is assigned %d of the %d input partitions: a member of the "
+                      "consumer group %s spreads them (another assignor: an older "
+                      "tierwatch?), and each worker would count part of every router. It "
+                      "stops processing until it is assigned all of them or none; run one "
+                      "tierwatch version per group (%s#partial_assignment)",
+                      len(inputs_assigned), len(inputs_assigned) + sum(missing.values()),
+                      settings.app_id, RUNBOOK)
+        elif app.role == "standby" and was != "standby":
+            log.warning("standby: another worker of the consumer group %s is assigned every "
+                        "input partition; this one processes nothing and takes over, exactly "
+                        "from its own state's offsets, if that worker dies (%s#standby)",
+                        settings.app_id, RUNBOOK)
+        elif app.role == "active" and was in ("standby", "partial"):
+            log.warning("assigned every input partition: taking over, from this worker's own "
+                        "state (%d messages), re-reading the inputs from its offsets",
+                        processor.messages)
+
+    # mode's Signal types its receivers narrower than the keyword it passes
+    app.on_partitions_assigned.connect(check_assignment)  # type: ignore[arg-type]
+
     class MetricsView(View):
         async def get(self, request: Request) -> Response:
             # aiohttp wants the charset apart from the media type
@@ -333,7 +558,13 @@ def build_worker(settings: Settings, *, registry: CollectorRegistry | None = Non
                 "positions": {f"{t}:{p}": o for (t, p), o in processor.positions.items()},
                 "checkpoint": {f"{tp.topic}:{tp.partition}": o
                                for tp, o in app.durable_positions.items()},
-                "merge_buffered": len(merge)}}, status=200 if state["failed"] is None else 503)
+                "merge_buffered": len(merge),
+                "role": app.role,
+                "partitions_missing": state["missing"],
+                "held_partitions": sorted(
+                    f"{tp.topic}:{tp.partition}"
+                    for tp in getattr(app.consumer, "held", ()))}},
+            status=200 if state["failed"] is None else 503)
 
     class RouterView(View):
         async def get(self, request: Request, router_id: str) -> Response:
@@ -370,16 +601,89 @@ def request_exit(code: int) -> None:
     os.kill(os.getpid(), signal.SIGTERM)
 
 
+def restore_state(store: CheckpointStore, processor: Processor, settings: Settings,
+                  metrics: WorkerMetrics) -> None:
+    """Restore ``processor`` from ``store``, or refuse: never a silent empty start.
+
+    No checkpoint at all starts empty and reads every input from its beginning. An
+    unusable one raises :class:`StateUnusable`, whose message says what to do, unless
+    ``settings.reset_state``: then it is set aside, and the start is logged and counted.
+    """
+    try:
+        snapshot = store.load()
+    except CheckpointError as err:
+        if not settings.reset_state:
+            if isinstance(err, IncompatibleCheckpoint):
+                todo = ("Run the tierwatch version that wrote it, or finish the upgrade as "
+                        f"{RUNBOOK}#upgrading-tierwatch says: start this version once with "
+                        "--reset-state true (TIERWATCH_RESET_STATE=true)")
+            else:
+                todo = ("Restore the checkpoint directory from a backup, or start once with "
+                        "--reset-state true (TIERWATCH_RESET_STATE=true)")
+            raise StateUnusable(
+                f"refusing to start: {err}. {todo} to set it aside and rebuild the state "
+                "from the beginning of every input topic (exact while the topics still "
+                f"hold every event; see {RUNBOOK}#checkpoint_unusable)") from err
+        moved = store.set_aside()
+        metrics.state_restores.labels("reset").inc()
+        log.warning("--reset-state: the checkpoint is unusable (%s); set aside as %s. "
+                    "Rebuilding the state from the beginning of every input topic",
+                    err, ", ".join(map(str, moved)))
+        return
+    if snapshot is None:
+        metrics.state_restores.labels("none").inc()
+        log.info("no checkpoint in %s: reading every input topic from its beginning",
+                 store.directory)
+        return
+    processor.restore(snapshot)
+    metrics.state_restores.labels(store.loaded_from).inc()
+    log.info("restored the %s checkpoint of %s: %d messages, offsets %s", store.loaded_from,
+             time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(snapshot.taken_at)),
+             snapshot.messages, snapshot.positions)
+
+
+def partition_counts(app: faust.App, topics: list[str]) -> dict[str, int | None]:
+    """Partitions of each topic, from the metadata the consumer holds for its subscription."""
+    try:
+        cluster = app.consumer._thread._consumer._client.cluster  # type: ignore[attr-defined]
+    except AttributeError:
+        return dict.fromkeys(topics)
+    counts: dict[str, int | None] = {}
+    for topic in topics:
+        parts = cluster.partitions_for_topic(topic)
+        counts[topic] = len(parts) if parts else None
+    return counts
+
+
+def fetch_position(app: faust.App, tp: TP) -> int | bool | None:
+    """The next offset the consumer's fetcher will fetch for ``tp`` (``None`` while it is
+    being reset; ``False`` when aiokafka's internals are not where they were)."""
+    try:
+        consumer = app.consumer._thread._consumer  # type: ignore[attr-defined]
+        st = consumer._subscription.subscription.assignment.state_value(tp)
+    except AttributeError:
+        return False
+    if st is None or not st.has_valid_position:
+        return None
+    return int(st.position)
+
+
 def run_worker(settings: Settings) -> None:
     """Run the worker until interrupted (``tierwatch worker``); exit non-zero if it
-    stopped because it could not process."""
+    stopped because it could not process, and with status 2 if its state is unusable."""
     # faust would retry a refused login forever: reach the brokers once, or say why not
     kafka_clients.check_connection(settings)
     if settings.uses_dev_control_key:  # enforce with it is refused by the settings
         log.warning("signing advisory recommendations with the public development key: "
                     "set TIERWATCH_CONTROL_KEY (`tierwatch control keygen`) before routers "
                     "trust them")
-    worker = build_worker(settings)
+    try:
+        worker = build_worker(settings)
+    except StateUnusable as err:
+        # logging is not configured before faust's worker starts: one plain, levelled line
+        print(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] [{os.getpid()}] [CRITICAL] "
+              f"tierwatch.worker: {err}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
     try:
         faust.Worker(worker.app, loglevel=settings.log_level.upper()).execute_from_commandline()
     finally:

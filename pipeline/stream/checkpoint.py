@@ -14,9 +14,18 @@ copy-on-write image of the state at that instant, so the worker goes on processi
 while the child pickles and writes it. The child dies with its parent (Linux
 ``PR_SET_PDEATHSIG``), so a killed worker leaves no writer behind.
 
-Snapshots are pickles of the worker's own objects: the directory must be as trusted as
-the worker's code. The control signing key is never written (the signer is re-attached
-from the settings on restore).
+Snapshots are pickles of the worker's own objects. Each file starts with a header: a
+magic, the format version and an HMAC-SHA256 of the pickle, keyed by
+``TIERWATCH_CHECKPOINT_KEY`` (a public built-in key when unset: then it checks integrity
+only, and the directory must be as trusted as the worker's code). A file is unpickled only
+after its HMAC verifies. The control signing key is never written (the signer is
+re-attached from the settings on restore).
+
+A snapshot that cannot be used is never silently replaced by an empty state:
+:meth:`CheckpointStore.load` falls back from a corrupt latest file to the previous one
+(the caller then seeks every input partition back to *that* snapshot's offsets), and
+raises :class:`CheckpointError` when neither is readable or when a file was written in
+another format version. Starting over is the operator's decision (``--reset-state``).
 """
 
 from __future__ import annotations
@@ -24,10 +33,12 @@ from __future__ import annotations
 import ctypes
 import fcntl
 import hashlib
+import hmac
 import logging
 import os
 import pickle
 import signal
+import struct
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,8 +46,30 @@ from typing import IO, Any
 
 log = logging.getLogger("tierwatch.checkpoint")
 
-MAGIC = b"TWCP1\n"
-FORMAT_VERSION = 1
+MAGIC = b"TWCP"
+#: bump whenever a pickled class of the state changes shape (see "Upgrading tierwatch" in
+#: deploy/runbook.md): a snapshot of another version is refused, never half-restored
+FORMAT_VERSION = 2
+HEADER = struct.Struct(">4sH32s")  # magic, format version, HMAC-SHA256 of the body
+#: the key when none is configured: the HMAC then guards integrity only
+DEFAULT_KEY = b"tierwatch-checkpoint-integrity-only"
+_V1_MAGIC = b"TWCP1\n"  # format 1 (until 2026-12): magic with the version, SHA-256 digest
+
+
+class CheckpointError(Exception):
+    """A checkpoint exists but cannot be used; the worker must not start on a guess."""
+
+
+class CorruptCheckpoint(CheckpointError):
+    """Torn, truncated, tampered with, or written under another checkpoint key."""
+
+
+class IncompatibleCheckpoint(CheckpointError):
+    """Written by a tierwatch with another snapshot format version."""
+
+    def __init__(self, message: str, version: int | None) -> None:
+        super().__init__(message)
+        self.version = version
 
 
 @dataclass
@@ -60,13 +93,21 @@ class CheckpointStore:
     >>> n = store.save(Snapshot({("tierwatch.routing", 0): 42}, {"counts": 1}))
     >>> store.load().positions
     {('tierwatch.routing', 0): 42}
+    >>> (store.directory / store.LATEST).write_bytes(b"TWCP") and None  # torn
+    >>> store.load()
+    Traceback (most recent call last):
+    ...
+    pipeline.stream.checkpoint.CorruptCheckpoint: no usable checkpoint in ...
     >>> store.close()
     """
 
     LATEST, PREVIOUS = "snapshot.bin", "snapshot.prev.bin"
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, key: bytes = DEFAULT_KEY) -> None:
         self.directory = directory
+        self.key = key
+        #: which file :meth:`load` restored: "latest", "previous" or "none"
+        self.loaded_from = "none"
         directory.mkdir(parents=True, exist_ok=True)
         self._lock: IO[bytes] | None = (directory / "lock").open("ab")
         try:
@@ -85,25 +126,44 @@ class CheckpointStore:
             self._lock = None
 
     @staticmethod
-    def encode(snapshot: Snapshot) -> bytes:
+    def encode(snapshot: Snapshot, key: bytes = DEFAULT_KEY) -> bytes:
         body = pickle.dumps(snapshot, protocol=pickle.HIGHEST_PROTOCOL)
-        return MAGIC + hashlib.sha256(body).digest() + body
+        mac = hmac.new(key, body, hashlib.sha256).digest()
+        return HEADER.pack(MAGIC, snapshot.version, mac) + body
 
     @staticmethod
-    def decode(blob: bytes) -> Snapshot:
-        if not blob.startswith(MAGIC):
-            raise ValueError("not a tierwatch snapshot")
-        digest, body = blob[len(MAGIC):len(MAGIC) + 32], blob[len(MAGIC) + 32:]
-        if hashlib.sha256(body).digest() != digest:
-            raise ValueError("snapshot digest mismatch (torn or corrupt file)")
-        snapshot = pickle.loads(body)  # our own file: see the module docstring
+    def decode(blob: bytes, key: bytes = DEFAULT_KEY) -> Snapshot:
+        """The snapshot in ``blob``; raises :class:`CheckpointError` when unusable."""
+        if blob.startswith(_V1_MAGIC):
+            raise IncompatibleCheckpoint(
+                f"snapshot format 1 (an older tierwatch); this tierwatch reads format "
+                f"{FORMAT_VERSION}", 1)
+        if len(blob) < HEADER.size or not blob.startswith(MAGIC):
+            raise CorruptCheckpoint("not a tierwatch snapshot (truncated or overwritten)")
+        _, version, mac = HEADER.unpack_from(blob)
+        if version != FORMAT_VERSION:
+            raise IncompatibleCheckpoint(
+                f"snapshot format {version}; this tierwatch reads format {FORMAT_VERSION}",
+                version)
+        body = blob[HEADER.size:]
+        if not hmac.compare_digest(hmac.new(key, body, hashlib.sha256).digest(), mac):
+            raise CorruptCheckpoint("HMAC mismatch: torn or corrupt file, or written with "
+                                    "another TIERWATCH_CHECKPOINT_KEY")
+        try:
+            snapshot = pickle.loads(body)  # authenticated above: see the module docstring
+        except (AttributeError, ImportError, TypeError) as err:  # a class that moved
+            raise IncompatibleCheckpoint(
+                f"snapshot of format {version} names code this tierwatch lacks ({err})",
+                version) from err
+        except (pickle.UnpicklingError, EOFError, ValueError) as err:
+            raise CorruptCheckpoint(f"unreadable pickle ({err})") from err
         if not isinstance(snapshot, Snapshot) or snapshot.version != FORMAT_VERSION:
-            raise ValueError("unsupported snapshot version")
+            raise IncompatibleCheckpoint("not a snapshot of this format", version)
         return snapshot
 
     def save(self, snapshot: Snapshot) -> int:
         """Write ``snapshot`` durably; returns its size in bytes."""
-        return self.write(self.encode(snapshot))
+        return self.write(self.encode(snapshot, self.key))
 
     def write(self, blob: bytes) -> int:
         """Durably replace the latest snapshot with ``blob`` (from :meth:`encode`)."""
@@ -149,16 +209,50 @@ class CheckpointStore:
         return (self.directory / self.LATEST).stat().st_size
 
     def load(self) -> Snapshot | None:
-        """The newest readable snapshot, or ``None`` when there is none."""
-        for name in (self.LATEST, self.PREVIOUS):
+        """The newest usable snapshot, or ``None`` when the directory has none at all.
+
+        A corrupt latest file falls back to the previous one (``loaded_from`` says which;
+        its offsets are older, so the caller must seek back to them). Raises
+        :class:`CorruptCheckpoint` when snapshot files exist but none is readable, and
+        :class:`IncompatibleCheckpoint` on another format version: a version change is
+        never skipped by falling back to an older file.
+        """
+        problems = []
+        for source, name in (("latest", self.LATEST), ("previous", self.PREVIOUS)):
             path = self.directory / name
             if not path.exists():
                 continue
             try:
-                return self.decode(path.read_bytes())
-            except (ValueError, pickle.UnpicklingError, EOFError, AttributeError) as err:
-                log.error("checkpoint %s unreadable (%s); trying the previous one", path, err)
+                snapshot = self.decode(path.read_bytes(), self.key)
+            except IncompatibleCheckpoint as err:
+                raise IncompatibleCheckpoint(f"checkpoint {path}: {err}", err.version) from err
+            except CorruptCheckpoint as err:
+                log.error("checkpoint %s is unusable: %s", path, err)
+                problems.append(f"{path}: {err}")
+                continue
+            if problems:
+                log.error("restoring the previous checkpoint %s instead; every input "
+                          "partition is read again from its offsets", path)
+            self.loaded_from = source
+            return snapshot
+        if problems:
+            raise CorruptCheckpoint(f"no usable checkpoint in {self.directory} "
+                                    f"({'; '.join(problems)})")
+        self.loaded_from = "none"
         return None
+
+    def set_aside(self) -> list[Path]:
+        """Rename the snapshot files out of the way (``--reset-state``); returns the new
+        paths, kept for a post-mortem and never loaded again."""
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        moved = []
+        for name in (self.LATEST, self.PREVIOUS):
+            path = self.directory / name
+            if path.exists():
+                target = self.directory / f"{name}.unusable-{stamp}"
+                os.replace(path, target)
+                moved.append(target)
+        return moved
 
 
 def _die_with_parent() -> None:

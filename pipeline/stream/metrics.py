@@ -154,6 +154,27 @@ class WorkerMetrics:
             "tierwatch_merge_forced_releases", "Times the ordered merge released without "
             "every partition's next message (idle timeout or full buffer).", ["reason"],
             registry=registry)
+        self.merge_held = Gauge(
+            "tierwatch_merge_held_partitions", "Input partitions not being fetched because "
+            "the ordered merge holds more than their share of messages (backpressure; "
+            "nothing is dropped).", registry=registry)
+        self.merge_holds = Counter(
+            "tierwatch_merge_holds", "Times an input partition was held back (not fetched) "
+            "because the ordered merge had more than its share of its messages.",
+            registry=registry)
+        self.partitions_missing = Gauge(
+            "tierwatch_input_partitions_missing", "Partitions of an input topic this worker "
+            "is not assigned: another member of its consumer group holds them, and the "
+            "worker stops processing until it is assigned all of them.", ["topic"],
+            registry=registry)
+        self.standby = Gauge(
+            "tierwatch_worker_standby", "1 while the worker does not process because it is "
+            "not assigned every input partition.", registry=registry)
+        self.state_restores = Counter(
+            "tierwatch_state_restores", "Worker starts by where the state came from: the "
+            "latest checkpoint, the previous one (the latest was unusable), none (empty "
+            "directory), or reset (unusable, set aside by --reset-state).", ["source"],
+            registry=registry)
         self.checkpoint_seconds = Histogram(
             "tierwatch_checkpoint_seconds", "Time to take and durably write one checkpoint.",
             registry=registry, buckets=(0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0))

@@ -63,8 +63,12 @@ class Feed:
         return replay.monitor, {k: (self.replay_dir / f"{k}.jsonl").read_bytes().splitlines()
                                 for k in OUTPUTS}
 
-    def produce(self, bootstrap: str, settings: Settings) -> int:
+    def produce(self, bootstrap: str, settings: Settings, part: slice = slice(None)) -> int:
         """Create ``settings``' topics and write the feed; returns the input messages.
+
+        ``part``: only these messages (and the baselines with the first part), each with
+        the record timestamp it has in the whole feed, so a feed written in parts is the
+        same log as one written at once.
 
         With aiokafka, whose record batches are checksummed in C (kafka-python's pure
         Python CRC makes a million events take minutes); every send is awaited, so a
@@ -81,16 +85,18 @@ class Feed:
                 sent = [await producer.send(settings.topic("baselines"),
                                             key=b.router_id.encode(),
                                             value=b.model_dump_json().encode(),
-                                            timestamp_ms=T0_MS) for b in self.baselines]
-                for i, (kind, key, value) in enumerate(self.messages, start=1):
+                                            timestamp_ms=T0_MS) for b in baselines]
+                for i in range(*part.indices(len(self.messages))):
+                    kind, key, value = self.messages[i]
                     sent.append(await producer.send(settings.topic(kind), key=key,
-                                                    value=value, timestamp_ms=T0_MS + i))
+                                                    value=value, timestamp_ms=T0_MS + i + 1))
                 await asyncio.gather(*sent)
             finally:
                 await producer.stop()
 
+        baselines = self.baselines if not part.start else []
         asyncio.run(send_all())
-        return len(self.baselines) + len(self.messages)
+        return len(baselines) + len(range(*part.indices(len(self.messages))))
 
 
 def worker_env(bootstrap: str, settings: Settings, checkpoints: Path,
@@ -109,7 +115,8 @@ def worker_env(bootstrap: str, settings: Settings, checkpoints: Path,
 
 
 def worker_status(base: str) -> dict[str, Any]:
-    status: dict[str, Any] = orjson.loads(http_get(base + "/status"))
+    # generous: a worker catching up a backlog on a loaded machine answers slowly
+    status: dict[str, Any] = orjson.loads(http_get(base + "/status", timeout=60))
     return status
 
 

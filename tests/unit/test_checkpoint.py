@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,17 @@ from prometheus_client import CollectorRegistry
 from pipeline.core.monitor import Monitor
 from pipeline.replay import build_monitor
 from pipeline.settings import Settings
-from pipeline.stream.checkpoint import CheckpointStore, Snapshot
+from pipeline.stream.app import StateUnusable, restore_state
+from pipeline.stream.checkpoint import (
+    DEFAULT_KEY,
+    FORMAT_VERSION,
+    HEADER,
+    MAGIC,
+    CheckpointStore,
+    CorruptCheckpoint,
+    IncompatibleCheckpoint,
+    Snapshot,
+)
 from pipeline.stream.metrics import WorkerMetrics
 from pipeline.stream.processor import InMessage, Processor
 from tests.unit.test_fuzz_processor import VALID
@@ -88,4 +99,71 @@ def test_a_forked_writer_saves_the_state_as_it_was_at_the_fork(tmp_path: Path) -
     store.directory = tmp_path / "missing" / "dir"
     with pytest.raises(RuntimeError, match="failed"):
         store.reap(store.fork_save(Snapshot({}, state)))
+    store.close()
+
+
+def test_both_unusable_raise_and_a_version_change_is_never_skipped(tmp_path: Path) -> None:
+    store = CheckpointStore(tmp_path)
+    store.save(Snapshot({("t", 0): 1}, "one", messages=1))
+    store.save(Snapshot({("t", 0): 2}, "two", messages=2))
+    latest, previous = tmp_path / CheckpointStore.LATEST, tmp_path / CheckpointStore.PREVIOUS
+    latest.write_bytes(latest.read_bytes()[:-1])  # torn
+    assert store.load().state == "one" and store.loaded_from == "previous"  # type: ignore[union-attr]
+    previous.write_bytes(previous.read_bytes()[:10])
+    with pytest.raises(CorruptCheckpoint, match="no usable checkpoint"):
+        store.load()
+    # a newer format in front of a readable previous file: refused, not skipped
+    store.save(Snapshot({("t", 0): 3}, "three", messages=3, version=FORMAT_VERSION + 1))
+    store.save(Snapshot({("t", 0): 4}, "four", messages=4))
+    os.replace(previous, latest)  # latest: format + 1; previous: gone
+    store.save(Snapshot({("t", 0): 5}, "five", messages=5))
+    os.replace(previous, tmp_path / "x")
+    os.replace(latest, previous)
+    os.replace(tmp_path / "x", latest)  # latest: format + 1; previous: readable
+    with pytest.raises(IncompatibleCheckpoint, match=f"format {FORMAT_VERSION + 1}"):
+        store.load()
+    moved = store.set_aside()
+    assert len(moved) == 2 and store.load() is None and store.loaded_from == "none"
+    store.close()
+
+
+def test_format_1_files_and_foreign_keys_are_refused(tmp_path: Path) -> None:
+    import hashlib
+    import hmac
+    import pickle
+
+    body = pickle.dumps(Snapshot({}, "old", version=1))
+    with pytest.raises(IncompatibleCheckpoint, match="format 1") as err:
+        CheckpointStore.decode(b"TWCP1\n" + hashlib.sha256(body).digest() + body)
+    assert err.value.version == 1
+    blob = CheckpointStore.encode(Snapshot({}, "x"), key=b"k" * 16)
+    assert CheckpointStore.decode(blob, key=b"k" * 16).state == "x"
+    with pytest.raises(CorruptCheckpoint, match="HMAC"):
+        CheckpointStore.decode(blob)  # the built-in key
+    # a pickle that verifies but names code this version lacks is a version problem
+    evil = pickle.dumps(Snapshot({}, "x")).replace(b"pipeline.stream.checkpoint",
+                                                   b"pipeline.stream.checkpoinT")
+    signed = HEADER.pack(MAGIC, FORMAT_VERSION,
+                         hmac.new(DEFAULT_KEY, evil, hashlib.sha256).digest()) + evil
+    with pytest.raises(IncompatibleCheckpoint, match="names code"):
+        CheckpointStore.decode(signed)
+
+
+def test_a_worker_refuses_an_unusable_state_unless_reset(tmp_path: Path) -> None:
+    registry = CollectorRegistry()
+    metrics = WorkerMetrics(registry)
+    (tmp_path / CheckpointStore.LATEST).write_bytes(b"TWCP\x00\x02torn")
+    store = CheckpointStore(tmp_path)
+    with pytest.raises(StateUnusable, match=r"refusing to start.*--reset-state"):
+        restore_state(store, processor(), Settings(), metrics)
+    p = processor()
+    restore_state(store, p, Settings(reset_state=True), metrics)
+    assert p.messages == 0 and not (tmp_path / CheckpointStore.LATEST).exists()
+    assert registry.get_sample_value("tierwatch_state_restores_total",
+                                     {"source": "reset"}) == 1
+    store.save(Snapshot({("t", 0): 9}, build_monitor(Settings()), messages=9))
+    restore_state(store, p, Settings(reset_state=True), metrics)  # usable: no effect
+    assert p.positions == {("t", 0): 9} and p.messages == 9
+    assert registry.get_sample_value("tierwatch_state_restores_total",
+                                     {"source": "latest"}) == 1
     store.close()
