@@ -13,14 +13,21 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
+from scipy import special
 
 from pipeline.core.alerts import AlertBook, AlertKey
 from pipeline.core.baseline import quantile_bins
-from pipeline.core.cusum import DelayProfile, PoissonCusum
+from pipeline.core.cusum import PoissonCusum
 from pipeline.core.detector import DriftConfig, DriftStream, StreamResult, window_name
 from pipeline.core.drift import calibrated_alpha
 from pipeline.core.economics import Prices, TierEconomics, break_even_gap, tier_economics
 from pipeline.core.histogram import QuantileBins, coarse_splits
+from pipeline.core.lagged import (
+    DelayDistribution,
+    DelayEstimate,
+    LaggedCounts,
+    poisson_rate_interval,
+)
 from pipeline.core.quality import (
     FEEDBACK_SIGNALS,
     ROUTED_SIGNALS,
@@ -47,18 +54,22 @@ class QualityConfig:
     """Per-tier quality tests: windows, floors, evidence gates and the test family.
 
     Feedback signals use ``windows``; routed-request signals (support contacts, one
-    observation per routed request) use ``routed_windows``. Contacts are counted
-    when they happen (see ``OutcomeCounts.update_contact``), and they lag their
-    requests by hours: a window shorter than a day would compare contacts from the
-    day's busy hours with the requests of its quiet ones, a bias of the traffic's
-    diurnal amplitude, so the default stays at whole days. Contacts are also watched
-    hour by hour (``contact_cusum``) by a CUSUM of each hour's contacts against those
-    expected from the requests of the hours before it (:mod:`pipeline.core.cusum`),
-    per tier and per band of the cheap tier, with delays up to
-    ``contact_max_delay_days`` learnt from the reference period. ``band_scan_signals``
+    observation per routed request) use ``routed_windows``. Contacts lag their requests
+    by hours to days, so they count against the request they belong to, by its decision
+    time, tier and score band (:mod:`pipeline.core.lagged`): a window covers the
+    requests *decided* in it, with the contacts of theirs still to come corrected by the
+    delay distribution learnt from the data (rolling over ``contact_history_days``,
+    delays up to ``contact_max_delay_days``; decision hours expected to be less than
+    ``min_completed`` complete are left out). That holds under any change of volume
+    (weekly and diurnal cycles, holidays, ramps) and, per band, under threshold moves.
+    The feedback kinds in ``attributed_signals`` (graded outcomes that come days later,
+    e.g. surveys) are likewise counted at their decision's time. Contacts are also
+    watched hour by hour (``contact_cusum``) by a CUSUM of each hour's arriving contacts
+    against those expected from the requests of the hours before it convolved with the
+    delay distribution, per tier and per band of the cheap tier. ``band_scan_signals``
     are also tested per score band of the cheap tier, where a cohort the classifier
-    mistakes for simple lands. Every test of an evaluation shares one Bonferroni
-    budget of :meth:`n_comparisons` tests.
+    mistakes for simple lands. Every test of an evaluation shares one Bonferroni budget
+    of :meth:`n_comparisons` tests.
 
     >>> QualityConfig().n_comparisons(n_tiers=2, n_bands=10)
     65
@@ -82,6 +93,9 @@ class QualityConfig:
     graded_signals: tuple[str, ...] = ("review", "shadow", "survey")
     contact_cusum: bool = True
     contact_max_delay_days: float = 7.0
+    contact_history_days: int = 14
+    min_completed: float = 0.1
+    attributed_signals: tuple[str, ...] = ("survey",)
 
     def windows_for(self, signal: str) -> tuple[float, ...]:
         """The windows ``signal`` is tested over."""
@@ -149,11 +163,6 @@ def _finite(x: float | None) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
 
 
-def _contact_key(tier: str, band: int | None = None) -> str:
-    """The contact delay profile's key: a tier, or one score band of it."""
-    return tier if band is None else f"{tier}:{band}"
-
-
 def _hours(since: float | None, at: float) -> str:
     return "?" if since is None else f"{(at - since) / 3600:.0f}"
 
@@ -199,7 +208,15 @@ class RouterState:
         self._drift_alpha = 1e-6
         self._drop_tests: dict[str, SequentialDropTest] = {}
         self._configure_quality_tests()
-        self.contact_profile = DelayProfile(max_delay=int(q.contact_max_delay_days * 24))
+        # lagging signals (support contacts) by their request's decision hour, tier and band;
+        # the ring covers the longest window plus the longest delay's CUSUM convolution
+        max_delay = int(q.contact_max_delay_days * 24)
+        ref_hours = (math.ceil(ref[0] / 3600), math.ceil(ref[1] / 3600))
+        self.lagged = LaggedCounts(max(n_buckets, max_delay + 2), reference=ref_hours)
+        self.delays = DelayDistribution(max_delay, history_days=q.contact_history_days)
+        # contacts that count against no request: no decision time (self-described
+        # feedback), a decision too old for the windows, or (from the monitor) never joined
+        self.unattributed: dict[str, int] = {"no_decision": 0, "too_late": 0, "unjoined": 0}
         self.contact_cusums: dict[tuple[str, int | None], PoissonCusum] = {}
         self.contact_done: int | None = None  # the newest bucket the CUSUMs have seen
 
@@ -297,10 +314,8 @@ class RouterState:
             k = (tier, band, int(t // 3600))
             routed[k] = routed.get(k, 0) + 1
         for (tier, band, hour), n in routed.items():  # one update per (tier, band, hour)
-            self.quality.update_routed(tier, band, hour * 3600.0, n)
-            if self._in_reference(hour * 3600.0):
-                for key in (_contact_key(tier), _contact_key(tier, band)):
-                    self.contact_profile.add_exposure(key, hour, n)
+            self.lagged.update_routed(tier, band, hour, n)
+            self.delays.add_exposure(hour, n)
         self._trim_days()
         if self.bins is None:
             return
@@ -333,21 +348,55 @@ class RouterState:
         day = int(ts // DAY)
         per = self.feedback_day.setdefault(day, {})
         per[tier] = per.get(tier, 0) + 1
-        if kind == "support_contact":
-            # windows count contacts when they happen (a window bucketed at decision time
-            # misses the contacts still to come: its rate reads low, and hides rises);
-            # the reference takes them by decision time, so it is complete
-            self.quality.update_contact(tier, band, ts, reference_ts=decision_ts)
-            if decision_ts is not None and self._in_reference(decision_ts):
-                d, c = int(decision_ts // 3600), int(ts // 3600)
-                for key in (_contact_key(tier), _contact_key(tier, band)):
-                    self.contact_profile.add_contact(key, d, c)
+        if kind in ROUTED_SIGNALS:
+            # a contact counts against its own request (decision hour, tier, band); the
+            # windows correct for the contacts still to come (pipeline.core.lagged)
+            if decision_ts is None:
+                self.unattributed["no_decision"] += 1
+                return
+            d, c = int(decision_ts // 3600), int(ts // 3600)
+            if not self.lagged.update_event(tier, band, d, c):
+                self.unattributed["too_late"] += 1
+            self.delays.add_delay(d, c)
             return
         w = weight or 1.0
+        if kind in self.config.quality.attributed_signals and decision_ts is not None:
+            ts = decision_ts  # a late graded outcome belongs to its request's window
         self.quality.update(tier, band, kind, ts, outcome(kind, value), w)
         if in_band and propensity is not None:
             self.inband.update(tier, band, kind, ts, outcome(kind, value),
                                ipw_weight(propensity, w))
+
+    # -- windows of any signal ----------------------------------------------------------
+    def delay_estimate(self, at: float) -> DelayEstimate | None:
+        """The contact delay distribution learnt up to the bucket that closes at ``at``."""
+        return self.delays.estimate(int(at // 3600))
+
+    def window(self, signal: str, at: float, seconds: float, *, tier: str | None = None,
+               band: int | None = None) -> Totals:
+        """A signal's window ending at ``at``: feedback by its own time bucket; routed
+        signals (contacts) attributed to the requests decided in it, with the censoring
+        correction (empty until a delay distribution has been learnt)."""
+        if signal not in ROUTED_SIGNALS:
+            return self.quality.window(at, seconds, signal=signal, tier=tier, band=band)
+        est = self.delay_estimate(at)
+        if est is None:
+            return Totals()
+        m = math.ceil(seconds / 3600 - 1e-9)
+        return self.lagged.window(int(at // 3600), m, est.cdf, tier=tier, band=band,
+                                  min_completed=self.config.quality.min_completed)
+
+    def reference(self, signal: str, at: float, *, tier: str | None = None,
+                  band: int | None = None) -> Totals:
+        """A signal's reference-period totals (contacts attributed and corrected, as
+        of ``at``: the last reference hours' contacts are still coming in at its end)."""
+        if signal not in ROUTED_SIGNALS:
+            return self.quality.reference_totals(signal, tier=tier, band=band)
+        est = self.delay_estimate(at)
+        if est is None:
+            return Totals()
+        return self.lagged.reference_totals(int(at // 3600), est.cdf, tier=tier, band=band,
+                                            min_completed=self.config.quality.min_completed)
 
     # -- evaluation ---------------------------------------------------------------------
     def evaluate(self, now: float) -> Evaluation:
@@ -448,7 +497,8 @@ class RouterState:
         c = self.config
         q = c.quality
         out: dict[str, Any] = {"mdd": {}, "rates": {}}
-        tiers = [t for t in (c.cheap_tier, c.capable_tier) if t in self.quality.tiers]
+        seen = set(self.quality.tiers) | set(self.lagged.tiers)
+        tiers = [t for t in (c.cheap_tier, c.capable_tier) if t in seen]
         testing = at >= self.reference_end
         cusum = self._contact_cusums(at, tiers) if testing and q.contact_cusum else {}
         out["contact_cusum"] = cusum
@@ -458,8 +508,8 @@ class RouterState:
             for seconds in q.windows_for(signal):
                 w = window_name(seconds)
                 for tier in [*tiers, None]:
-                    ref = self.quality.reference_totals(signal, tier=tier)
-                    cur = self.quality.window(at, seconds, signal=signal, tier=tier)
+                    ref = self.reference(signal, at, tier=tier)
+                    cur = self.window(signal, at, seconds, tier=tier)
                     if ref.w <= 0 or not testing:
                         continue
                     r = test.test(cur, ref, tier=tier, signal=signal, window=w)
@@ -469,11 +519,10 @@ class RouterState:
                             cur.n_eff, ref.rate, n_reference=ref.n_eff)
                 if testing and signal in q.band_scan_signals and c.cheap_tier in tiers:
                     for b in range(c.n_bands):
-                        ref = self.quality.reference_totals(signal, tier=c.cheap_tier, band=b)
+                        ref = self.reference(signal, at, tier=c.cheap_tier, band=b)
                         if ref.w <= 0:
                             continue
-                        cur = self.quality.window(at, seconds, signal=signal,
-                                                  tier=c.cheap_tier, band=b)
+                        cur = self.window(signal, at, seconds, tier=c.cheap_tier, band=b)
                         scan.append(test.test(cur, ref, tier=c.cheap_tier, signal=signal,
                                               window=w, band=b))
             for tier in tiers:
@@ -519,36 +568,52 @@ class RouterState:
         per-test level) and its excursion's extra contacts per request reach half the
         floor (the CUSUM's own reference value): a rise worth paging for, not a
         significant trickle.
+
+        Why arrival time here, when the windows attribute contacts to their requests: a
+        contact counts the hour it arrives, with no wait for its cohort to mature, and
+        the expected count is the exposure of the decision hours before it convolved
+        with the learnt delay pmf, ``p0 · Σ_a n_(h-a) f(a)``: unbiased under any change
+        of volume (a quiet weekend hour expects the contacts of Friday's busy hours).
+        ``p0`` is the reference period's attributed rate at its one-sided 90 % upper
+        bound, so a reference that happened to be quiet does not make every hour a rise.
         """
         c, q = self.config, self.config.quality
         floor = q.floors.get("support_contact", 0.004)
         now = int(at // 3600)
-        model = self.contact_profile.model(now)
-        if model is None:
+        est = self.delay_estimate(at)
+        if est is None:
             return {}
         keys: list[tuple[str, int | None]] = [(t, None) for t in tiers]
         if c.cheap_tier in tiers:
             keys += [(c.cheap_tier, b) for b in range(c.n_bands)]
+        rates: dict[tuple[str, int | None], float] = {}
+        for k in {*keys, *self.contact_cusums}:
+            ref = self.reference("support_contact", at, tier=k[0], band=k[1])
+            bad = max(ref.w - ref.wy, 0.0)
+            rates[k] = (float(special.gammaincinv(bad + 1.0, 0.9)) / ref.w if ref.w > 0
+                        else math.nan)
         first = now if self.contact_done is None else max(self.contact_done + 1, now - 24 * 7)
         threshold = -math.log(self._drop_tests["support_contact"].alpha)
-        depth = len(model.pmf)
-        series = {k: self.quality.series(first - depth + 1, now, signal="support_contact",
-                                         tier=k[0], band=k[1]) for k in keys}
+        pmf = est.pmf
+        depth = pmf.size
+        series = {k: self.lagged.series(first - depth + 1, now, tier=k[0], band=k[1])
+                  for k in keys}
         for b in range(first, now + 1):
+            i = b - first + depth - 1  # row of bucket b (rows are oldest first)
             for k in keys:
-                name = _contact_key(*k)
-                rate = model.rate(name)
+                rate = rates[k]
                 if not rate > 0:
                     continue
-                rows = series[k][now - b: now - b + depth]
-                observed = float(rows[0, 0] - rows[0, 3])
-                expected = model.expected(name, rows[:, 0])
+                rows = series[k]
+                observed = float(rows[i, LaggedCounts.BY_ARRIVAL])
+                expected = rate * float(np.dot(rows[i - depth + 1: i + 1,
+                                                    LaggedCounts.ROUTED][::-1], pmf))
                 cs = self.contact_cusums.setdefault(k, PoissonCusum(threshold))
                 cs.update(max(observed, 0.0), expected, rate, floor=floor, bucket=b)
         self.contact_done = now
         out: dict[str, dict[str, Any]] = {}
         for (tier, band), cs in self.contact_cusums.items():
-            rate = model.rate(_contact_key(tier, band))
+            rate = rates.get((tier, band), math.nan)
             excess = cs.excess_rate(rate) if rate > 0 else 0.0
             alarm = cs.alarm and excess >= floor / 2
             mine = out.get(tier)
@@ -589,9 +654,8 @@ class RouterState:
             for seconds in c.quality.windows_for(signal):
                 cur, ref = Totals(), Totals()
                 for b in bands:
-                    cur = cur + self.quality.window(at, seconds, signal=signal,
-                                                    tier=c.cheap_tier, band=b)
-                    ref = ref + self.quality.reference_totals(signal, tier=c.cheap_tier, band=b)
+                    cur = cur + self.window(signal, at, seconds, tier=c.cheap_tier, band=b)
+                    ref = ref + self.reference(signal, at, tier=c.cheap_tier, band=b)
                 if ref.w <= 0:
                     continue
                 r = test.test(cur, ref, tier=c.cheap_tier, signal=signal,
@@ -713,8 +777,8 @@ class RouterState:
     def _extra_rate(self, at: float, signal: str) -> tuple[float, float, float]:
         """Cheap's bad rate minus capable's, per request, with a 95 % interval (7d window)."""
         c = self.config
-        cheap = self.quality.window(at, 7 * DAY, signal=signal, tier=c.cheap_tier)
-        capable = self.quality.window(at, 7 * DAY, signal=signal, tier=c.capable_tier)
+        cheap = self.window(signal, at, 7 * DAY, tier=c.cheap_tier)
+        capable = self.window(signal, at, 7 * DAY, tier=c.capable_tier)
         if cheap.w <= 0 or capable.w <= 0:
             return (0.0, 0.0, 0.0)
         diff = capable.rate - cheap.rate  # good-rate gap = extra bad rate of cheap
@@ -737,10 +801,9 @@ class RouterState:
         """
         c = self.config
         seconds = 7 * DAY
-        capable_all = self.quality.window(at, seconds, signal="support_contact",
-                                          tier=c.capable_tier)
-        capable_by_band = [self.quality.window(at, seconds, signal="support_contact",
-                                               tier=c.capable_tier, band=b)
+        capable_all = self.window("support_contact", at, seconds, tier=c.capable_tier)
+        capable_by_band = [self.window("support_contact", at, seconds, tier=c.capable_tier,
+                                       band=b)
                            for b in range(c.n_bands)]
         enough = [b for b in range(c.n_bands)
                   if capable_by_band[b].n_eff >= c.quality.min_effective_n]
@@ -748,8 +811,7 @@ class RouterState:
         live = total.hist.window(at, seconds).astype(float) if total else None
         evidence = []
         for b in range(c.n_bands):
-            cheap = self.quality.window(at, seconds, signal="support_contact",
-                                        tier=c.cheap_tier, band=b)
+            cheap = self.window("support_contact", at, seconds, tier=c.cheap_tier, band=b)
             if enough:
                 capable = capable_by_band[min(enough, key=lambda k: (abs(k - b), -k))]
             else:
@@ -860,7 +922,7 @@ class RouterState:
                     for bound, v in (("estimate", t.rate), ("lower", lo), ("upper", hi)):
                         out.append(("satisfaction_ratio", {"router_id": r, "tier": name,
                                     "window": w, "signal": signal, "bound": bound}, v))
-                sup = self.quality.window(at, seconds, signal="support_contact", tier=tier)
+                sup = self.window("support_contact", at, seconds, tier=tier)
                 if sup.w > 0:
                     out.append(("support_contact_ratio",
                                 {"router_id": r, "tier": name, "window": w}, 1 - sup.rate))
@@ -883,6 +945,9 @@ class RouterState:
                                 ("net_value", econ.net_value_per_day)):
                 out.append(("economics_usd_per_day",
                             {"router_id": r, "tier": c.cheap_tier, "quantity": quantity}, v))
+        for reason, n in sorted(self.unattributed.items()):
+            out.append(("support_contacts_unattributed", {"router_id": r, "reason": reason},
+                        float(n)))
         pending = (self.recommended is not None and self.thresholds is not None
                    and self.recommended.key != self.thresholds.key)
         out.append(("recommendation_pending", {"router_id": r}, float(pending)))
@@ -899,11 +964,14 @@ class RouterState:
         total = sum(volume.values())
         for tier in (c.cheap_tier, c.capable_tier):
             sat = self.quality.window(at, seconds, signal="thumbs", tier=tier)
-            sup = self.quality.window(at, seconds, signal="support_contact", tier=tier)
+            sup = self.window("support_contact", at, seconds, tier=tier)
             sup_rate = None
             if sup.w > 0:
-                lo, hi = sup.interval()
-                sup_rate = {"value": 1 - sup.rate, "lo": 1 - hi, "hi": 1 - lo, "n": sup.n_eff}
+                # contacts per request by request time, corrected for those still to come;
+                # the exact Poisson interval on the count over the expected exposure
+                bad = sup.w - sup.wy
+                lo, hi = poisson_rate_interval(bad, sup.w)
+                sup_rate = {"value": bad / sup.w, "lo": lo, "hi": min(hi, 1.0), "n": sup.n_eff}
             mdds = [v for v in quality["mdd"].get(tier, {}).values() if v is not None]
             tiers[tier] = {"satisfaction": _rate(sat), "support_rate": sup_rate,
                            "mdd": _finite(min(mdds)) if mdds else None,
@@ -927,12 +995,22 @@ class RouterState:
             "drift": drift_points,
             "recommended": point(self.recommended),
             "applied": point(self.thresholds),
+            "contacts_unattributed": dict(self.unattributed),
+            "contact_delay": self._delay_summary(at),
             "economics": None if econ is None else {
                 "savings_per_day": econ.savings_per_day,
                 "hidden_cost_per_day": econ.hidden_cost_per_day,
                 "net_value_per_day": econ.net_value_per_day,
                 "cost_per_day": econ.cost_per_day},
         }
+
+    def _delay_summary(self, at: float) -> dict[str, float] | None:
+        """The learnt contact delay: its median and 90th percentile in hours."""
+        est = self.delay_estimate(at)
+        if est is None:
+            return None
+        median, p90 = (int(np.searchsorted(est.cdf, q)) for q in (0.5, 0.9))
+        return {"median_h": float(median), "p90_h": float(p90), "events": est.events}
 
     def band_quality(self, now: float) -> dict[str, Any]:
         """Satisfaction per score band per tier (7d), for the report."""
