@@ -69,7 +69,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
 from scipy import special
 
 from pipeline.core.quality import Totals
@@ -78,7 +78,9 @@ __all__ = [
     "DelayDistribution",
     "DelayEstimate",
     "LaggedCounts",
+    "attributed_counts",
     "attributed_totals",
+    "life_table_cdf",
     "poisson_rate_interval",
 ]
 
@@ -122,6 +124,52 @@ def poisson_rate_interval(count: float, exposure: float,
     return lo / exposure, hi / exposure
 
 
+def life_table_cdf(delays: ArrayLike, exposure: ArrayLike, ages: ArrayLike) -> FloatArray:
+    """Delay cdf from a life table; vectorised over any leading axes.
+
+    ``delays[..., a]`` counts events ``a`` buckets after their decision (the last bin:
+    that long or longer) from requests ``exposure[..., j]`` decided ``ages[j]`` buckets
+    before now. The events per request at delay ``a`` are ``delays[a]`` over the
+    requests at least ``a`` buckets old (only those can have shown it yet); normalised,
+    they are the pmf, whose cumulative sum is returned. NaN where nothing is known.
+
+    >>> life_table_cdf([0, 5, 5], [100, 100], ages=[5, 1]).round(3).tolist()
+    [0.0, 0.333, 1.0]
+    """
+    d = np.asarray(delays, dtype=np.float64)
+    n = np.asarray(exposure, dtype=np.float64)
+    age = np.asarray(ages, dtype=np.int64)
+    depth = d.shape[-1]
+    # requests at least a buckets old: those with age >= a
+    at_risk = (n[..., :, None] * (age[:, None] >= np.arange(depth))).sum(axis=-2)
+    per_request = np.divide(d, at_risk, out=np.zeros_like(d), where=at_risk > 0)
+    total = per_request.sum(axis=-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cdf: FloatArray = np.minimum(np.cumsum(per_request, axis=-1) / total, 1.0)
+    return cdf
+
+
+def attributed_counts(routed: ArrayLike, events: ArrayLike, ages: ArrayLike, cdf: ArrayLike,
+                      min_completed: float = 0.1) -> tuple[FloatArray, FloatArray]:
+    """``(C, E)`` of a window; vectorised over any leading axes.
+
+    ``routed[..., j]`` requests decided ``ages[j]`` buckets ago, ``events[..., j]`` of
+    their lagging events in so far, ``cdf[..., a]`` the delay cdf: ``C = Σ events`` and
+    ``E = Σ routed·F(age)`` over the buckets with ``F(age) ≥ min_completed``.
+
+    >>> c, e = attributed_counts([100, 100, 100], [2, 1, 0], [2, 1, 0], [0.0, 0.5, 1.0])
+    >>> float(c), float(e)
+    (3.0, 150.0)
+    """
+    n = np.asarray(routed, dtype=np.float64)
+    x = np.asarray(events, dtype=np.float64)
+    age = np.asarray(ages, dtype=np.int64)
+    f_all = np.asarray(cdf, dtype=np.float64)
+    f = np.where(age < 0, 0.0, f_all[..., np.clip(age, 0, f_all.shape[-1] - 1)])
+    use = f >= min_completed
+    return (x * use).sum(axis=-1), (n * f * use).sum(axis=-1)
+
+
 def _claim(tags: NDArray[np.int64], rows: np.ndarray, bucket: int) -> int | None:
     """The ring slot of absolute ``bucket``, reset if it held an older bucket; ``None``
     when it already holds a newer one (``bucket`` fell out of the ring)."""
@@ -129,11 +177,29 @@ def _claim(tags: NDArray[np.int64], rows: np.ndarray, bucket: int) -> int | None
     held = int(tags[s])
     if held == bucket:
         return s
-    if held > bucket:
+    if held > bucket or bucket <= int(tags.max()) - tags.size:
         return None
     tags[s] = bucket
     rows[s] = 0.0
     return s
+
+
+def _merge_ring(tags: NDArray[np.int64], rows: list[np.ndarray], other_tags: NDArray[np.int64],
+                other_rows: list[np.ndarray]) -> None:
+    """Add ``other``'s ring into this one, slot by slot: the newer bucket wins a slot (as
+    it would have in one stream), equal buckets add."""
+    newer = other_tags > tags
+    for r in rows:
+        r[newer] = 0.0
+    np.maximum(tags, other_tags, out=tags)
+    same = other_tags == tags
+    for mine, theirs in zip(rows, other_rows, strict=True):
+        mine[same] += theirs[same]
+    # a bucket one side still held but the other's newer buckets push out of the ring
+    stale = tags <= int(tags.max()) - tags.size
+    tags[stale] = -(2**62)
+    for r in rows:
+        r[stale] = 0.0
 
 
 def _read(tags: NDArray[np.int64], rows: np.ndarray, first: int, last: int) -> np.ndarray:
@@ -141,7 +207,7 @@ def _read(tags: NDArray[np.int64], rows: np.ndarray, first: int, last: int) -> n
     idx = np.arange(first, last + 1)
     slots = idx % tags.size
     out = rows[slots].copy()
-    out[tags[slots] != idx] = 0.0
+    out[(tags[slots] != idx) | (idx <= int(tags.max()) - tags.size)] = 0.0
     return out
 
 
@@ -210,6 +276,16 @@ class DelayDistribution:
             self._delays[s, a] += float(count)
             self._cached = None
 
+    def merge(self, other: DelayDistribution) -> DelayDistribution:
+        """Add another partition's requests and delays (same configuration)."""
+        if (self.max_delay, self.history_days, self.holdout_days) != (
+                other.max_delay, other.history_days, other.holdout_days):
+            raise ValueError("cannot merge DelayDistributions of different configurations")
+        _merge_ring(self._day_tags, [self._delays], other._day_tags, [other._delays])
+        _merge_ring(self._hour_tags, [self._exposure], other._hour_tags, [other._exposure])
+        self._cached = None
+        return self
+
     def estimate(self, now_bucket: int) -> DelayEstimate | None:
         """The estimate as of the close of ``now_bucket`` (cached per bucket)."""
         if self._cached is not None and self._cached[0] == now_bucket:
@@ -232,20 +308,11 @@ class DelayDistribution:
         if events < self.min_events:
             return None
         exposure = _read(self._hour_tags, self._exposure, 24 * d_lo, 24 * d_hi + 23)
-        ages = k - np.arange(24 * d_lo, 24 * d_hi + 24)
-        ok = ages >= 0
-        by_age = np.bincount(np.minimum(ages[ok], self.max_delay - 1),
-                             weights=exposure[ok], minlength=self.max_delay)
-        at_risk = np.cumsum(by_age[::-1])[::-1]  # requests at least a buckets old
-        per_request = np.divide(delays, at_risk, out=np.zeros(self.max_delay),
-                                where=at_risk > 0)
-        total = per_request.sum()
-        if not total > 0:
+        cdf = life_table_cdf(delays, exposure, k - np.arange(24 * d_lo, 24 * d_hi + 24))
+        if not np.isfinite(cdf).all():
             return None
-        pmf = per_request / total
-        cdf = np.minimum(np.cumsum(pmf), 1.0)
         cdf[-1] = 1.0
-        return DelayEstimate(pmf, cdf, events)
+        return DelayEstimate(np.diff(cdf, prepend=0.0), cdf, events)
 
 
 class LaggedCounts:
@@ -270,6 +337,7 @@ class LaggedCounts:
         self.bucket_seconds = float(bucket_seconds)
         self.reference = reference  # [first, end) decision buckets
         self._tags = np.full(self.n_buckets, -(2**62), dtype=np.int64)
+        self._head = -(2**62)  # the newest bucket claimed
         self._rings: dict[Key, np.ndarray] = {}
         self._ref: dict[Key, np.ndarray] = {}
 
@@ -283,8 +351,9 @@ class LaggedCounts:
         held = int(self._tags[s])
         if held == bucket:
             return s
-        if held > bucket:
+        if held > bucket or bucket <= self._head - self.n_buckets:
             return None
+        self._head = max(self._head, bucket)
         self._tags[s] = bucket
         for ring in self._rings.values():
             ring[s] = 0.0
@@ -332,6 +401,24 @@ class LaggedCounts:
         ring[s, self.BY_DECISION] += float(count)
         return True
 
+    def merge(self, other: LaggedCounts) -> LaggedCounts:
+        """Add another partition's counts (same ring and reference period)."""
+        if (self.n_buckets, self.reference) != (other.n_buckets, other.reference):
+            raise ValueError("cannot merge LaggedCounts with different rings or references")
+        for k in other._rings:
+            self._ring(k)
+        keys = list(self._rings)
+        theirs = [other._rings.get(k, np.zeros((self.n_buckets, 3))) for k in keys]
+        _merge_ring(self._tags, [self._rings[k] for k in keys], other._tags, theirs)
+        self._head = max(self._head, other._head)
+        for k, arr in other._ref.items():
+            mine = self._ref.get(k)
+            if mine is None:
+                self._ref[k] = arr.copy()
+            else:
+                mine += arr
+        return self
+
     def _keys(self, table: dict[Key, np.ndarray], tier: str | None,
               band: int | None) -> list[Key]:
         return [k for k in table
@@ -346,7 +433,7 @@ class LaggedCounts:
             return out
         idx = np.arange(first, last + 1)
         slots = idx % self.n_buckets
-        held = self._tags[slots] == idx
+        held = (self._tags[slots] == idx) & (idx > self._head - self.n_buckets)
         for k in self._keys(self._rings, tier, band):
             out += self._rings[k][slots]
         out[~held] = 0.0
@@ -362,10 +449,9 @@ class LaggedCounts:
         """
         rows = self.series(now_bucket - m + 1, now_bucket, tier=tier, band=band)
         ages = now_bucket - np.arange(now_bucket - m + 1, now_bucket + 1)
-        f = cdf[np.clip(ages, 0, cdf.size - 1)]
-        use = f >= min_completed
-        exposure = float(np.dot(rows[use, self.ROUTED], f[use]))
-        return attributed_totals(float(rows[use, self.BY_DECISION].sum()), exposure)
+        c, e = attributed_counts(rows[:, self.ROUTED], rows[:, self.BY_DECISION], ages, cdf,
+                                 min_completed)
+        return attributed_totals(float(c), float(e))
 
     def reference_totals(self, now_bucket: int, cdf: FloatArray, *, tier: str | None = None,
                          band: int | None = None, min_completed: float = 0.1) -> Totals:
@@ -376,9 +462,8 @@ class LaggedCounts:
             return Totals()
         rows = sum((self._ref[k] for k in keys), np.zeros((ref[1] - ref[0], 2)))
         ages = now_bucket - np.arange(ref[0], ref[1])
-        f = np.where(ages < 0, 0.0, cdf[np.clip(ages, 0, cdf.size - 1)])
-        use = f >= min_completed
-        return attributed_totals(float(rows[use, 1].sum()), float(np.dot(rows[use, 0], f[use])))
+        c, e = attributed_counts(rows[:, 0], rows[:, 1], ages, cdf, min_completed)
+        return attributed_totals(float(c), float(e))
 
     def expected_arrivals(self, now_bucket: int, pmf: FloatArray, rate: float, *,
                           tier: str | None = None, band: int | None = None) -> float:

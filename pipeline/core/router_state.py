@@ -217,8 +217,13 @@ class RouterState:
         # contacts that count against no request: no decision time (self-described
         # feedback), a decision too old for the windows, or (from the monitor) never joined
         self.unattributed: dict[str, int] = {"no_decision": 0, "too_late": 0, "unjoined": 0}
+        # attributed windows of one evaluation, until the next event (a plain cache)
+        self._lag_cache: dict[tuple[Any, ...], Totals] = {}
         self.contact_cusums: dict[tuple[str, int | None], PoissonCusum] = {}
         self.contact_done: int | None = None  # the newest bucket the CUSUMs have seen
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_lag_cache": {}}  # a cache, not state
 
     # -- configuration ------------------------------------------------------------------
     def set_baseline(self, baseline: Baseline) -> None:
@@ -316,6 +321,7 @@ class RouterState:
         for (tier, band, hour), n in routed.items():  # one update per (tier, band, hour)
             self.lagged.update_routed(tier, band, hour, n)
             self.delays.add_exposure(hour, n)
+        self._lag_cache.clear()
         self._trim_days()
         if self.bins is None:
             return
@@ -355,6 +361,7 @@ class RouterState:
                 self.unattributed["no_decision"] += 1
                 return
             d, c = int(decision_ts // 3600), int(ts // 3600)
+            self._lag_cache.clear()
             if not self.lagged.update_event(tier, band, d, c):
                 self.unattributed["too_late"] += 1
             self.delays.add_delay(d, c)
@@ -379,12 +386,18 @@ class RouterState:
         correction (empty until a delay distribution has been learnt)."""
         if signal not in ROUTED_SIGNALS:
             return self.quality.window(at, seconds, signal=signal, tier=tier, band=band)
+        key = ("window", int(at // 3600), seconds, tier, band)
+        hit = self._lag_cache.get(key)
+        if hit is not None:
+            return hit
         est = self.delay_estimate(at)
         if est is None:
             return Totals()
         m = math.ceil(seconds / 3600 - 1e-9)
-        return self.lagged.window(int(at // 3600), m, est.cdf, tier=tier, band=band,
-                                  min_completed=self.config.quality.min_completed)
+        out = self._lag_cache[key] = self.lagged.window(
+            int(at // 3600), m, est.cdf, tier=tier, band=band,
+            min_completed=self.config.quality.min_completed)
+        return out
 
     def reference(self, signal: str, at: float, *, tier: str | None = None,
                   band: int | None = None) -> Totals:
@@ -392,11 +405,17 @@ class RouterState:
         of ``at``: the last reference hours' contacts are still coming in at its end)."""
         if signal not in ROUTED_SIGNALS:
             return self.quality.reference_totals(signal, tier=tier, band=band)
+        key = ("reference", int(at // 3600), tier, band)
+        hit = self._lag_cache.get(key)
+        if hit is not None:
+            return hit
         est = self.delay_estimate(at)
         if est is None:
             return Totals()
-        return self.lagged.reference_totals(int(at // 3600), est.cdf, tier=tier, band=band,
-                                            min_completed=self.config.quality.min_completed)
+        out = self._lag_cache[key] = self.lagged.reference_totals(
+            int(at // 3600), est.cdf, tier=tier, band=band,
+            min_completed=self.config.quality.min_completed)
+        return out
 
     # -- evaluation ---------------------------------------------------------------------
     def evaluate(self, now: float) -> Evaluation:
