@@ -238,8 +238,8 @@ def test_classes_agree_with_the_vectorised_functions() -> None:
         dist.add_exposure(h, n[0, h])
         for a in np.flatnonzero(delays[0, h]):
             if h + a <= k:
-                counts.update_event("cheap", 0, h, h + a, delays[0, h, a])
-                dist.add_delay(h, h + a, delays[0, h, a])
+                counts.update_event("cheap", 0, h, h + int(a), delays[0, h, a])
+                dist.add_delay(h, h + int(a), delays[0, h, a])
     est = dist.estimate(k)
     assert est is not None
     t = counts.window(k, m, est.cdf)
