@@ -82,10 +82,16 @@ class Feed:
         if extra is not None:
             for fb in extra(ts, scores, cheap):
                 self._push(fb.pop("arrival"), fb)
-        end = start + HOUR
+        self.close(h)
+
+    def close(self, h: int) -> None:
+        """Feed the feedback that arrived by the end of hour ``h``; evaluate there."""
+        end = T0 + (h + 1) * HOUR
         while self.pending and self.pending[0][0] < end:
             at, _, fb = heapq.heappop(self.pending)
-            self.state.observe_feedback(ts=at, weight=None, propensity=None, in_band=None, **fb)
+            fb.setdefault("propensity", None)
+            fb.setdefault("in_band", None)
+            self.state.observe_feedback(ts=at, weight=None, **fb)
         ev = self.state.evaluate(end)
         for t in ev.transitions:
             if t.state == "firing":
@@ -102,3 +108,81 @@ def new_state(config: MonitorConfig | None = None) -> RouterState:
 
 def quality_alerts(feed: Feed) -> list[tuple[float, str, str | None, str]]:
     return [a for a in feed.alerts if a[1] in QUALITY_KINDS]
+
+
+# -- a hard cohort that looks simple (issue 14, acceptance 3) ---------------------------------
+@dataclass(frozen=True)
+class CohortScenario:
+    """Base traffic plus, from ``onset_day``, a cohort of ``share`` of traffic scored just
+    above ``cheap_above`` whose cheap answers are wrong ``cohort_wrong`` of the time.
+
+    Users react as in ``pipeline.sim.params.Users`` (the same published rates, drawn here
+    independently): thumbs from 2.5 % of happy and 4.6 % of unhappy users (down 3 % / 85 %),
+    support contacts from 0.2 % / 5 % of them, hours later (log-normal, median 8 h); a
+    shadow scorer on 1 % of traffic (agreement about 0.85 when the answer is right, 0.35
+    when wrong), minutes later.
+    """
+
+    rate: float = 0.3  # routing events per second on average
+    share: float = 0.05
+    cohort_wrong: float = 0.5
+    onset_day: float = 21.0
+    days: float = 24.0
+    weekend: float = 0.4
+    diurnal: float = 0.6
+
+
+def run_cohort(sc: CohortScenario, seed: int,
+               config: MonitorConfig | None = None) -> tuple[Feed, float]:
+    """Feed the scenario hour by hour; return the feed (its alerts) and the onset time."""
+    rng = np.random.default_rng(seed)
+    th = Thresholds(cheap_above=0.7, capable_below=0.5, exploration_rate=0.1)
+    feed = Feed(new_state(config), rng, th)
+    hours = int(sc.days * 24)
+    rel = volume(np.arange(hours), weekend=sc.weekend, diurnal=sc.diurnal)
+    lam = sc.rate * HOUR * rel / rel[: 7 * 24].mean()
+    onset_h = int(sc.onset_day * 24)
+    state = feed.state
+    for h in range(hours):
+        n = int(rng.poisson(lam[h]))
+        start = T0 + h * HOUR
+        ts = np.sort(start + rng.uniform(0, HOUR, n))
+        in_cohort = (rng.uniform(0, 1, n) < sc.share) if h >= onset_h else np.zeros(n, bool)
+        scores = np.where(in_cohort, rng.uniform(0.70, 0.80, n), rng.beta(2.5, 1.5, n))
+        explore = rng.uniform(0, 1, n) < th.exploration_rate
+        cheap = (scores >= th.cheap_above) | (
+            (scores >= th.capable_below) & (scores < th.cheap_above) & explore)
+        tiers = np.where(cheap, "cheap", "capable")
+        reasons = ["confident_cheap" if s >= th.cheap_above else
+                   ("exploration" if c else "uncertain_default") if s >= th.capable_below
+                   else "confident_capable" for s, c in zip(scores, cheap, strict=True)]
+        state.observe_routing(ts, scores, tiers.tolist(), reasons, [th] * n, [None] * n, {},
+                              state.bands(scores).tolist())
+        p_wrong = np.where(cheap, 0.03 + 0.08 * (1 - scores), 0.03)
+        p_wrong = np.where(in_cohort & cheap, sc.cohort_wrong, p_wrong)
+        p_wrong = np.where(in_cohort & ~cheap, 0.1, p_wrong)
+        wrong = rng.uniform(0, 1, n) < p_wrong
+        in_band = (scores >= th.capable_below) & (scores < th.cheap_above)
+        propensity = np.where(in_band, np.where(cheap, th.exploration_rate,
+                                                1 - th.exploration_rate), 1.0)
+        u = rng.uniform(0, 1, (4, n))
+        votes = u[0] < np.where(wrong, 0.046, 0.025)
+        contacts = u[1] < np.where(wrong, 0.05, 0.002)
+        shadow = u[2] < 0.01
+        for i in np.flatnonzero(votes | contacts | shadow):
+            base = {"tier": tiers[i], "score": float(scores[i]), "decision_ts": float(ts[i])}
+            ctx = {"propensity": float(propensity[i]), "in_band": bool(in_band[i])}
+            if votes[i]:
+                down = rng.uniform() < (0.85 if wrong[i] else 0.03)
+                feed._push(ts[i] + 120.0 * math.exp(1.2 * rng.standard_normal()),
+                           {**base, **ctx, "kind": "thumbs", "value": 0.0 if down else 1.0})
+            if contacts[i]:
+                delay = min(max(8 * HOUR * math.exp(0.9 * rng.standard_normal()), HOUR),
+                            5 * DAY)
+                feed._push(ts[i] + delay, {**base, "kind": "support_contact", "value": 1.0})
+            if shadow[i]:
+                value = float(np.clip(rng.normal(0.35 if wrong[i] else 0.85, 0.1), 0, 1))
+                feed._push(ts[i] + 300.0 * math.exp(0.7 * rng.standard_normal()),
+                           {**base, **ctx, "kind": "shadow", "value": value})
+        feed.close(h)
+    return feed, T0 + onset_h * HOUR

@@ -72,7 +72,7 @@ class QualityConfig:
     of :meth:`n_comparisons` tests.
 
     >>> QualityConfig().n_comparisons(n_tiers=2, n_bands=10)
-    65
+    75
     """
 
     windows: tuple[float, ...] = (DAY, 7 * DAY)
@@ -86,7 +86,10 @@ class QualityConfig:
     starvation_drop: float = 0.05
     starvation_within_days: float = 7.0
     boundary_width: float = 0.15
-    band_scan_signals: tuple[str, ...] = ROUTED_SIGNALS
+    band_scan_signals: tuple[str, ...] = (*ROUTED_SIGNALS, "thumbs")
+    # votes come minutes after their request, so a half-day scan sees a cohort early
+    band_scan_windows: dict[str, tuple[float, ...]] = field(
+        default_factory=lambda: {"thumbs": (DAY / 2,)})
     boundary_signals: tuple[str, ...] = ("support_contact", "shadow", "thumbs")
     gap_signals: tuple[str, ...] = ("thumbs", "shadow", "review")
     reference_test: str = "conditional"
@@ -101,12 +104,16 @@ class QualityConfig:
         """The windows ``signal`` is tested over."""
         return self.routed_windows if signal in ROUTED_SIGNALS else self.windows
 
+    def scan_windows_for(self, signal: str) -> tuple[float, ...]:
+        """The windows of ``signal``'s band scan (its own windows unless configured)."""
+        return self.band_scan_windows.get(signal, self.windows_for(signal))
+
     def n_comparisons(self, n_tiers: int, n_bands: int) -> int:
         """Tests per evaluation: tier × signal × window, the cheap tier's band scan,
         the boundary tests and the in-band gap tests (aggregate tests only tell
         whether the aggregate hides a tier, and need no budget)."""
         per_tier = sum(len(self.windows_for(s)) for s in SIGNALS)
-        scan = n_bands * sum(len(self.windows_for(s)) for s in self.band_scan_signals)
+        scan = n_bands * sum(len(self.scan_windows_for(s)) for s in self.band_scan_signals)
         boundary = sum(len(self.windows_for(s)) for s in self.boundary_signals)
         cusums = n_tiers + n_bands if self.contact_cusum else 0
         return n_tiers * per_tier + scan + boundary + len(self.gap_signals) + cusums
@@ -536,7 +543,9 @@ class RouterState:
                     if tier is not None and signal == "thumbs" and ref.rate > 0:
                         out["mdd"].setdefault(tier, {})[f"{signal}/{w}"] = test.mdd(
                             cur.n_eff, ref.rate, n_reference=ref.n_eff)
-                if testing and signal in q.band_scan_signals and c.cheap_tier in tiers:
+            if testing and signal in q.band_scan_signals and c.cheap_tier in tiers:
+                for seconds in q.scan_windows_for(signal):
+                    w = window_name(seconds)
                     for b in range(c.n_bands):
                         ref = self.reference(signal, at, tier=c.cheap_tier, band=b)
                         if ref.w <= 0:
