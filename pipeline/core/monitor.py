@@ -405,6 +405,7 @@ class Monitor:
             if state is not None:
                 r["baseline"] = state.baseline.version if state.baseline else None
                 r["snapshot"] = state.last_snapshot
+                r["support_contacts"] = state.last_contacts
             rec = self.recommendations.get(router)
             r["last_recommendation"] = rec.model_dump(mode="json") if rec else None
             r["firing"] = [a.model_dump(mode="json") for a in self.firing.values()

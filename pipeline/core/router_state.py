@@ -211,6 +211,7 @@ class RouterState:
         self.cost_day: dict[int, dict[str, float]] = {}
         self.feedback_day: dict[int, dict[str, int]] = {}
         self.last_snapshot: dict[str, Any] = {}
+        self.last_contacts: dict[str, Any] = {}  # for /status: unattributed, learnt delay
         self.gauges: list[Gauge] = []
         self._drift_alpha = 1e-6
         self._drop_tests: dict[str, SequentialDropTest] = {}
@@ -442,6 +443,8 @@ class RouterState:
                 and now % self.config.policy_every_s < self.config.eval_every_s):
             ev.recommendation = self._recommend(at, now)
         ev.snapshot = self._snapshot(now, drift, quality, econ)
+        self.last_contacts = {"unattributed": dict(self.unattributed),
+                              "delay": self.delay_summary(now - 1e-6)}
         self.last_snapshot = ev.snapshot
         self.gauges = self._gauges(at, drift, quality, econ)
         return ev
@@ -1023,8 +1026,6 @@ class RouterState:
             "drift": drift_points,
             "recommended": point(self.recommended),
             "applied": point(self.thresholds),
-            "contacts_unattributed": dict(self.unattributed),
-            "contact_delay": self._delay_summary(at),
             "economics": None if econ is None else {
                 "savings_per_day": econ.savings_per_day,
                 "hidden_cost_per_day": econ.hidden_cost_per_day,
@@ -1032,7 +1033,7 @@ class RouterState:
                 "cost_per_day": econ.cost_per_day},
         }
 
-    def _delay_summary(self, at: float) -> dict[str, float] | None:
+    def delay_summary(self, at: float) -> dict[str, float] | None:
         """The learnt contact delay: its median and 90th percentile in hours."""
         est = self.delay_estimate(at)
         if est is None:

@@ -273,7 +273,7 @@ def test_case1_weekly_cycle_pages_nothing_for_8_weeks() -> None:
     for tier in ("cheap", "capable"):
         rate = snap["tiers"][tier]["support_rate"]
         assert rate["lo"] <= p <= rate["hi"], (tier, rate)
-    delay = snap["contact_delay"]
+    delay = feed.state.last_contacts["delay"]
     assert 3.0 <= delay["median_h"] <= 5.0  # exp(6 h): median 4.2 h
     assert feed.state.unattributed == {"no_decision": 0, "too_late": 0, "unjoined": 0}
 
