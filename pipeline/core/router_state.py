@@ -295,9 +295,6 @@ class RouterState:
         """When the reference period, the quality tests' baseline, ends."""
         return self.start + self.config.quality.reference_days * DAY
 
-    def _in_reference(self, ts: float) -> bool:
-        return self.start <= ts < self.reference_end
-
     def band(self, score: float) -> int:
         return int(self.bands(np.array([score]))[0])
 
