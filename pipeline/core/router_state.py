@@ -63,7 +63,11 @@ class QualityConfig:
     ``min_completed`` complete are left out). That holds under any change of volume
     (weekly and diurnal cycles, holidays, ramps) and, per band, under threshold moves.
     The feedback kinds in ``attributed_signals`` (graded outcomes that come days later,
-    e.g. surveys) are likewise counted at their decision's time. Contacts are also
+    e.g. surveys) are likewise counted at their decision's time. With
+    ``standardize_bands`` a tier (and the boundary) is compared with its reference
+    reweighted to the window's mix of score bands, and the tier's contact CUSUM expects
+    each band's requests at that band's reference rate: a threshold move changes the
+    bands a tier serves, not the quality of any band. Contacts are also
     watched hour by hour (``contact_cusum``) by a CUSUM of each hour's arriving contacts
     against those expected from the requests of the hours before it convolved with the
     delay distribution, per tier and per band of the cheap tier. ``band_scan_signals``
@@ -99,6 +103,7 @@ class QualityConfig:
     contact_history_days: int = 14
     min_completed: float = 0.1
     attributed_signals: tuple[str, ...] = ("survey",)
+    standardize_bands: bool = True
 
     def windows_for(self, signal: str) -> tuple[float, ...]:
         """The windows ``signal`` is tested over."""
@@ -534,9 +539,14 @@ class RouterState:
             for seconds in q.windows_for(signal):
                 w = window_name(seconds)
                 for tier in [*tiers, None]:
-                    ref = self.reference(signal, at, tier=tier)
-                    cur = self.window(signal, at, seconds, tier=tier)
-                    if ref.w <= 0 or not testing:
+                    if not testing:
+                        continue
+                    if tier is not None and q.standardize_bands:
+                        cur, ref = self._standardized(signal, at, seconds, tier)
+                    else:
+                        ref = self.reference(signal, at, tier=tier)
+                        cur = self.window(signal, at, seconds, tier=tier)
+                    if ref.w <= 0:
                         continue
                     r = test.test(cur, ref, tier=tier, signal=signal, window=w)
                     results.append(r)
@@ -588,6 +598,40 @@ class RouterState:
         self._starvation(ev, at, out)
         return out
 
+    def _standardized(self, signal: str, at: float, seconds: float, tier: str,
+                      bands: list[int] | None = None) -> tuple[Totals, Totals]:
+        """A tier's window and its reference with the reference's score bands reweighted
+        to the window's band mix (direct standardization).
+
+        A threshold move changes which bands a tier serves, and so its rate, with no
+        band's quality changing: moving ``cheap_above`` down hands the cheap tier a band
+        it serves worse than its average. Each band's reference counts are therefore
+        given the weight ``k_b = (window share of b) / (reference share of b)``, so the
+        test compares the same mix of queries (weights enter Kish's effective size, so
+        the reference's noise is not understated). Bands the reference never saw for
+        this tier are left out of both: they have nothing to be compared with (their
+        quality is watched by the band scan once they have a reference).
+        """
+        which = list(range(self.config.n_bands)) if bands is None else bands
+        cur_b = {b: self.window(signal, at, seconds, tier=tier, band=b) for b in which}
+        ref_b = {b: self.reference(signal, at, tier=tier, band=b) for b in which}
+        covered = [b for b in which if ref_b[b].w > 0]
+        cur, ref = Totals(), Totals()
+        for b in covered:
+            cur = cur + cur_b[b]
+            ref = ref + ref_b[b]
+        if cur.w <= 0 or ref.w <= 0:
+            return cur, ref
+        out = Totals()
+        for b in covered:
+            if cur_b[b].w <= 0:
+                continue
+            k = (cur_b[b].w / cur.w) / (ref_b[b].w / ref.w)
+            r = ref_b[b]
+            out = out + Totals(r.n, k * r.w, k * k * r.w2, k * r.wy, k * k * r.w2y,
+                               k * k * r.w2y2)
+        return cur, out
+
     def _contact_cusums(self, at: float, tiers: list[str]) -> dict[str, dict[str, Any]]:
         """Feed the hours closed since the last evaluation to the contact CUSUMs (one per
         tier, one per band of the cheap tier) and report the most alarming per tier.
@@ -626,6 +670,10 @@ class RouterState:
         depth = pmf.size
         series = {k: self.lagged.series(first - depth + 1, now, tier=k[0], band=k[1])
                   for k in keys}
+        # a tier's expected contacts follow its band mix: each band's routed requests
+        # count at the band's reference rate relative to the tier's (a threshold move
+        # that hands the tier a worse band is no rise)
+        mix = {t: self._band_mix(t, at, first - depth + 1, now) for t in tiers}
         for b in range(first, now + 1):
             i = b - first + depth - 1  # row of bucket b (rows are oldest first)
             for k in keys:
@@ -634,8 +682,10 @@ class RouterState:
                     continue
                 rows = series[k]
                 observed = float(rows[i, LaggedCounts.BY_ARRIVAL])
-                expected = rate * float(np.dot(rows[i - depth + 1: i + 1,
-                                                    LaggedCounts.ROUTED][::-1], pmf))
+                routed = rows[i - depth + 1: i + 1, LaggedCounts.ROUTED]
+                if k[1] is None and q.standardize_bands:
+                    routed = mix[k[0]][i - depth + 1: i + 1]
+                expected = rate * float(np.dot(routed[::-1], pmf))
                 cs = self.contact_cusums.setdefault(k, PoissonCusum(threshold))
                 cs.update(max(observed, 0.0), expected, rate, floor=floor, bucket=b)
         self.contact_done = now
@@ -663,6 +713,25 @@ class RouterState:
                             f"expected since {_hours(since, at)} h ago; sequential test)")}
         return out
 
+    def _band_mix(self, tier: str, at: float, first: int, last: int) -> np.ndarray:
+        """A tier's routed requests per bucket ``first..last``, each band's weighted by its
+        reference contact rate over the tier's (shrunk toward 1 with the evidence of five
+        contacts, so a band with few reference contacts is not taken as contact-free)."""
+        ref = self.reference("support_contact", at, tier=tier)
+        p_tier = (ref.w - ref.wy) / ref.w if ref.w > 0 else 0.0
+        out = np.zeros(last - first + 1)
+        for b in range(self.config.n_bands):
+            rows = self.lagged.series(first, last, tier=tier, band=b)[:, LaggedCounts.ROUTED]
+            if not rows.any():
+                continue
+            rel = 1.0
+            if p_tier > 0:
+                rb = self.reference("support_contact", at, tier=tier, band=b)
+                prior = 5.0 / p_tier
+                rel = ((rb.w - rb.wy) + 5.0) / (rb.w + prior) / p_tier
+            out += rel * rows
+        return out
+
     def _boundary_bands(self) -> list[int]:
         if self.thresholds is None:
             return []
@@ -680,10 +749,13 @@ class RouterState:
         for signal in c.quality.boundary_signals:
             test = self._drop_tests[signal]
             for seconds in c.quality.windows_for(signal):
-                cur, ref = Totals(), Totals()
-                for b in bands:
-                    cur = cur + self.window(signal, at, seconds, tier=c.cheap_tier, band=b)
-                    ref = ref + self.reference(signal, at, tier=c.cheap_tier, band=b)
+                if c.quality.standardize_bands:  # a threshold move changes the bands' mix
+                    cur, ref = self._standardized(signal, at, seconds, c.cheap_tier, bands)
+                else:
+                    cur, ref = Totals(), Totals()
+                    for b in bands:
+                        cur = cur + self.window(signal, at, seconds, tier=c.cheap_tier, band=b)
+                        ref = ref + self.reference(signal, at, tier=c.cheap_tier, band=b)
                 if ref.w <= 0:
                     continue
                 r = test.test(cur, ref, tier=c.cheap_tier, signal=signal,

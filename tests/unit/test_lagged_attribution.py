@@ -278,37 +278,50 @@ def test_case1_weekly_cycle_pages_nothing_for_8_weeks() -> None:
     assert feed.state.unattributed == {"no_decision": 0, "too_late": 0, "unjoined": 0}
 
 
-def test_case2_threshold_move_changes_no_band_rate_and_pages_nothing() -> None:
+@pytest.mark.parametrize(("before_th", "after_th"), [(0.7, 0.8), (0.8, 0.7)],
+                         ids=["up", "down"])
+def test_case2_threshold_move_changes_no_band_rate_and_pages_nothing(
+        before_th: float, after_th: float) -> None:
+    """Cheap serves the band just above 0.70 worse than the bands above it. Moving
+    ``cheap_above`` changes which bands the cheap tier serves, so its raw rate, but no
+    band's rate: per band, and for the tier with its reference reweighted to the current
+    band mix (``QualityConfig.standardize_bands``), nothing changed and nothing pages."""
     rng = np.random.default_rng(2)
     # contacts priced so that cheap's genuinely higher contact rate near the threshold is
     # no Pareto trap: this case is about the move, not about the router's economics
     state = new_state(MonitorConfig(recommend=False, prices=Prices(cost_per_support_contact=0.5)))
-    feed = Feed(state, rng, TH)
+    feed = Feed(state, rng, Thresholds(cheap_above=before_th, capable_below=0.5,
+                                       exploration_rate=0.1))
     band_p = np.array([0.01] * 5 + [0.02, 0.02, 0.025, 0.012, 0.008])  # cheap, per band
 
     def contact_p(scores: np.ndarray, cheap: np.ndarray) -> np.ndarray:
         return np.where(cheap, band_p[state.bands(scores)], 0.01)
 
-    move = 28 * 24
-    before: dict[int, tuple[float, float, float]] = {}
-    for h in range(6 * 7 * 24):
+    move = 21 * 24
+    before: dict[int, tuple[float, float]] = {}
+    for h in range(5 * 7 * 24):
         if h == move:
-            feed.thresholds = Thresholds(cheap_above=0.8, capable_below=0.5,
+            feed.thresholds = Thresholds(cheap_above=after_th, capable_below=0.5,
                                          exploration_rate=0.1)
             for b in (8, 9):  # the 7d attributed window just before the move
                 t = state.window("support_contact", T0 + h * HOUR - 1e-6, 7 * DAY,
                                  tier="cheap", band=b)
-                before[b] = (t.w - t.wy, t.w, (t.w - t.wy) / t.w)
+                before[b] = (t.w - t.wy, t.w)
         feed.hour(h, int(rng.poisson(500 * volume(np.array([h]))[0])), contact_p=contact_p,
                   delay_h=lambda k: rng.exponential(6.0, k))
     assert quality_alerts(feed) == []
-    end = T0 + 6 * 7 * DAY - 1e-6
+    end = T0 + 5 * 7 * DAY - 1e-6
     for b in (8, 9):
         t = state.window("support_contact", end, 7 * DAY, tier="cheap", band=b)
         c, e = t.w - t.wy, t.w
         # the same band's rate before and after the move: a two-sample conditional test
-        c0, e0, _ = before[b]
+        c0, e0 = before[b]
         p_two = stats.binomtest(round(c), round(c + c0), e / (e + e0)).pvalue
         assert p_two > 0.001, (b, c / e, c0 / e0)
         lo, hi = poisson_rate_interval(c, e, 0.999)
         assert lo <= band_p[b] <= hi
+    # the raw tier rate did move with the mix (most when cheap gains the worse band)
+    raw = state.window("support_contact", end, 7 * DAY, tier="cheap")
+    ref = state.reference("support_contact", end, tier="cheap")
+    shift = (1 - raw.rate) - (1 - ref.rate)
+    assert shift > 0.003 if after_th < before_th else shift < -0.0005
