@@ -27,8 +27,9 @@ from pipeline.core.lagged import (
     life_table_cdf,
     poisson_rate_interval,
 )
+from pipeline.core.monitor import Monitor
 from pipeline.core.router_state import MonitorConfig
-from pipeline.schemas import Thresholds
+from pipeline.schemas import FeedbackEvent, RoutingEvent, Thresholds
 from tests.lagged_traffic import (
     DAY,
     HOUR,
@@ -325,3 +326,50 @@ def test_case2_threshold_move_changes_no_band_rate_and_pages_nothing(
     ref = state.reference("support_contact", end, tier="cheap")
     shift = (1 - raw.rate) - (1 - ref.rate)
     assert shift > 0.003 if after_th < before_th else shift < -0.0005
+
+
+# -- contacts that count against no request; late graded outcomes -------------------------
+def _routing(i: int, ts: str) -> RoutingEvent:
+    return RoutingEvent.model_validate({
+        "event_id": f"e{i}", "request_id": f"r{i}", "router_id": "support", "tier": "cheap",
+        "ts": ts, "score": 0.91, "route_reason": "confident_cheap",
+        "thresholds": {"cheap_above": 0.7, "capable_below": 0.5, "exploration_rate": 0.1}})
+
+
+def _contact(i: int, request: str, ts: str, **extra: object) -> FeedbackEvent:
+    return FeedbackEvent.model_validate({"event_id": f"f{i}", "request_id": request,
+                                         "router_id": "support", "ts": ts,
+                                         "kind": "support_contact", "value": 1, **extra})
+
+
+def test_a_contact_that_never_joins_is_counted_and_inflates_no_rate() -> None:
+    m = Monitor(MonitorConfig(join_ttl_s=DAY, recommend=False))
+    m.observe_routing([_routing(i, f"2026-01-05T{i:02d}:00:00+00:00") for i in range(3)])
+    m.observe_feedback([_contact(0, "r0", "2026-01-05T05:00:00+00:00"),
+                        _contact(1, "nobody", "2026-01-05T05:00:00+00:00"),
+                        _contact(2, "r9", "2026-01-05T06:00:00+00:00",
+                                 tier="cheap", score=0.95)])  # self-described, no decision
+    m.observe_routing([_routing(9, "2026-01-07T00:00:00+00:00")])
+    m.drain()
+    state = m.routers["support"]
+    assert state.unattributed == {"no_decision": 1, "too_late": 0, "unjoined": 1}
+    status = m.status()
+    assert status["unjoined_feedback"] == {"support": {"support_contact": 1}}
+    assert status["routers"]["support"]["support_contacts"]["unattributed"]["unjoined"] == 1
+    # only the joined contact is in the counts: one contact against request r0's hour
+    rows = state.lagged.series(0, 10**7, tier="cheap")
+    assert rows[:, LaggedCounts.BY_DECISION].sum() == 1.0
+    assert rows[:, LaggedCounts.ROUTED].sum() == 4.0
+    gauges = {(g[0], g[1].get("reason")): g[2] for g in state.gauges}
+    assert gauges[("support_contacts_unattributed", "unjoined")] == 1.0
+
+
+def test_a_late_survey_counts_in_its_requests_window() -> None:
+    state = new_state()
+    decided = T0 + 10 * DAY + 3 * HOUR
+    state.observe_feedback(tier="cheap", score=0.9, kind="survey", value=0.2,
+                           ts=decided + 3 * DAY, decision_ts=decided, weight=None,
+                           propensity=None, in_band=None)
+    at_decision = state.window("survey", decided + HOUR, DAY, tier="cheap")
+    at_arrival = state.window("survey", decided + 3 * DAY + HOUR, DAY, tier="cheap")
+    assert (at_decision.n, at_arrival.n) == (1.0, 0.0)
