@@ -465,6 +465,16 @@ class LaggedCounts:
         c, e = attributed_counts(rows[:, 0], rows[:, 1], ages, cdf, min_completed)
         return attributed_totals(float(c), float(e))
 
+    def routed(self, now_bucket: int, m: int, *, tier: str | None = None,
+               band: int | None = None) -> float:
+        """Requests decided in buckets ``now-m+1 .. now``."""
+        return float(self.series(now_bucket - m + 1, now_bucket, tier=tier,
+                                 band=band)[:, self.ROUTED].sum())
+
+    def reference_routed(self, *, tier: str | None = None, band: int | None = None) -> float:
+        """Requests decided in the reference period."""
+        return float(sum(self._ref[k][:, 0].sum() for k in self._keys(self._ref, tier, band)))
+
     def expected_arrivals(self, now_bucket: int, pmf: FloatArray, rate: float, *,
                           tier: str | None = None, band: int | None = None) -> float:
         """Events expected to arrive in ``now_bucket`` at ``rate`` per request: the

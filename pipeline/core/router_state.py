@@ -65,9 +65,9 @@ class QualityConfig:
     The feedback kinds in ``attributed_signals`` (graded outcomes that come days later,
     e.g. surveys) are likewise counted at their decision's time. With
     ``standardize_bands`` a tier (and the boundary) is compared with its reference
-    reweighted to the window's mix of score bands, and the tier's contact CUSUM expects
-    each band's requests at that band's reference rate: a threshold move changes the
-    bands a tier serves, not the quality of any band. Contacts are also
+    reweighted to the routing policy in force, band by band, and the tier's contact CUSUM
+    expects each band's requests at that band's reference rate: a threshold move changes
+    the bands a tier serves, not the quality of any band. Contacts are also
     watched hour by hour (``contact_cusum``) by a CUSUM of each hour's arriving contacts
     against those expected from the requests of the hours before it convolved with the
     delay distribution, per tier and per band of the cheap tier. ``band_scan_signals``
@@ -600,17 +600,19 @@ class RouterState:
 
     def _standardized(self, signal: str, at: float, seconds: float, tier: str,
                       bands: list[int] | None = None) -> tuple[Totals, Totals]:
-        """A tier's window and its reference with the reference's score bands reweighted
-        to the window's band mix (direct standardization).
+        """A tier's window and its reference, the reference's score bands reweighted to
+        the routing policy in force (direct standardization on the policy).
 
-        A threshold move changes which bands a tier serves, and so its rate, with no
-        band's quality changing: moving ``cheap_above`` down hands the cheap tier a band
-        it serves worse than its average. Each band's reference counts are therefore
-        given the weight ``k_b = (window share of b) / (reference share of b)``, so the
-        test compares the same mix of queries (weights enter Kish's effective size, so
-        the reference's noise is not understated). Bands the reference never saw for
-        this tier are left out of both: they have nothing to be compared with (their
-        quality is watched by the band scan once they have a reference).
+        A threshold move (or a new exploration rate) changes which bands a tier serves,
+        and so its rate, with no band's quality changing: moving ``cheap_above`` down
+        hands the cheap tier a band it serves worse than its average. Each band's
+        reference counts therefore get the weight ``k_b = s_b(window) / s_b(reference)``
+        with ``s_b`` the tier's share of the band's routed requests: the reference then
+        has the mix of queries the tier would have served under today's policy. A change
+        of the *population* (a cohort, a drift into a worse band) leaves ``s_b`` alone
+        and stays in the comparison: the tier's users do see it. Weights enter Kish's
+        effective size, so the reference's noise is not understated. Bands the reference
+        never saw for this tier are left out of both (nothing to compare them with).
         """
         which = list(range(self.config.n_bands)) if bands is None else bands
         cur_b = {b: self.window(signal, at, seconds, tier=tier, band=b) for b in which}
@@ -619,18 +621,20 @@ class RouterState:
         cur, ref = Totals(), Totals()
         for b in covered:
             cur = cur + cur_b[b]
-            ref = ref + ref_b[b]
-        if cur.w <= 0 or ref.w <= 0:
-            return cur, ref
-        out = Totals()
+        now, m = int(at // 3600), math.ceil(seconds / 3600 - 1e-9)
         for b in covered:
-            if cur_b[b].w <= 0:
-                continue
-            k = (cur_b[b].w / cur.w) / (ref_b[b].w / ref.w)
+            k = 1.0
+            ref_all = self.lagged.reference_routed(band=b)
+            ref_tier = self.lagged.reference_routed(tier=tier, band=b)
+            cur_all = self.lagged.routed(now, m, band=b)
+            if ref_all > 0 and ref_tier > 0 and cur_all > 0:
+                k = (self.lagged.routed(now, m, tier=tier, band=b) / cur_all) / (
+                    ref_tier / ref_all)
             r = ref_b[b]
-            out = out + Totals(r.n, k * r.w, k * k * r.w2, k * r.wy, k * k * r.w2y,
-                               k * k * r.w2y2)
-        return cur, out
+            if k > 0:
+                ref = ref + Totals(r.n, k * r.w, k * k * r.w2, k * r.wy, k * k * r.w2y,
+                                   k * k * r.w2y2)
+        return cur, ref
 
     def _contact_cusums(self, at: float, tiers: list[str]) -> dict[str, dict[str, Any]]:
         """Feed the hours closed since the last evaluation to the contact CUSUMs (one per
