@@ -64,7 +64,8 @@ class QualityConfig:
     (weekly and diurnal cycles, holidays, ramps) and, per band, under threshold moves.
     The feedback kinds in ``attributed_signals`` (graded outcomes that come days later,
     e.g. surveys) are likewise counted at their decision's time. With
-    ``standardize_bands`` a tier (and the boundary) is compared with its reference
+    ``standardize_bands``, while a window holds requests routed under thresholds the
+    reference period never saw, a tier (and the boundary) is compared with its reference
     reweighted to the routing policy in force, band by band, and the tier's contact CUSUM
     expects each band's requests at that band's reference rate: a threshold move changes
     the bands a tier serves, not the quality of any band. Contacts are also
@@ -230,6 +231,11 @@ class RouterState:
         # contacts that count against no request: no decision time (self-described
         # feedback), a decision too old for the windows, or (from the monitor) never joined
         self.unattributed: dict[str, int] = {"no_decision": 0, "too_late": 0, "unjoined": 0}
+        # the thresholds routed under in the reference period, and the newest request
+        # routed under others: tier tests are standardized on the policy while any
+        # request of their window was routed under a policy the reference never saw
+        self.reference_policies: set[tuple[float, float, float]] = set()
+        self.off_policy_ts = -math.inf
         # attributed windows of one evaluation, until the next event (a plain cache)
         self._lag_cache: dict[tuple[Any, ...], Totals] = {}
         self.contact_cusums: dict[tuple[str, int | None], PoissonCusum] = {}
@@ -315,10 +321,17 @@ class RouterState:
                         bands: list[int]) -> None:
         """Count one batch of this router's routing decisions (already deduplicated)."""
         routed: dict[tuple[str, int, int], int] = {}
+        ref_end = self.reference_end
+        policies = self.reference_policies
         for t, tier, th, cost, band in zip(ts.tolist(), tiers, thresholds, costs, bands,
                                            strict=True):
             if t >= self.thresholds_ts:
                 self.thresholds, self.thresholds_ts = th, t
+            key = th.key
+            if t < ref_end:
+                policies.add(key)
+            elif key not in policies and t > self.off_policy_ts:
+                self.off_policy_ts = t
             self.routed[tier] = self.routed.get(tier, 0) + 1
             day = int(t // DAY)
             per = self.routed_day.setdefault(day, {})
@@ -541,7 +554,7 @@ class RouterState:
                 for tier in [*tiers, None]:
                     if not testing:
                         continue
-                    if tier is not None and q.standardize_bands:
+                    if tier is not None and self._policy_moved(at, seconds):
                         cur, ref = self._standardized(signal, at, seconds, tier)
                     else:
                         ref = self.reference(signal, at, tier=tier)
@@ -597,6 +610,11 @@ class RouterState:
         self._gap(ev, at)
         self._starvation(ev, at, out)
         return out
+
+    def _policy_moved(self, at: float, seconds: float) -> bool:
+        """Whether a request of the window ``(at - seconds, at]`` was routed under
+        thresholds the reference period never saw (and standardization is on)."""
+        return self.config.quality.standardize_bands and self.off_policy_ts > at - seconds
 
     def _standardized(self, signal: str, at: float, seconds: float, tier: str,
                       bands: list[int] | None = None) -> tuple[Totals, Totals]:
@@ -677,7 +695,8 @@ class RouterState:
         # a tier's expected contacts follow its band mix: each band's routed requests
         # count at the band's reference rate relative to the tier's (a threshold move
         # that hands the tier a worse band is no rise)
-        mix = {t: self._band_mix(t, at, first - depth + 1, now) for t in tiers}
+        moved = self._policy_moved(at, depth * 3600.0)
+        mix = {t: self._band_mix(t, at, first - depth + 1, now) for t in tiers} if moved else {}
         for b in range(first, now + 1):
             i = b - first + depth - 1  # row of bucket b (rows are oldest first)
             for k in keys:
@@ -687,7 +706,7 @@ class RouterState:
                 rows = series[k]
                 observed = float(rows[i, LaggedCounts.BY_ARRIVAL])
                 routed = rows[i - depth + 1: i + 1, LaggedCounts.ROUTED]
-                if k[1] is None and q.standardize_bands:
+                if k[1] is None and moved:
                     routed = mix[k[0]][i - depth + 1: i + 1]
                 expected = rate * float(np.dot(routed[::-1], pmf))
                 cs = self.contact_cusums.setdefault(k, PoissonCusum(threshold))
@@ -753,7 +772,7 @@ class RouterState:
         for signal in c.quality.boundary_signals:
             test = self._drop_tests[signal]
             for seconds in c.quality.windows_for(signal):
-                if c.quality.standardize_bands:  # a threshold move changes the bands' mix
+                if self._policy_moved(at, seconds):  # a threshold move changes the mix
                     cur, ref = self._standardized(signal, at, seconds, c.cheap_tier, bands)
                 else:
                     cur, ref = Totals(), Totals()
