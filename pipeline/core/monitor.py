@@ -66,6 +66,9 @@ class EventCounts:
     routed: dict[tuple[str, str], int] = field(default_factory=dict)
     feedback: dict[tuple[str, str], int] = field(default_factory=dict)
     duplicates: int = 0
+    # feedback that never found its request (TTL expired), per (router or "", kind): a
+    # lagging signal such as a support contact that counts against no request
+    unjoined: dict[tuple[str, str], int] = field(default_factory=dict)
 
     def add_routing(self, router_id: str, tier: str) -> None:
         k = (router_id, tier)
@@ -78,7 +81,8 @@ class EventCounts:
     def __add__(self, other: EventCounts) -> EventCounts:
         return EventCounts(dict(Counter(self.routed) + Counter(other.routed)),
                            dict(Counter(self.feedback) + Counter(other.feedback)),
-                           self.duplicates + other.duplicates)
+                           self.duplicates + other.duplicates,
+                           dict(Counter(self.unjoined) + Counter(other.unjoined)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -436,6 +440,11 @@ class Monitor:
         """Evaluate every router at event time ``now``; queue the outputs."""
         self.evaluations += 1
         for fb in self.join.expire(now):
+            k = (fb.router_id or "", fb.kind)
+            self.counts.unjoined[k] = self.counts.unjoined.get(k, 0) + 1
+            owner = self.routers.get(fb.router_id or "")
+            if owner is not None and fb.kind == "support_contact":
+                owner.unattributed["unjoined"] += 1
             self._pending.append(Output("dlq", fb.request_id, Rejection(
                 "unjoined", f"request_id: {UNJOINED_REASON} ({self.config.join_ttl_s:g}s "
                 f"after this feedback's time {_dt(fb.ts).isoformat()})", "request_id"),
@@ -499,11 +508,16 @@ class Monitor:
             if state is not None:
                 r["baseline"] = state.baseline.version if state.baseline else None
                 r["snapshot"] = state.last_snapshot
+                r["support_contacts"] = state.last_contacts
             rec = self.recommendations.get(router)
             r["last_recommendation"] = rec.model_dump(mode="json") if rec else None
             r["firing"] = [a.model_dump(mode="json") for a in self.firing.values()
                            if a.router_id == router]
+        unjoined: dict[str, dict[str, int]] = {}
+        for (router, kind), n in sorted(self.counts.unjoined.items()):
+            unjoined.setdefault(router, {})[kind] = n
         return {"watermark": self.watermark, "duplicates": self.counts.duplicates,
+                "unjoined_feedback": unjoined,
                 "baselines": {r: b.version for r, b in sorted(self.baselines.items())},
                 "join": self.join.stats, "routers": routers}
 

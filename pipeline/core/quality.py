@@ -22,12 +22,14 @@ requests**, not against feedback: every routed request adds one "good" unit
 (:meth:`OutcomeCounts.update_contact`).  Its rate is therefore
 ``1 - contacts / routed requests``, so that every signal is a good-rate and a
 rise in contacts is a drop like any other.  Contacts arrive hours to days
-after their requests: bucketed at the decision's time, the newest buckets of
-a window miss the contacts still to come, so a short window reads low and
-hides a rise.  :meth:`OutcomeCounts.update_contact` therefore takes the
-contact's own time for the windows (contacts that happened in the window per
-request routed in it: unbiased while the rate is steady) and, with
-``reference_ts``, the decision's time for the reference period (complete).
+after their requests.  :meth:`OutcomeCounts.update_contact` buckets a contact
+at its own time (contacts that happened in a window per request routed in it:
+unbiased only while the volume is steady) and, with ``reference_ts``, at the
+decision's time for the reference period.  The monitor does not use it for
+contacts any more: :mod:`pipeline.core.lagged` attributes each contact to its
+own request's decision hour, tier and band and corrects the window for the
+contacts still to come with the learnt delay distribution, which stays
+unbiased under any change of volume (weekly cycles, threshold moves).
 
 Counts
 ------

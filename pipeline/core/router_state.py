@@ -13,14 +13,21 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
+from scipy import special
 
 from pipeline.core.alerts import AlertBook, AlertKey
 from pipeline.core.baseline import quantile_bins
-from pipeline.core.cusum import DelayProfile, PoissonCusum
+from pipeline.core.cusum import PoissonCusum
 from pipeline.core.detector import DriftConfig, DriftStream, StreamResult, window_name
 from pipeline.core.drift import calibrated_alpha
 from pipeline.core.economics import Prices, TierEconomics, break_even_gap, tier_economics
 from pipeline.core.histogram import QuantileBins, coarse_splits
+from pipeline.core.lagged import (
+    DelayDistribution,
+    DelayEstimate,
+    LaggedCounts,
+    poisson_rate_interval,
+)
 from pipeline.core.quality import (
     FEEDBACK_SIGNALS,
     ROUTED_SIGNALS,
@@ -47,21 +54,30 @@ class QualityConfig:
     """Per-tier quality tests: windows, floors, evidence gates and the test family.
 
     Feedback signals use ``windows``; routed-request signals (support contacts, one
-    observation per routed request) use ``routed_windows``. Contacts are counted
-    when they happen (see ``OutcomeCounts.update_contact``), and they lag their
-    requests by hours: a window shorter than a day would compare contacts from the
-    day's busy hours with the requests of its quiet ones, a bias of the traffic's
-    diurnal amplitude, so the default stays at whole days. Contacts are also watched
-    hour by hour (``contact_cusum``) by a CUSUM of each hour's contacts against those
-    expected from the requests of the hours before it (:mod:`pipeline.core.cusum`),
-    per tier and per band of the cheap tier, with delays up to
-    ``contact_max_delay_days`` learnt from the reference period. ``band_scan_signals``
+    observation per routed request) use ``routed_windows``. Contacts lag their requests
+    by hours to days, so they count against the request they belong to, by its decision
+    time, tier and score band (:mod:`pipeline.core.lagged`): a window covers the
+    requests *decided* in it, with the contacts of theirs still to come corrected by the
+    delay distribution learnt from the data (rolling over ``contact_history_days``,
+    delays up to ``contact_max_delay_days``; decision hours expected to be less than
+    ``min_completed`` complete are left out). That holds under any change of volume
+    (weekly and diurnal cycles, holidays, ramps) and, per band, under threshold moves.
+    The feedback kinds in ``attributed_signals`` (graded outcomes that come days later,
+    e.g. surveys) are likewise counted at their decision's time. With
+    ``standardize_bands``, while a window holds requests routed under thresholds the
+    reference period never saw, a tier (and the boundary) is compared with its reference
+    reweighted to the routing policy in force, band by band, and the tier's contact CUSUM
+    expects each band's requests at that band's reference rate: a threshold move changes
+    the bands a tier serves, not the quality of any band. Contacts are also
+    watched hour by hour (``contact_cusum``) by a CUSUM of each hour's arriving contacts
+    against those expected from the requests of the hours before it convolved with the
+    delay distribution, per tier and per band of the cheap tier. ``band_scan_signals``
     are also tested per score band of the cheap tier, where a cohort the classifier
-    mistakes for simple lands. Every test of an evaluation shares one Bonferroni
-    budget of :meth:`n_comparisons` tests.
+    mistakes for simple lands. Every test of an evaluation shares one Bonferroni budget
+    of :meth:`n_comparisons` tests.
 
     >>> QualityConfig().n_comparisons(n_tiers=2, n_bands=10)
-    65
+    75
     """
 
     windows: tuple[float, ...] = (DAY, 7 * DAY)
@@ -75,24 +91,35 @@ class QualityConfig:
     starvation_drop: float = 0.05
     starvation_within_days: float = 7.0
     boundary_width: float = 0.15
-    band_scan_signals: tuple[str, ...] = ROUTED_SIGNALS
+    band_scan_signals: tuple[str, ...] = (*ROUTED_SIGNALS, "thumbs")
+    # votes come minutes after their request, so a half-day scan sees a cohort early
+    band_scan_windows: dict[str, tuple[float, ...]] = field(
+        default_factory=lambda: {"thumbs": (DAY / 2,)})
     boundary_signals: tuple[str, ...] = ("support_contact", "shadow", "thumbs")
     gap_signals: tuple[str, ...] = ("thumbs", "shadow", "review")
     reference_test: str = "conditional"
     graded_signals: tuple[str, ...] = ("review", "shadow", "survey")
     contact_cusum: bool = True
     contact_max_delay_days: float = 7.0
+    contact_history_days: int = 14
+    min_completed: float = 0.1
+    attributed_signals: tuple[str, ...] = ("survey",)
+    standardize_bands: bool = True
 
     def windows_for(self, signal: str) -> tuple[float, ...]:
         """The windows ``signal`` is tested over."""
         return self.routed_windows if signal in ROUTED_SIGNALS else self.windows
+
+    def scan_windows_for(self, signal: str) -> tuple[float, ...]:
+        """The windows of ``signal``'s band scan (its own windows unless configured)."""
+        return self.band_scan_windows.get(signal, self.windows_for(signal))
 
     def n_comparisons(self, n_tiers: int, n_bands: int) -> int:
         """Tests per evaluation: tier × signal × window, the cheap tier's band scan,
         the boundary tests and the in-band gap tests (aggregate tests only tell
         whether the aggregate hides a tier, and need no budget)."""
         per_tier = sum(len(self.windows_for(s)) for s in SIGNALS)
-        scan = n_bands * sum(len(self.windows_for(s)) for s in self.band_scan_signals)
+        scan = n_bands * sum(len(self.scan_windows_for(s)) for s in self.band_scan_signals)
         boundary = sum(len(self.windows_for(s)) for s in self.boundary_signals)
         cusums = n_tiers + n_bands if self.contact_cusum else 0
         return n_tiers * per_tier + scan + boundary + len(self.gap_signals) + cusums
@@ -150,11 +177,6 @@ def _finite(x: float | None) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
 
 
-def _contact_key(tier: str, band: int | None = None) -> str:
-    """The contact delay profile's key: a tier, or one score band of it."""
-    return tier if band is None else f"{tier}:{band}"
-
-
 def _hours(since: float | None, at: float) -> str:
     return "?" if since is None else f"{(at - since) / 3600:.0f}"
 
@@ -196,13 +218,32 @@ class RouterState:
         self.cost_day: dict[int, dict[str, float]] = {}
         self.feedback_day: dict[int, dict[str, int]] = {}
         self.last_snapshot: dict[str, Any] = {}
+        self.last_contacts: dict[str, Any] = {}  # for /status: unattributed, learnt delay
         self.gauges: list[Gauge] = []
         self._drift_alpha = 1e-6
         self._drop_tests: dict[str, SequentialDropTest] = {}
         self._configure_quality_tests()
-        self.contact_profile = DelayProfile(max_delay=int(q.contact_max_delay_days * 24))
+        # lagging signals (support contacts) by their request's decision hour, tier and band;
+        # the ring covers the longest window plus the longest delay's CUSUM convolution
+        max_delay = int(q.contact_max_delay_days * 24)
+        ref_hours = (math.ceil(ref[0] / 3600), math.ceil(ref[1] / 3600))
+        self.lagged = LaggedCounts(max(n_buckets, max_delay + 2), reference=ref_hours)
+        self.delays = DelayDistribution(max_delay, history_days=q.contact_history_days)
+        # contacts that count against no request: no decision time (self-described
+        # feedback), a decision too old for the windows, or (from the monitor) never joined
+        self.unattributed: dict[str, int] = {"no_decision": 0, "too_late": 0, "unjoined": 0}
+        # the thresholds routed under in the reference period, and the newest request
+        # routed under others: tier tests are standardized on the policy while any
+        # request of their window was routed under a policy the reference never saw
+        self.reference_policies: set[tuple[float, float, float]] = set()
+        self.off_policy_ts = -math.inf
+        # attributed windows of one evaluation, until the next event (a plain cache)
+        self._lag_cache: dict[tuple[Any, ...], Totals] = {}
         self.contact_cusums: dict[tuple[str, int | None], PoissonCusum] = {}
         self.contact_done: int | None = None  # the newest bucket the CUSUMs have seen
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_lag_cache": {}}  # a cache, not state
 
     # -- configuration ------------------------------------------------------------------
     def set_baseline(self, baseline: Baseline) -> None:
@@ -266,9 +307,6 @@ class RouterState:
         """When the reference period, the quality tests' baseline, ends."""
         return self.start + self.config.quality.reference_days * DAY
 
-    def _in_reference(self, ts: float) -> bool:
-        return self.start <= ts < self.reference_end
-
     def band(self, score: float) -> int:
         return int(self.bands(np.array([score]))[0])
 
@@ -284,10 +322,17 @@ class RouterState:
                         bands: list[int]) -> None:
         """Count one batch of this router's routing decisions (already deduplicated)."""
         routed: dict[tuple[str, int, int], int] = {}
+        ref_end = self.reference_end
+        policies = self.reference_policies
         for t, tier, th, cost, band in zip(ts.tolist(), tiers, thresholds, costs, bands,
                                            strict=True):
             if t >= self.thresholds_ts:
                 self.thresholds, self.thresholds_ts = th, t
+            key = th.key
+            if t < ref_end:
+                policies.add(key)
+            elif key not in policies and t > self.off_policy_ts:
+                self.off_policy_ts = t
             self.routed[tier] = self.routed.get(tier, 0) + 1
             day = int(t // DAY)
             per = self.routed_day.setdefault(day, {})
@@ -298,10 +343,9 @@ class RouterState:
             k = (tier, band, int(t // 3600))
             routed[k] = routed.get(k, 0) + 1
         for (tier, band, hour), n in routed.items():  # one update per (tier, band, hour)
-            self.quality.update_routed(tier, band, hour * 3600.0, n)
-            if self._in_reference(hour * 3600.0):
-                for key in (_contact_key(tier), _contact_key(tier, band)):
-                    self.contact_profile.add_exposure(key, hour, n)
+            self.lagged.update_routed(tier, band, hour, n)
+            self.delays.add_exposure(hour, n)
+        self._lag_cache.clear()
         self._trim_days()
         if self.bins is None:
             return
@@ -334,21 +378,68 @@ class RouterState:
         day = int(ts // DAY)
         per = self.feedback_day.setdefault(day, {})
         per[tier] = per.get(tier, 0) + 1
-        if kind == "support_contact":
-            # windows count contacts when they happen (a window bucketed at decision time
-            # misses the contacts still to come: its rate reads low, and hides rises);
-            # the reference takes them by decision time, so it is complete
-            self.quality.update_contact(tier, band, ts, reference_ts=decision_ts)
-            if decision_ts is not None and self._in_reference(decision_ts):
-                d, c = int(decision_ts // 3600), int(ts // 3600)
-                for key in (_contact_key(tier), _contact_key(tier, band)):
-                    self.contact_profile.add_contact(key, d, c)
+        if kind in ROUTED_SIGNALS:
+            # a contact counts against its own request (decision hour, tier, band); the
+            # windows correct for the contacts still to come (pipeline.core.lagged)
+            if decision_ts is None:
+                self.unattributed["no_decision"] += 1
+                return
+            d, c = int(decision_ts // 3600), int(ts // 3600)
+            self._lag_cache.clear()
+            if not self.lagged.update_event(tier, band, d, c):
+                self.unattributed["too_late"] += 1
+            self.delays.add_delay(d, c)
             return
         w = weight or 1.0
+        if kind in self.config.quality.attributed_signals and decision_ts is not None:
+            ts = decision_ts  # a late graded outcome belongs to its request's window
         self.quality.update(tier, band, kind, ts, outcome(kind, value), w)
         if in_band and propensity is not None:
             self.inband.update(tier, band, kind, ts, outcome(kind, value),
                                ipw_weight(propensity, w))
+
+    # -- windows of any signal ----------------------------------------------------------
+    def delay_estimate(self, at: float) -> DelayEstimate | None:
+        """The contact delay distribution learnt up to the bucket that closes at ``at``."""
+        return self.delays.estimate(int(at // 3600))
+
+    def window(self, signal: str, at: float, seconds: float, *, tier: str | None = None,
+               band: int | None = None) -> Totals:
+        """A signal's window ending at ``at``: feedback by its own time bucket; routed
+        signals (contacts) attributed to the requests decided in it, with the censoring
+        correction (empty until a delay distribution has been learnt)."""
+        if signal not in ROUTED_SIGNALS:
+            return self.quality.window(at, seconds, signal=signal, tier=tier, band=band)
+        key = ("window", int(at // 3600), seconds, tier, band)
+        hit = self._lag_cache.get(key)
+        if hit is not None:
+            return hit
+        est = self.delay_estimate(at)
+        if est is None:
+            return Totals()
+        m = math.ceil(seconds / 3600 - 1e-9)
+        out = self._lag_cache[key] = self.lagged.window(
+            int(at // 3600), m, est.cdf, tier=tier, band=band,
+            min_completed=self.config.quality.min_completed)
+        return out
+
+    def reference(self, signal: str, at: float, *, tier: str | None = None,
+                  band: int | None = None) -> Totals:
+        """A signal's reference-period totals (contacts attributed and corrected, as
+        of ``at``: the last reference hours' contacts are still coming in at its end)."""
+        if signal not in ROUTED_SIGNALS:
+            return self.quality.reference_totals(signal, tier=tier, band=band)
+        key = ("reference", int(at // 3600), tier, band)
+        hit = self._lag_cache.get(key)
+        if hit is not None:
+            return hit
+        est = self.delay_estimate(at)
+        if est is None:
+            return Totals()
+        out = self._lag_cache[key] = self.lagged.reference_totals(
+            int(at // 3600), est.cdf, tier=tier, band=band,
+            min_completed=self.config.quality.min_completed)
+        return out
 
     # -- evaluation ---------------------------------------------------------------------
     def evaluate(self, now: float) -> Evaluation:
@@ -368,6 +459,8 @@ class RouterState:
                 and now % self.config.policy_every_s < self.config.eval_every_s):
             ev.recommendation = self._recommend(at, now)
         ev.snapshot = self._snapshot(now, drift, quality, econ)
+        self.last_contacts = {"unattributed": dict(self.unattributed),
+                              "delay": self.delay_summary(now - 1e-6)}
         self.last_snapshot = ev.snapshot
         self.gauges = self._gauges(at, drift, quality, econ)
         return ev
@@ -449,7 +542,8 @@ class RouterState:
         c = self.config
         q = c.quality
         out: dict[str, Any] = {"mdd": {}, "rates": {}}
-        tiers = [t for t in (c.cheap_tier, c.capable_tier) if t in self.quality.tiers]
+        seen = set(self.quality.tiers) | set(self.lagged.tiers)
+        tiers = [t for t in (c.cheap_tier, c.capable_tier) if t in seen]
         testing = at >= self.reference_end
         cusum = self._contact_cusums(at, tiers) if testing and q.contact_cusum else {}
         out["contact_cusum"] = cusum
@@ -459,22 +553,28 @@ class RouterState:
             for seconds in q.windows_for(signal):
                 w = window_name(seconds)
                 for tier in [*tiers, None]:
-                    ref = self.quality.reference_totals(signal, tier=tier)
-                    cur = self.quality.window(at, seconds, signal=signal, tier=tier)
-                    if ref.w <= 0 or not testing:
+                    if not testing:
+                        continue
+                    if tier is not None and self._policy_moved(at, seconds):
+                        cur, ref = self._standardized(signal, at, seconds, tier)
+                    else:
+                        ref = self.reference(signal, at, tier=tier)
+                        cur = self.window(signal, at, seconds, tier=tier)
+                    if ref.w <= 0:
                         continue
                     r = test.test(cur, ref, tier=tier, signal=signal, window=w)
                     results.append(r)
                     if tier is not None and signal == "thumbs" and ref.rate > 0:
                         out["mdd"].setdefault(tier, {})[f"{signal}/{w}"] = test.mdd(
                             cur.n_eff, ref.rate, n_reference=ref.n_eff)
-                if testing and signal in q.band_scan_signals and c.cheap_tier in tiers:
+            if testing and signal in q.band_scan_signals and c.cheap_tier in tiers:
+                for seconds in q.scan_windows_for(signal):
+                    w = window_name(seconds)
                     for b in range(c.n_bands):
-                        ref = self.quality.reference_totals(signal, tier=c.cheap_tier, band=b)
+                        ref = self.reference(signal, at, tier=c.cheap_tier, band=b)
                         if ref.w <= 0:
                             continue
-                        cur = self.quality.window(at, seconds, signal=signal,
-                                                  tier=c.cheap_tier, band=b)
+                        cur = self.window(signal, at, seconds, tier=c.cheap_tier, band=b)
                         scan.append(test.test(cur, ref, tier=c.cheap_tier, signal=signal,
                                               window=w, band=b))
             for tier in tiers:
@@ -512,6 +612,49 @@ class RouterState:
         self._starvation(ev, at, out)
         return out
 
+    def _policy_moved(self, at: float, seconds: float) -> bool:
+        """Whether a request of the window ``(at - seconds, at]`` was routed under
+        thresholds the reference period never saw (and standardization is on)."""
+        return self.config.quality.standardize_bands and self.off_policy_ts > at - seconds
+
+    def _standardized(self, signal: str, at: float, seconds: float, tier: str,
+                      bands: list[int] | None = None) -> tuple[Totals, Totals]:
+        """A tier's window and its reference, the reference's score bands reweighted to
+        the routing policy in force (direct standardization on the policy).
+
+        A threshold move (or a new exploration rate) changes which bands a tier serves,
+        and so its rate, with no band's quality changing: moving ``cheap_above`` down
+        hands the cheap tier a band it serves worse than its average. Each band's
+        reference counts therefore get the weight ``k_b = s_b(window) / s_b(reference)``
+        with ``s_b`` the tier's share of the band's routed requests: the reference then
+        has the mix of queries the tier would have served under today's policy. A change
+        of the *population* (a cohort, a drift into a worse band) leaves ``s_b`` alone
+        and stays in the comparison: the tier's users do see it. Weights enter Kish's
+        effective size, so the reference's noise is not understated. Bands the reference
+        never saw for this tier are left out of both (nothing to compare them with).
+        """
+        which = list(range(self.config.n_bands)) if bands is None else bands
+        cur_b = {b: self.window(signal, at, seconds, tier=tier, band=b) for b in which}
+        ref_b = {b: self.reference(signal, at, tier=tier, band=b) for b in which}
+        covered = [b for b in which if ref_b[b].w > 0]
+        cur, ref = Totals(), Totals()
+        for b in covered:
+            cur = cur + cur_b[b]
+        now, m = int(at // 3600), math.ceil(seconds / 3600 - 1e-9)
+        for b in covered:
+            k = 1.0
+            ref_all = self.lagged.reference_routed(band=b)
+            ref_tier = self.lagged.reference_routed(tier=tier, band=b)
+            cur_all = self.lagged.routed(now, m, band=b)
+            if ref_all > 0 and ref_tier > 0 and cur_all > 0:
+                k = (self.lagged.routed(now, m, tier=tier, band=b) / cur_all) / (
+                    ref_tier / ref_all)
+            r = ref_b[b]
+            if k > 0:
+                ref = ref + Totals(r.n, k * r.w, k * k * r.w2, k * r.wy, k * k * r.w2y,
+                                   k * k * r.w2y2)
+        return cur, ref
+
     def _contact_cusums(self, at: float, tiers: list[str]) -> dict[str, dict[str, Any]]:
         """Feed the hours closed since the last evaluation to the contact CUSUMs (one per
         tier, one per band of the cheap tier) and report the most alarming per tier.
@@ -520,36 +663,59 @@ class RouterState:
         per-test level) and its excursion's extra contacts per request reach half the
         floor (the CUSUM's own reference value): a rise worth paging for, not a
         significant trickle.
+
+        Why arrival time here, when the windows attribute contacts to their requests: a
+        contact counts the hour it arrives, with no wait for its cohort to mature, and
+        the expected count is the exposure of the decision hours before it convolved
+        with the learnt delay pmf, ``p0 · Σ_a n_(h-a) f(a)``: unbiased under any change
+        of volume (a quiet weekend hour expects the contacts of Friday's busy hours).
+        ``p0`` is the reference period's attributed rate at its one-sided 90 % upper
+        bound, so a reference that happened to be quiet does not make every hour a rise.
         """
         c, q = self.config, self.config.quality
         floor = q.floors.get("support_contact", 0.004)
         now = int(at // 3600)
-        model = self.contact_profile.model(now)
-        if model is None:
+        est = self.delay_estimate(at)
+        if est is None:
             return {}
         keys: list[tuple[str, int | None]] = [(t, None) for t in tiers]
         if c.cheap_tier in tiers:
             keys += [(c.cheap_tier, b) for b in range(c.n_bands)]
+        rates: dict[tuple[str, int | None], float] = {}
+        for k in {*keys, *self.contact_cusums}:
+            ref = self.reference("support_contact", at, tier=k[0], band=k[1])
+            bad = max(ref.w - ref.wy, 0.0)
+            rates[k] = (float(special.gammaincinv(bad + 1.0, 0.9)) / ref.w if ref.w > 0
+                        else math.nan)
         first = now if self.contact_done is None else max(self.contact_done + 1, now - 24 * 7)
         threshold = -math.log(self._drop_tests["support_contact"].alpha)
-        depth = len(model.pmf)
-        series = {k: self.quality.series(first - depth + 1, now, signal="support_contact",
-                                         tier=k[0], band=k[1]) for k in keys}
+        pmf = est.pmf
+        depth = pmf.size
+        series = {k: self.lagged.series(first - depth + 1, now, tier=k[0], band=k[1])
+                  for k in keys}
+        # a tier's expected contacts follow its band mix: each band's routed requests
+        # count at the band's reference rate relative to the tier's (a threshold move
+        # that hands the tier a worse band is no rise)
+        moved = self._policy_moved(at, depth * 3600.0)
+        mix = {t: self._band_mix(t, at, first - depth + 1, now) for t in tiers} if moved else {}
         for b in range(first, now + 1):
+            i = b - first + depth - 1  # row of bucket b (rows are oldest first)
             for k in keys:
-                name = _contact_key(*k)
-                rate = model.rate(name)
+                rate = rates[k]
                 if not rate > 0:
                     continue
-                rows = series[k][now - b: now - b + depth]
-                observed = float(rows[0, 0] - rows[0, 3])
-                expected = model.expected(name, rows[:, 0])
+                rows = series[k]
+                observed = float(rows[i, LaggedCounts.BY_ARRIVAL])
+                routed = rows[i - depth + 1: i + 1, LaggedCounts.ROUTED]
+                if k[1] is None and moved:
+                    routed = mix[k[0]][i - depth + 1: i + 1]
+                expected = rate * float(np.dot(routed[::-1], pmf))
                 cs = self.contact_cusums.setdefault(k, PoissonCusum(threshold))
                 cs.update(max(observed, 0.0), expected, rate, floor=floor, bucket=b)
         self.contact_done = now
         out: dict[str, dict[str, Any]] = {}
         for (tier, band), cs in self.contact_cusums.items():
-            rate = model.rate(_contact_key(tier, band))
+            rate = rates.get((tier, band), math.nan)
             excess = cs.excess_rate(rate) if rate > 0 else 0.0
             alarm = cs.alarm and excess >= floor / 2
             mine = out.get(tier)
@@ -571,6 +737,25 @@ class RouterState:
                             f"expected since {_hours(since, at)} h ago; sequential test)")}
         return out
 
+    def _band_mix(self, tier: str, at: float, first: int, last: int) -> np.ndarray:
+        """A tier's routed requests per bucket ``first..last``, each band's weighted by its
+        reference contact rate over the tier's (shrunk toward 1 with the evidence of five
+        contacts, so a band with few reference contacts is not taken as contact-free)."""
+        ref = self.reference("support_contact", at, tier=tier)
+        p_tier = (ref.w - ref.wy) / ref.w if ref.w > 0 else 0.0
+        out = np.zeros(last - first + 1)
+        for b in range(self.config.n_bands):
+            rows = self.lagged.series(first, last, tier=tier, band=b)[:, LaggedCounts.ROUTED]
+            if not rows.any():
+                continue
+            rel = 1.0
+            if p_tier > 0:
+                rb = self.reference("support_contact", at, tier=tier, band=b)
+                prior = 5.0 / p_tier
+                rel = ((rb.w - rb.wy) + 5.0) / (rb.w + prior) / p_tier
+            out += rel * rows
+        return out
+
     def _boundary_bands(self) -> list[int]:
         if self.thresholds is None:
             return []
@@ -588,11 +773,13 @@ class RouterState:
         for signal in c.quality.boundary_signals:
             test = self._drop_tests[signal]
             for seconds in c.quality.windows_for(signal):
-                cur, ref = Totals(), Totals()
-                for b in bands:
-                    cur = cur + self.quality.window(at, seconds, signal=signal,
-                                                    tier=c.cheap_tier, band=b)
-                    ref = ref + self.quality.reference_totals(signal, tier=c.cheap_tier, band=b)
+                if self._policy_moved(at, seconds):  # a threshold move changes the mix
+                    cur, ref = self._standardized(signal, at, seconds, c.cheap_tier, bands)
+                else:
+                    cur, ref = Totals(), Totals()
+                    for b in bands:
+                        cur = cur + self.window(signal, at, seconds, tier=c.cheap_tier, band=b)
+                        ref = ref + self.reference(signal, at, tier=c.cheap_tier, band=b)
                 if ref.w <= 0:
                     continue
                 r = test.test(cur, ref, tier=c.cheap_tier, signal=signal,
@@ -716,8 +903,8 @@ class RouterState:
     def _extra_rate(self, at: float, signal: str) -> tuple[float, float, float]:
         """Cheap's bad rate minus capable's, per request, with a 95 % interval (7d window)."""
         c = self.config
-        cheap = self.quality.window(at, 7 * DAY, signal=signal, tier=c.cheap_tier)
-        capable = self.quality.window(at, 7 * DAY, signal=signal, tier=c.capable_tier)
+        cheap = self.window(signal, at, 7 * DAY, tier=c.cheap_tier)
+        capable = self.window(signal, at, 7 * DAY, tier=c.capable_tier)
         if cheap.w <= 0 or capable.w <= 0:
             return (0.0, 0.0, 0.0)
         diff = capable.rate - cheap.rate  # good-rate gap = extra bad rate of cheap
@@ -740,10 +927,9 @@ class RouterState:
         """
         c = self.config
         seconds = 7 * DAY
-        capable_all = self.quality.window(at, seconds, signal="support_contact",
-                                          tier=c.capable_tier)
-        capable_by_band = [self.quality.window(at, seconds, signal="support_contact",
-                                               tier=c.capable_tier, band=b)
+        capable_all = self.window("support_contact", at, seconds, tier=c.capable_tier)
+        capable_by_band = [self.window("support_contact", at, seconds, tier=c.capable_tier,
+                                       band=b)
                            for b in range(c.n_bands)]
         enough = [b for b in range(c.n_bands)
                   if capable_by_band[b].n_eff >= c.quality.min_effective_n]
@@ -751,8 +937,7 @@ class RouterState:
         live = total.hist.window(at, seconds).astype(float) if total else None
         evidence = []
         for b in range(c.n_bands):
-            cheap = self.quality.window(at, seconds, signal="support_contact",
-                                        tier=c.cheap_tier, band=b)
+            cheap = self.window("support_contact", at, seconds, tier=c.cheap_tier, band=b)
             if enough:
                 capable = capable_by_band[min(enough, key=lambda k: (abs(k - b), -k))]
             else:
@@ -863,7 +1048,7 @@ class RouterState:
                     for bound, v in (("estimate", t.rate), ("lower", lo), ("upper", hi)):
                         out.append(("satisfaction_ratio", {"router_id": r, "tier": name,
                                     "window": w, "signal": signal, "bound": bound}, v))
-                sup = self.quality.window(at, seconds, signal="support_contact", tier=tier)
+                sup = self.window("support_contact", at, seconds, tier=tier)
                 if sup.w > 0:
                     out.append(("support_contact_ratio",
                                 {"router_id": r, "tier": name, "window": w}, 1 - sup.rate))
@@ -886,6 +1071,9 @@ class RouterState:
                                 ("net_value", econ.net_value_per_day)):
                 out.append(("economics_usd_per_day",
                             {"router_id": r, "tier": c.cheap_tier, "quantity": quantity}, v))
+        for reason, n in sorted(self.unattributed.items()):
+            out.append(("support_contacts_unattributed", {"router_id": r, "reason": reason},
+                        float(n)))
         pending = (self.recommended is not None and self.thresholds is not None
                    and self.recommended.key != self.thresholds.key)
         out.append(("recommendation_pending", {"router_id": r}, float(pending)))
@@ -902,11 +1090,14 @@ class RouterState:
         total = sum(volume.values())
         for tier in (c.cheap_tier, c.capable_tier):
             sat = self.quality.window(at, seconds, signal="thumbs", tier=tier)
-            sup = self.quality.window(at, seconds, signal="support_contact", tier=tier)
+            sup = self.window("support_contact", at, seconds, tier=tier)
             sup_rate = None
             if sup.w > 0:
-                lo, hi = sup.interval()
-                sup_rate = {"value": 1 - sup.rate, "lo": 1 - hi, "hi": 1 - lo, "n": sup.n_eff}
+                # contacts per request by request time, corrected for those still to come;
+                # the exact Poisson interval on the count over the expected exposure
+                bad = sup.w - sup.wy
+                lo, hi = poisson_rate_interval(bad, sup.w)
+                sup_rate = {"value": bad / sup.w, "lo": lo, "hi": min(hi, 1.0), "n": sup.n_eff}
             mdds = [v for v in quality["mdd"].get(tier, {}).values() if v is not None]
             tiers[tier] = {"satisfaction": _rate(sat), "support_rate": sup_rate,
                            "mdd": _finite(min(mdds)) if mdds else None,
@@ -936,6 +1127,14 @@ class RouterState:
                 "net_value_per_day": econ.net_value_per_day,
                 "cost_per_day": econ.cost_per_day},
         }
+
+    def delay_summary(self, at: float) -> dict[str, float] | None:
+        """The learnt contact delay: its median and 90th percentile in hours."""
+        est = self.delay_estimate(at)
+        if est is None:
+            return None
+        median, p90 = (int(np.searchsorted(est.cdf, q)) for q in (0.5, 0.9))
+        return {"median_h": float(median), "p90_h": float(p90), "events": est.events}
 
     def band_quality(self, now: float) -> dict[str, Any]:
         """Satisfaction per score band per tier (7d), for the report."""

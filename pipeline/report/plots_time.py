@@ -103,7 +103,8 @@ def _mix_panels(data: ReportData, share_ax: Axes, support_ax: Axes) -> None:
     share_ax.set_title("Traffic share")
     percent_axis(share_ax)
     share_ax.set_ylim(0, 1)
-    support_ax.set_title("Support contacts per 1,000 requests")
+    # by the requests decided in the last 7 days, the contacts still to come estimated
+    support_ax.set_title("Support contacts per 1,000 requests (by request time)")
     support_ax.set_ylim(bottom=0)
 
 

@@ -116,6 +116,9 @@ class WorkerMetrics:
                     [*where, "bound"])
         self._gauge("support_contact_ratio", "Support contacts per routed request.",
                     ["router_id", "tier", "window"])
+        self._gauge("support_contacts_unattributed", "Support contacts counted against no "
+                    "request, by reason (no_decision, too_late, unjoined).",
+                    ["router_id", "reason"])
         self._gauge("minimum_detectable_drop_ratio", "Smallest satisfaction drop the window's "
                     "feedback can detect.", where)
         self._gauge("threshold", "Thresholds as recommended and as applied.",

@@ -301,16 +301,22 @@ def test_bad_configuration_raises(kwargs: dict[str, object]) -> None:
 def test_band_evidence_borrows_capable_quality_from_the_nearest_band() -> None:
     state = RouterState("r", MonitorConfig(), start=0.0)
     at = 7 * DAY
+    hour = int((at - 2 * DAY) // 3600)  # old enough for every contact to be in
+
+    def routed(tier: str, band: int, n: int, contacts: int) -> None:
+        # contacts count against their requests' decision hour (pipeline.core.lagged)
+        state.lagged.update_routed(tier, band, hour, n)
+        state.delays.add_exposure(hour, n)
+        for _ in range(contacts):
+            state.lagged.update_event(tier, band, hour, hour + 1)
+            state.delays.add_delay(hour, hour + 1)
+
     # capable serves bands 0-4 only: contact rates rise toward the hard (low-score) end
     for band, (n, contacts) in enumerate([(1000, 30), (1000, 20), (1000, 10), (1000, 6),
                                           (1000, 4)]):
-        state.quality.update_routed("capable", band, at - DAY, n)
-        for _ in range(contacts):
-            state.quality.update_contact("capable", band, at - DAY)
+        routed("capable", band, n, contacts)
     for band in range(5, 10):
-        state.quality.update_routed("cheap", band, at - DAY, 1000)
-        for _ in range(4):
-            state.quality.update_contact("cheap", band, at - DAY)
+        routed("cheap", band, 1000, 4)
     ev = state.band_evidence(at)
     # cheap's 0.004 equals the nearest capable band's 0.004: no gap, not the pooled 0.014
     assert ev[5].gap == pytest.approx(0.0, abs=1e-12)
