@@ -452,11 +452,13 @@ class RouterState:
         for (who, signal), stream in self.streams.items():
             if stream.seq is None or not stream.seq.advance(now):
                 continue
-            level, _ = stream.sequential_level()
             key, what = self._drift_key(who, signal)
-            if level is None or self.alerts.firing(key) or (
-                    level == "info" and self.alerts.firing(replace(key, level="info"))):
+            if self.alerts.firing(key):
                 continue  # hourly evaluations keep it firing while the test is certain
+            level, _ = stream.sequential_level()
+            if level is None or (level == "info"
+                                 and self.alerts.firing(replace(key, level="info"))):
+                continue
             seq = self._sequential_stats(stream, now)
             assert seq is not None
             stats, seq_summary = seq

@@ -210,8 +210,13 @@ class TiltMixture:
         self.log_r = np.full((0, k), -np.inf)  # log R per component (direction × tilt)
         self.cusum = np.zeros((0, k))
         self.since = np.zeros((0, k), dtype=np.int64)  # step its excursion began; -1: none
-        self.exc_sum = np.zeros((0, k))  # Σ g over the excursion's events
-        self.exc_n = np.zeros((0, k))  # events in the excursion
+        # running totals of each direction's statistic and of the events, and their
+        # values when each component's excursion began: the excursion's sums are the
+        # differences (two array writes a step instead of four)
+        self.cum_x = np.zeros(0)
+        self.cum_n = 0.0
+        self.base_x = np.zeros((0, k))
+        self.base_n = np.zeros((0, k))
         self.pending: dict[int, dict[bytes, NDArray[np.int64]]] = {}
         self.closed = _NO_STEP  # steps up to here are closed
         self.events = 0
@@ -219,6 +224,8 @@ class TiltMixture:
         # self.names), ψ(θ) + θ·b (D × K) and the distribution itself
         self._tables: dict[bytes, tuple[FloatArray, FloatArray, FloatArray]] = {}
         self._latest: bytes | None = None
+        self._stat: float | None = None  # cached until a step closes
+        self._estimate: tuple[tuple[int, int, bytes | None], DriftEstimate | None] | None = None
 
     # -- input ------------------------------------------------------------------------
     def _for(self, probs: FloatArray, baseline_n: float | None) -> bytes:
@@ -249,8 +256,9 @@ class TiltMixture:
         self.log_r = np.full(shape, -np.inf)
         self.cusum = np.zeros(shape)
         self.since = np.full(shape, -1, dtype=np.int64)
-        self.exc_sum = np.zeros(shape)
-        self.exc_n = np.zeros(shape)
+        self.cum_x = np.zeros(len(names))
+        self.base_x = np.zeros(shape)
+        self.base_n = np.zeros(shape)
 
     def add(self, ts: FloatArray, bins: NDArray[np.intp], probs: FloatArray,
             baseline_n: float | None = None) -> None:
@@ -286,10 +294,11 @@ class TiltMixture:
         if last <= self.closed:
             return self.certain
         cap = self.cap * max(self.threshold, self.info_threshold)
-        theta = self.tilts[None, :]
+        theta = self.tilts
+        llr = np.empty_like(self.cusum)
         for s in sorted(k for k in self.pending if k <= last):
             per = self.pending.pop(s)
-            llr = np.zeros_like(self.cusum)
+            llr.fill(0.0)
             xs = np.zeros(len(self.names))
             n = 0
             for key in sorted(per):
@@ -299,21 +308,31 @@ class TiltMixture:
                 if k == 0:
                     continue
                 x = counts @ g
-                llr += theta * x[:, None] - k * psi
+                llr += np.multiply.outer(x, theta)
+                llr -= k * psi
                 xs += x
                 n += k
             if n == 0:
                 continue  # no information: no new restart either (module docstring)
             self.events += n
-            self.log_r = np.minimum(np.logaddexp(0.0, self.log_r) + llr, cap)
-            w = self.cusum + llr
+            lr = self.log_r
+            np.logaddexp(0.0, lr, out=lr)
+            lr += llr
+            np.minimum(lr, cap, out=lr)
+            w = self.cusum
+            fresh = w <= 0
+            w += llr
             up = w > 0
-            fresh = up & (self.cusum <= 0)
-            self.since[fresh] = s
-            self.since[~up] = -1
-            self.exc_sum = np.where(up, np.where(fresh, 0.0, self.exc_sum) + xs[:, None], 0.0)
-            self.exc_n = np.where(up, np.where(fresh, 0.0, self.exc_n) + n, 0.0)
-            self.cusum = np.clip(w, 0.0, cap)
+            fresh &= up
+            np.copyto(self.since, s, where=fresh)
+            np.copyto(self.since, -1, where=~up)
+            np.copyto(self.base_x, self.cum_x[:, None], where=fresh)
+            np.copyto(self.base_n, self.cum_n, where=fresh)
+            self.cum_x += xs
+            self.cum_n += n
+            np.maximum(w, 0.0, out=w)
+            np.minimum(w, cap, out=w)
+            self._stat = None
         self.closed = last
         return self.certain
 
@@ -321,12 +340,12 @@ class TiltMixture:
     @property
     def statistic(self) -> float:
         """``ln R``: the log of the mixture statistic (``-inf`` before any event)."""
-        if not self.names:
-            return -math.inf
-        top = float(self.log_r.max())
-        if top == -math.inf:
-            return -math.inf
-        return top + math.log(float(np.exp(self.log_r - top).sum())) - math.log(self.log_r.size)
+        if self._stat is None:
+            top = float(self.log_r.max()) if self.names else -math.inf
+            self._stat = -math.inf if top == -math.inf else (
+                top + math.log(float(np.exp(self.log_r - top).sum()))
+                - math.log(self.log_r.size))
+        return self._stat
 
     @property
     def alarm(self) -> bool:
@@ -356,15 +375,26 @@ class TiltMixture:
 
     def estimate(self) -> DriftEstimate | None:
         """Direction, size (KS and PSI of the fitted alternative) and onset of the drift
-        the statistic points at; ``None`` before any event."""
+        the statistic points at; ``None`` before any event. (Cached until a step closes.)"""
+        stamp = (self.closed, self.events, self._latest)
+        cached = getattr(self, "_estimate", None)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        est = self._fit()
+        self._estimate = (stamp, est)
+        return est
+
+    def _fit(self) -> DriftEstimate | None:
         win = self._winner()
         if win is None or self._latest is None:
             return None
         d, k = win
         g_all, _, p = self._tables[self._latest]
         g = g_all[:, d]
-        n = float(self.exc_n[d, k])
-        shift = float(self.exc_sum[d, k] / n) if n > 0 else 0.0
+        excursion = self.since[d, k] >= 0
+        n = float(self.cum_n - self.base_n[d, k]) if excursion else 0.0
+        total = float(self.cum_x[d] - self.base_x[d, k]) if excursion else 0.0
+        shift = total / n if n > 0 else 0.0
         theta = _tilt_for_mean(p, g, shift)
         ks, psi = _size(p, g, theta, self.n_coarse)
         lower = shift - 2.0 / math.sqrt(n) if n > 0 else 0.0
@@ -383,7 +413,8 @@ class TiltMixture:
             "n_coarse": self.n_coarse, "cap": self.cap, "allowance_z": self.allowance_z,
             "names": list(self.names), "log_r": self.log_r.tolist(),
             "cusum": self.cusum.tolist(), "since": self.since.tolist(),
-            "exc_sum": self.exc_sum.tolist(), "exc_n": self.exc_n.tolist(),
+            "cum_x": self.cum_x.tolist(), "cum_n": self.cum_n,
+            "base_x": self.base_x.tolist(), "base_n": self.base_n.tolist(),
             "closed": self.closed, "events": self.events,
             "pending": [[s, [[k.hex(), c.tolist()] for k, c in sorted(per.items())]]
                         for s, per in sorted(self.pending.items())],
@@ -406,9 +437,11 @@ class TiltMixture:
         m.log_r = np.asarray(d["log_r"], dtype=np.float64).reshape(shape)
         m.cusum = np.asarray(d["cusum"], dtype=np.float64).reshape(shape)
         m.since = np.asarray(d["since"], dtype=np.int64).reshape(shape)
-        m.exc_sum = np.asarray(d["exc_sum"], dtype=np.float64).reshape(shape)
-        m.exc_n = np.asarray(d["exc_n"], dtype=np.float64).reshape(shape)
-        m.closed, m.events = int(d["closed"]), int(d["events"])
+        m.cum_x = np.asarray(d["cum_x"], dtype=np.float64).reshape(len(m.names))
+        m.cum_n = float(d["cum_n"])
+        m.base_x = np.asarray(d["base_x"], dtype=np.float64).reshape(shape)
+        m.base_n = np.asarray(d["base_n"], dtype=np.float64).reshape(shape)
+        m.closed, m.events, m._stat = int(d["closed"]), int(d["events"]), None
         m.pending = {int(s): {bytes.fromhex(k): np.asarray(c, dtype=np.int64) for k, c in per}
                      for s, per in d["pending"]}
         m._latest = None if d["latest"] is None else bytes.fromhex(d["latest"])
@@ -427,20 +460,26 @@ def _size(p: FloatArray, g: FloatArray, theta: float, n_coarse: int) -> tuple[fl
 
 
 def _tilt_for_mean(p: FloatArray, g: FloatArray, mean: float) -> float:
-    """The ``θ >= 0`` whose tilt ``q_θ ∝ p·exp(θ g)`` has ``E_q[g] = mean`` (bisection;
-    ``E_q[g]`` increases with ``θ``); 0 for a mean at or below 0."""
+    """The ``θ >= 0`` whose tilt ``q_θ ∝ p·exp(θ g)`` has ``E_q[g] = mean``; 0 for a mean
+    at or below 0. ``E_q[g]`` increases with ``θ`` (its derivative is ``Var_q(g)``):
+    Newton steps, safeguarded by bisection, to 1e-9."""
     if not mean > 0:
         return 0.0
-    top = float(g[p > 0].max())
-    if mean >= top:
+    if mean >= float(g[p > 0].max()):
         return 8.0
-    lo, hi = 0.0, 8.0
-    for _ in range(50):
-        mid = (lo + hi) / 2
-        z = mid * g
+    lo, hi, theta = 0.0, 8.0, min(mean, 8.0)  # Var_p(g) = 1: the first Newton step
+    for _ in range(60):
+        z = theta * g
         w = p * np.exp(z - z.max())
-        if float(w @ g) / float(w.sum()) < mean:
-            lo = mid
+        w /= w.sum()
+        m = float(w @ g)
+        if abs(m - mean) < 1e-9:
+            break
+        if m < mean:
+            lo = theta
         else:
-            hi = mid
-    return (lo + hi) / 2
+            hi = theta
+        var = float(w @ (g - m) ** 2)
+        step = theta + (mean - m) / var if var > 1e-12 else math.nan
+        theta = step if lo < step < hi else (lo + hi) / 2
+    return theta
