@@ -202,7 +202,6 @@ class RouterState:
         self.feedback_day: dict[int, dict[str, int]] = {}
         self.last_snapshot: dict[str, Any] = {}
         self.gauges: list[Gauge] = []
-        self.drift_levels: dict[str, Any] = {}  # per drift stream: level and estimate
         self._drift_alpha = 1e-6
         self._drop_tests: dict[str, SequentialDropTest] = {}
         self._configure_quality_tests()
@@ -473,7 +472,6 @@ class RouterState:
     def _evaluate_drift(self, ev: Evaluation, at: float) -> dict[str, StreamResult]:
         results: dict[str, StreamResult] = {}
         rank = {None: 0, "info": 1, "alarm": 2}
-        self.drift_levels = {}
         for (who, signal), stream in self.streams.items():
             res = stream.evaluate(at)
             label = who if signal == "score" else f"signal:{signal}"
@@ -498,8 +496,6 @@ class RouterState:
                     below = ("" if level == "alarm"
                              else f", below the effect floors ({self._floors()})")
                     summary = f"{what} drifted from the baseline{below}: {seq_summary}"
-            self.drift_levels[label] = {"level": level, "estimate": (
-                seq[0]["estimate"] if seq is not None else None)}
             self._drift_transition(ev, key, level, worst.window, summary, stats)
         return results
 
@@ -973,10 +969,8 @@ class RouterState:
                 continue
             w = next((x for x in res.windows if x.window == "1d"), None) or res.worst
             if w is not None:
-                found = getattr(self, "drift_levels", {}).get(label, {})
                 drift_points[label] = {"psi": _finite(w.psi.effect), "ks": _finite(w.ks.effect),
-                                       "window": w.window, "level": found.get("level"),
-                                       "sequential": found.get("estimate")}
+                                       "window": w.window}
         def point(th: Thresholds | None) -> dict[str, float] | None:
             return None if th is None else {"cheap_above": th.cheap_above,
                                             "capable_below": th.capable_below,

@@ -295,11 +295,10 @@ class TiltMixture:
             return self.certain
         cap = self.cap * max(self.threshold, self.info_threshold)
         theta = self.tilts
-        llr = np.empty_like(self.cusum)
         for s in sorted(k for k in self.pending if k <= last):
             per = self.pending.pop(s)
-            llr.fill(0.0)
-            xs = np.zeros(len(self.names))
+            llr: FloatArray | None = None
+            xs: FloatArray | None = None
             n = 0
             for key in sorted(per):
                 g, psi, _ = self._tables[key]
@@ -308,11 +307,12 @@ class TiltMixture:
                 if k == 0:
                     continue
                 x = counts @ g
-                llr += np.multiply.outer(x, theta)
-                llr -= k * psi
-                xs += x
+                part = np.multiply.outer(x, theta)
+                part -= k * psi
+                llr = part if llr is None else llr + part
+                xs = x if xs is None else xs + x
                 n += k
-            if n == 0:
+            if llr is None or xs is None:
                 continue  # no information: no new restart either (module docstring)
             self.events += n
             lr = self.log_r
@@ -347,15 +347,22 @@ class TiltMixture:
                 - math.log(self.log_r.size))
         return self._stat
 
+    def _reaches(self, threshold: float) -> bool:
+        # ln R is a log-mean of exponentials, never above the largest: that one is
+        # checked first, so that a quiet step costs one reduction
+        if self._stat is None and (not self.names or float(self.log_r.max()) < threshold):
+            return False
+        return self.statistic >= threshold
+
     @property
     def alarm(self) -> bool:
         """At or above the higher level's threshold."""
-        return self.statistic >= self.threshold
+        return self._reaches(self.threshold)
 
     @property
     def certain(self) -> bool:
         """At or above the lower of the two thresholds: a drift at some level."""
-        return self.statistic >= min(self.threshold, self.info_threshold)
+        return self._reaches(min(self.threshold, self.info_threshold))
 
     def _winner(self) -> tuple[int, int] | None:
         if not self.names or self.log_r.max() == -math.inf:

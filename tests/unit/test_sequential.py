@@ -332,3 +332,28 @@ def test_a_certain_drift_below_the_floor_is_an_info_finding() -> None:
     assert 0 < est["ks_lower"] < 0.05 and est["psi_lower"] < 0.1
     assert est["ks"] < 0.1
     assert info.ts.timestamp() - onset <= 3 * 3600
+
+
+# ------------------------------------------------------------------ alert levels
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["confidence_drift", "tier_confidence_drift",
+                                           "signal_drift"]),
+                          st.sampled_from(["cheap", "capable"]),
+                          st.sampled_from(["", "info"]), st.booleans()), max_size=12))
+def test_alert_levels_survive_the_checkpoint_round_trip(
+        rows: list[tuple[str, str, str, bool]]) -> None:
+    """An info finding and its ticket-level twin are distinct alerts, and the book's
+    plain form (and a pre-levels 7-field row) loads back to the same states."""
+    from pipeline.core.alerts import AlertBook, AlertKey, severity_of
+
+    book = AlertBook(clear_evals=2)
+    for kind, tier, level, cond in rows:
+        book.update(AlertKey(kind, "r", tier, level=level), cond, 1.0)
+    again = AlertBook(2).load(book.to_dict())
+    assert again.to_dict() == book.to_dict()
+    old = AlertBook(2).load([r[:7] for r in book.to_dict()])
+    assert all(k.level == "" for k in old.states)
+    for kind, tier, level, _ in rows:
+        key = AlertKey(kind, "r", tier, level=level)
+        assert severity_of(key) == ("info" if level or kind == "signal_drift" else "ticket")
+        assert (key.fingerprint == AlertKey(kind, "r", tier).fingerprint) == (level == "")
