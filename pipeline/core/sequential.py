@@ -148,10 +148,12 @@ class DriftEstimate:
     (seconds); ``n`` the events since then.
 
     The excursion that made the test cross is, by selection, one where the noise ran
-    with the drift: at the crossing ``shift_sd`` overstates the drift (by about 50 % in
-    simulations of a 0.1 sd shift). ``ks_lower`` and ``psi_lower`` are therefore also
-    given at the one-sided lower bound ``shift_sd − 2/√n`` (the statistic has variance
-    1 per event under no change), and the effect floors are checked against them.
+    with the drift: at the crossing the component's log-likelihood ratio is at least
+    the threshold ``h``, which forces ``shift_sd ≳ √(2h/n)`` whatever the true drift
+    (+70 % on a 0.1 sd shift in a unit test). ``ks_lower`` and ``psi_lower`` are
+    therefore also given at the lower bound ``shift_sd − √(2h/n)`` (the statistic has
+    variance about 1 per event; ``h`` the higher threshold: the width of a time-uniform
+    bound at the test's own level), and the effect floors are checked against them.
     """
 
     direction: str
@@ -404,7 +406,7 @@ class TiltMixture:
         shift = total / n if n > 0 else 0.0
         theta = _tilt_for_mean(p, g, shift)
         ks, psi = _size(p, g, theta, self.n_coarse)
-        lower = shift - 2.0 / math.sqrt(n) if n > 0 else 0.0
+        lower = shift - math.sqrt(2.0 * max(self.threshold, 1.0) / n) if n > 0 else 0.0
         ks_lower, psi_lower = _size(p, g, _tilt_for_mean(p, g, lower), self.n_coarse)
         s = int(self.since[d, k])
         return DriftEstimate(self.names[d], shift, theta, ks, psi,
