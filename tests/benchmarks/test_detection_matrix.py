@@ -491,3 +491,63 @@ def test_detection_matrix(write_report: Callable[[str, str], Any],
     per_rate_budget = summary["budget"] * len(RATES)
     assert summary["tw_fa"]["info"] <= per_rate_budget, summary["tw_fa"]
     assert summary["tw_fa"]["alarm"] <= per_rate_budget, summary["tw_fa"]
+
+
+# -- per-step cost against the single-tilt CUSUM it replaced ------------------------------------
+OLD_COMMIT = "46f7260"  # the last commit with pipeline/core/cusum.py's TiltCusum
+
+
+def _old_tilt_cusum() -> Any:
+    """``TiltCusum`` as of ``OLD_COMMIT``, loaded from git (None without the history)."""
+    import importlib.util
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run(["git", "show", f"{OLD_COMMIT}:pipeline/core/cusum.py"], cwd=root,
+                          capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        return None
+    path = Path(tempfile.mkdtemp()) / "old_cusum.py"
+    path.write_text(proc.stdout)
+    spec = importlib.util.spec_from_file_location("old_cusum", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["old_cusum"] = mod
+    spec.loader.exec_module(mod)
+    return mod.TiltCusum
+
+
+@pytest.mark.benchmark
+def test_sequential_step_cost(write_report: Callable[[str, str], Any],
+                              markdown_table: Callable[..., str]) -> None:
+    """Seconds per closed step (one minute of one stream), interleaved, best of 6."""
+    from pipeline.core.sequential import TiltMixture
+
+    old = _old_tilt_cusum()
+    if old is None:
+        pytest.skip(f"git history with {OLD_COMMIT} is not available")
+    rng = np.random.default_rng(0)
+    p = rng.dirichlet(np.full(200, 5.0))
+    steps, rows = 2000, []
+    for per in (6, 60, 600):
+        counts = rng.multinomial(per, p, size=steps)
+        best = {"old": math.inf, "new": math.inf}
+        for _ in range(6):
+            for name in best:
+                c = old(15.0) if name == "old" else TiltMixture(12.5)
+                extra = () if name == "old" else (200_000,)
+                t0 = time.perf_counter()
+                for i in range(steps):
+                    c.add_counts(i * MINUTE, counts[i], p, *extra)
+                    c.advance((i + 1) * MINUTE)
+                best[name] = min(best[name], (time.perf_counter() - t0) / steps)
+        rows.append([per, f"{best['old'] * 1e6:.1f}", f"{best['new'] * 1e6:.1f}",
+                     f"{best['new'] / best['old']:.2f}"])
+    write_report("sequential_step.md", "# Sequential drift test: cost per step\n\n" +
+                 markdown_table(["events per step", "single-tilt CUSUM (µs)",
+                                 "tilt mixture (µs)", "ratio"], rows) +
+                 f"\n\nload average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    assert all(float(r[2]) < 5_000 for r in rows)  # sanity: well under 5 ms a step
