@@ -37,8 +37,9 @@
 Run: ``.venv/bin/pytest -p no:cacheprovider -m benchmark
 tests/benchmarks/test_detection_matrix.py -s``. Results: ``out/bench/detection_matrix.md``.
 ``TIERWATCH_DM_RATES`` / ``TIERWATCH_DM_SHAPES`` (comma lists) run a part of it,
-``TIERWATCH_DM_NULL_DAYS`` shortens the null streams (a smoke run; the calibration then
-means little).
+``TIERWATCH_DM_NULL_DAYS`` shortens the null streams (the calibration then rests on fewer
+router-days), ``TIERWATCH_DM_DRIFT_SEEDS`` picks the drift seeds and
+``TIERWATCH_DM_WORKERS`` the processes.
 """
 
 from __future__ import annotations
@@ -84,12 +85,13 @@ STREAMS = ("router", *TIERS)
 RATES = tuple(float(r) for r in os.environ.get("TIERWATCH_DM_RATES", "0.1,0.3,1,3").split(","))
 NULL_SEEDS = (301, 302)
 NULL_DAYS = int(os.environ.get("TIERWATCH_DM_NULL_DAYS", "15"))
-DRIFT_SEEDS = (401, 402)
+DRIFT_SEEDS = tuple(int(x) for x in os.environ.get("TIERWATCH_DM_DRIFT_SEEDS",
+                                                   "401,402").split(","))
 BUDGET_PER_30D = 1.0
 CONTACT = {"cheap": 0.02, "capable": 0.01, "cohort": 0.3}
 CLEAR_EVALS = 6
 TICKET_WAIT = 1 * DAY  # how long a drift run looks for the ticket after the first finding
-WORKERS = max(1, min(2, os.cpu_count() or 1))
+WORKERS = int(os.environ.get("TIERWATCH_DM_WORKERS", max(1, min(2, os.cpu_count() or 1))))
 ADWIN_DELTAS = (0.1, 4e-2, 1e-2, 2e-3, 2e-4)
 PH_THRESHOLDS = (25.0, 50.0, 100.0, 200.0, 400.0)
 
@@ -480,6 +482,7 @@ def build_report(res: dict[str, Any], elapsed: float,
 
 
 @pytest.mark.benchmark
+@pytest.mark.timeout(3 * 3600)  # the suite's 900 s is for tests; this runs minutes to an hour
 def test_detection_matrix(write_report: Callable[[str, str], Any],
                           markdown_table: Callable[..., str]) -> None:
     t0 = time.perf_counter()
