@@ -302,16 +302,24 @@ def _drift_alerts(after: tuple[float, float], hours: int, rate: float,
 
 def test_the_monitor_tickets_an_abrupt_drift_within_minutes_between_evaluations() -> None:
     """Through the whole core: minute ticks between the hourly evaluations fire
-    ``confidence_drift`` at its ticket severity, minutes after the onset."""
+    ``confidence_drift`` minutes after the onset, and at its ticket severity once the
+    size's lower bound clears the floor (a minute or two after the first finding: the
+    crossing's own estimate runs high, so the floor waits for a few more events)."""
     alerts, onset = _drift_alerts((4.5, 2.0), 8, 2.0, 21)
     firing = [a for a in alerts if a.state == "firing" and a.kind == "confidence_drift"]
     assert firing, [a.summary for a in alerts]
     first = firing[0]
     assert first.window == "seq" and "sequential" in first.statistics
-    assert first.severity == "ticket"
-    delay = first.ts.timestamp() - onset
+    assert 0 < first.ts.timestamp() - onset <= 15 * 60
+    ticket = next(a for a in firing if a.severity == "ticket")
+    assert ticket.window == "seq"
+    delay = ticket.ts.timestamp() - onset
     assert 0 < delay <= 15 * 60, delay
     assert all(a.ts.timestamp() > onset for a in alerts if a.state == "firing")
+    # the info finding it escalated from resolves at once, with the same statistics
+    escalated = [a for a in alerts if a.state == "resolved" and a.severity == "info"
+                 and a.kind == "confidence_drift"]
+    assert first.severity == "ticket" or (escalated and escalated[0].ts == ticket.ts)
 
 
 def test_a_certain_drift_below_the_floor_is_an_info_finding() -> None:
