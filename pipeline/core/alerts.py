@@ -106,9 +106,11 @@ class AlertBook:
     def active(self) -> list[AlertKey]:
         return sorted(k for k, s in self.states.items() if s.firing)
 
-    def any_firing(self, router_id: str, kinds: set[str]) -> bool:
+    def any_firing(self, router_id: str, kinds: set[str], *, info: bool = False) -> bool:
+        """Whether an alert of ``kinds`` fires for the router (``info`` findings only
+        when asked for: a drift below its floor does not hold the policy back)."""
         return any(s.firing and k.router_id == router_id and k.kind in kinds
-                   for k, s in self.states.items())
+                   and (info or k.level != "info") for k, s in self.states.items())
 
     def to_dict(self) -> list[list[Any]]:
         return [[k.kind, k.router_id, k.tier, k.detail, s.firing, s.clear, s.since, k.level]
