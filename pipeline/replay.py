@@ -242,6 +242,8 @@ def monitor_config(settings: Settings) -> MonitorConfig:
         allowed_lateness_s=settings.allowed_lateness_s, eval_every_s=settings.eval_every_s,
         false_alarms_per_30d=settings.false_alarms_per_30d, join_ttl_s=settings.join_ttl_s,
         sequential_drift=settings.sequential_drift, runbook_base=settings.runbook_base_url,
+        ticket_false_alarms_per_30d=settings.ticket_false_alarms_per_30d,
+        info_false_alarms_per_30d=settings.info_false_alarms_per_30d,
         prices=Prices(cost_per_support_contact=settings.support_contact_cost_usd,
                       cost_per_bad_outcome=settings.bad_outcome_cost_usd))
 

@@ -127,6 +127,14 @@ class Settings(BaseSettings):
     false_alarms_per_30d: float = Field(
         1.0, gt=0, description="Target false pages per router per 30 days.",
         json_schema_extra={"group": "statistics"})
+    # Drift findings keep budgets of their own, per level (README, statistics section).
+    ticket_false_alarms_per_30d: float = Field(
+        1.0, gt=0, description="Target false drift tickets (a drift above its effect floor) "
+        "per router per 30 days.", json_schema_extra={"group": "statistics"})
+    info_false_alarms_per_30d: float = Field(
+        1.0, gt=0, description="Target false info findings (a certain drift below its "
+        "effect floor; never pages) per router per 30 days.",
+        json_schema_extra={"group": "statistics"})
     sequential_drift: bool = Field(
         True, description="Also watch drift minute by minute with sequential tests (half "
         "the false-alarm budget each for them and the hourly window tests).",

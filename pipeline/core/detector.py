@@ -30,7 +30,6 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from pipeline.core.cusum import TiltCusum
 from pipeline.core.drift import (
     DriftTest,
     DriftVerdict,
@@ -39,6 +38,7 @@ from pipeline.core.drift import (
     tier_mass,
 )
 from pipeline.core.histogram import BucketedHistogram, QuantileBins
+from pipeline.core.sequential import DEFAULT_TILTS, DriftEstimate, TiltMixture
 
 ThresholdKey = tuple[float, float, float]
 
@@ -57,7 +57,14 @@ def window_name(seconds: float) -> str:
 
 @dataclass(frozen=True, slots=True)
 class DriftConfig:
-    """How a drift stream is evaluated; ``alpha`` comes from ``calibrated_alpha``."""
+    """How a drift stream is evaluated; ``alpha`` comes from ``calibrated_alpha``.
+
+    Two levels, each with its own false-alarm budget: ``alpha`` and ``seq_threshold``
+    (the sequential mixture's ``ln A``) belong to the level above the effect floors (a
+    ticket), ``info_alpha`` and ``seq_info_threshold`` to the ``info`` level, which is
+    reached by a drift that is statistically certain whatever its size. Unset, the info
+    level takes the other's.
+    """
 
     alpha: float
     bucket_seconds: float = 3600.0
@@ -68,8 +75,14 @@ class DriftConfig:
     coarse_bins: int = 10
     lateness_s: float = 7 * 86400.0
     seq_threshold: float | None = None
-    seq_tilt: float = 0.25
+    seq_tilts: tuple[float, ...] = DEFAULT_TILTS
     seq_step_s: float = 60.0
+    info_alpha: float | None = None
+    seq_info_threshold: float | None = None
+
+    @property
+    def info_level_alpha(self) -> float:
+        return self.alpha if self.info_alpha is None else self.info_alpha
 
     @property
     def horizon_buckets(self) -> int:
@@ -89,9 +102,18 @@ class WindowResult:
     ks: DriftVerdict
     psi: DriftVerdict
 
+    info_alpha: float = 0.0
+
     @property
     def alarm(self) -> bool:
+        """Above an effect floor and significant at ``alpha``."""
         return self.ks.alarm or self.psi.alarm
+
+    @property
+    def certain(self) -> bool:
+        """Significant at the info level, whatever the effect size."""
+        return any(not v.insufficient and v.p_value <= max(self.info_alpha, v.alpha)
+                   for v in (self.ks, self.psi))
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +126,14 @@ class StreamResult:
     @property
     def alarm(self) -> bool:
         return any(w.alarm for w in self.windows)
+
+    @property
+    def level(self) -> str | None:
+        """``"alarm"`` (some window above its floor and significant), ``"info"`` (some
+        window significant at the info level only), or None."""
+        if self.alarm:
+            return "alarm"
+        return "info" if any(w.certain for w in self.windows) else None
 
     @property
     def worst(self) -> WindowResult | None:
@@ -130,8 +160,9 @@ class DriftStream:
         self.mix: dict[int, dict[ThresholdKey, int]] = {}
         self._tests = config.tests()
         self._cache: dict[Thresholds, tuple[NDArray[np.float64], float]] = {}
-        self.seq = None if config.seq_threshold is None else TiltCusum(
-            config.seq_threshold, tilt=config.seq_tilt, step_seconds=config.seq_step_s,
+        self.seq = None if config.seq_threshold is None else TiltMixture(
+            config.seq_threshold, info_threshold=config.seq_info_threshold,
+            tilts=config.seq_tilts, step_seconds=config.seq_step_s,
             n_coarse=config.coarse_bins)
 
     def update_many(self, ts: ArrayLike, values: ArrayLike,
@@ -141,7 +172,7 @@ class DriftStream:
         idx = self.bins.index(values)
         late = self.hist.insert_many(t, idx)
         if self.seq is not None and self.tier is None:
-            self.seq.add(t[~late], idx[~late], self.bins.baseline_probs)
+            self.seq.add(t[~late], idx[~late], self.bins.baseline_probs, self.bins.n)
         if self.tier is not None:
             if thresholds is None:
                 raise ValueError("a tier stream needs the thresholds of every event")
@@ -167,7 +198,9 @@ class DriftStream:
                     except ValueError:  # no baseline mass in this tier: nothing to expect
                         continue
                     mine = codes == i
-                    self.seq.add(kept_t[mine], kept_idx[mine], probs)
+                    n = self.bins.n
+                    self.seq.add(kept_t[mine], kept_idx[mine], probs,
+                                 None if n is None else n * self._mass(Thresholds(*key)))
         return late
 
     def _evict(self) -> None:
@@ -229,8 +262,29 @@ class DriftStream:
                 continue
             ks, psi = (t.evaluate(expected, observed, n_baseline=m) for t in self._tests)
             verdicts += [ks, psi]
-            windows.append(WindowResult(window_name(seconds), ks, psi))
+            windows.append(WindowResult(window_name(seconds), ks, psi,
+                                        self.config.info_level_alpha))
         return StreamResult(verdicts, windows)
+
+    def sequential_level(self) -> tuple[str | None, DriftEstimate | None]:
+        """The sequential test's level and its estimate of the drift.
+
+        ``"alarm"``: the statistic reached the higher threshold and the fitted drift, at
+        its lower bound, reaches an effect floor (KS or PSI); ``"info"``: it reached the
+        info threshold (or the higher one with a drift below both floors); None otherwise.
+        """
+        if self.seq is None or not self.seq.certain:
+            return None, None
+        est = self.seq.estimate()
+        # the size at its lower bound: the crossing's own estimate overstates the drift
+        above = est is not None and (est.ks_lower >= self.config.ks_floor
+                                     or est.psi_lower >= self.config.psi_floor)
+        if self.seq.alarm and above:
+            return "alarm", est
+        stat = self.seq.statistic
+        if stat >= self.seq.info_threshold or self.seq.alarm:
+            return "info", est
+        return None, est
 
     def live_probs(self, now: float, seconds: float) -> NDArray[np.float64]:
         c = self.hist.window(now, seconds).astype(np.float64)

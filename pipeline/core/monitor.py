@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 
-from pipeline.core.alerts import SEVERITY, runbook_link
+from pipeline.core.alerts import runbook_link, severity_of
 from pipeline.core.join import UNJOINED_REASON, FeedbackJoin, JoinedFeedback, Origin
 from pipeline.core.router_state import MonitorConfig, RouterState, Transition
 from pipeline.core.sampling import ReviewSampler
@@ -465,7 +465,7 @@ class Monitor:
     def _alert(self, state: RouterState, t: Transition, now: float) -> None:
         k = t.key
         alert = Alert(alert_id=k.fingerprint, kind=k.kind, state=t.state,  # type: ignore[arg-type]
-                      severity=SEVERITY[k.kind], router_id=k.router_id, tier=k.tier,
+                      severity=severity_of(k), router_id=k.router_id, tier=k.tier,
                       window=t.window or "n/a", ts=_dt(now), statistics=_jsonable(t.statistics),
                       summary=t.summary,
                       runbook=runbook_link(self.config.runbook_base, k.kind))

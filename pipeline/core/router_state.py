@@ -40,6 +40,7 @@ from pipeline.core.quality import (
     outcome,
 )
 from pipeline.core.recommend import BandEvidence, Policy, PolicyConfig
+from pipeline.core.sequential import DEFAULT_TILTS
 from pipeline.schemas import Baseline, Thresholds
 
 DAY = 86400.0
@@ -137,7 +138,12 @@ class MonitorConfig:
     psi_floor: float = 0.1
     sequential_drift: bool = True
     seq_step_s: float = 60.0
-    seq_tilt: float = 0.25
+    seq_tilts: tuple[float, ...] = DEFAULT_TILTS
+    # drift's own budgets, per level: a drift above its effect floor tickets; a certain
+    # drift below it is an ``info`` finding (each level: half to the hourly windows, half
+    # to the sequential tests)
+    ticket_false_alarms_per_30d: float = 1.0
+    info_false_alarms_per_30d: float = 1.0
     n_bands: int = 10
     join_ttl_s: float = 30 * DAY
     clear_evals: int = 6
@@ -259,19 +265,25 @@ class RouterState:
         c = self.config
         n_streams = 1 + len(tiers) + len(baseline.signals)
         n_tests = n_streams * len(c.drift_windows) * 2
-        # with the sequential tests on, each family spends half the false-alarm budget
-        budget = c.false_alarms_per_30d / (2 if c.sequential_drift else 1)
-        self._drift_alpha = calibrated_alpha(budget, 30 * DAY, c.eval_every_s, n_tests)
-        seq_threshold = None
+        # each level has its own budget; with the sequential tests on, the windows and
+        # the sequential tests each spend half of it
+        split = 2 if c.sequential_drift else 1
+        ticket = c.ticket_false_alarms_per_30d / split
+        info = c.info_false_alarms_per_30d / split
+        self._drift_alpha = calibrated_alpha(ticket, 30 * DAY, c.eval_every_s, n_tests)
+        info_alpha = calibrated_alpha(info, 30 * DAY, c.eval_every_s, n_tests)
+        seq_threshold = seq_info = None
         if c.sequential_drift:
-            # Ville: a CUSUM restart crosses ln(1/a) with probability <= a; one restart
-            # per step, direction and stream (4 smooth directions + the coarse slices)
-            restarts = 30 * DAY / c.seq_step_s * n_streams * (4 + 10)
-            seq_threshold = math.log(restarts / budget)
+            # the mixture Shiryaev-Roberts statistic crosses A within m steps with
+            # probability <= m/A (Doob); one test per stream, its tilts and directions
+            # inside the mixture (pipeline/core/sequential.py)
+            steps = 30 * DAY / c.seq_step_s * n_streams
+            seq_threshold, seq_info = math.log(steps / ticket), math.log(steps / info)
         dc = DriftConfig(alpha=self._drift_alpha, windows=c.drift_windows,
                          ks_floor=c.ks_floor, psi_floor=c.psi_floor,
                          lateness_s=c.allowed_lateness_s, seq_threshold=seq_threshold,
-                         seq_tilt=c.seq_tilt, seq_step_s=c.seq_step_s)
+                         seq_tilts=c.seq_tilts, seq_step_s=c.seq_step_s,
+                         info_alpha=info_alpha, seq_info_threshold=seq_info)
         self.streams = {("router", "score"): DriftStream(self.bins, dc)}
         for tier in tiers:
             self.streams[(tier, "score")] = DriftStream(self.bins, dc, tier=tier)
@@ -481,15 +493,47 @@ class RouterState:
     def _sequential_stats(self, stream: DriftStream,
                           at: float) -> tuple[dict[str, Any], str] | None:
         """The stream's sequential statistics for an alert, and their summary."""
-        worst = None if stream.seq is None else stream.seq.worst()
-        if stream.seq is None or worst is None:
+        seq = stream.seq
+        worst = None if seq is None else seq.worst()
+        if seq is None or worst is None:
             return None
         direction, statistic, since = worst
-        stats = {"direction": direction, "statistic": statistic,
-                 "threshold": stream.seq.threshold, "alarm": stream.seq.alarm,
-                 "since": since, "tilt": stream.seq.tilt}
-        return stats, (f"sequential test: {direction} (CUSUM {statistic:.1f} ≥ "
-                       f"{stream.seq.threshold:.1f}) since {_hours(since, at)} h ago")
+        level, est = stream.sequential_level()
+        stats: dict[str, Any] = {
+            "direction": direction, "statistic": statistic, "threshold": seq.threshold,
+            "info_threshold": seq.info_threshold, "alarm": level == "alarm",
+            "level": level, "since": since, "tilts": seq.tilts.tolist(),
+            "estimate": None if est is None else est.to_dict()}
+        size = "" if est is None else (
+            f", estimated shift {est.shift_sd:.3f} sd (KS {est.ks:.3f}, PSI {est.psi:.3f}; "
+            f"at least KS {est.ks_lower:.3f}, PSI {est.psi_lower:.3f})")
+        return stats, (f"sequential test: {direction}{size}; statistic {statistic:.1f} vs "
+                       f"thresholds {seq.info_threshold:.1f} (info) / {seq.threshold:.1f}, "
+                       f"since {_hours(since, at)} h ago")
+
+    def _floors(self) -> str:
+        return f"KS {self.config.ks_floor:g} / PSI {self.config.psi_floor:g}"
+
+    def _drift_transition(self, ev: Evaluation, key: AlertKey, level: str | None,
+                          window: str, summary: str, stats: dict[str, Any], *,
+                          resolve: bool = True) -> None:
+        """One drift stream's two alerts: ``key`` above the effect floor, its ``info``
+        twin for a certain drift below it. At most one of them fires: an escalation
+        resolves the info finding at once, and a firing ticket stays a ticket (with its
+        hysteresis) while the drift is certain at any level. ``resolve=False`` (the
+        minute ticks) only fires."""
+        info_key = replace(key, level="info")
+        stats = {**stats, "level": level}
+        firing = self.alerts.firing(key)
+        main = level == "alarm" or (firing and level is not None)
+        if resolve or (main and not firing):
+            self._transition(ev, key, main, window, summary, stats)
+        if self.alerts.firing(key):
+            if self.alerts.clear(info_key) is not None:
+                ev.transitions.append(Transition(info_key, "resolved", window,
+                                                 "escalated: " + summary, stats))
+        elif resolve or (level == "info" and not self.alerts.firing(info_key)):
+            self._transition(ev, info_key, level == "info", window, summary, stats)
 
     def sequential(self, now: float) -> Evaluation:
         """Close the sequential drift tests' steps up to ``now``; fire what crossed.
@@ -503,18 +547,25 @@ class RouterState:
                 continue
             key, what = self._drift_key(who, signal)
             if self.alerts.firing(key):
-                continue  # hourly evaluations keep it firing while the CUSUM alarms
+                continue  # hourly evaluations keep it firing while the test is certain
+            level, _ = stream.sequential_level()
+            if level is None or (level == "info"
+                                 and self.alerts.firing(replace(key, level="info"))):
+                continue
             seq = self._sequential_stats(stream, now)
             assert seq is not None
             stats, seq_summary = seq
-            summary = f"{what} drifted from the baseline: {seq_summary}"
-            self._transition(ev, key, True, "seq", summary, {
+            below = "" if level == "alarm" else f", below the effect floors ({self._floors()})"
+            summary = f"{what} drifted from the baseline{below}: {seq_summary}"
+            self._drift_transition(ev, key, level, "seq", summary, {
                 "sequential": stats,
-                "baseline_version": self.baseline.version if self.baseline else None})
+                "baseline_version": self.baseline.version if self.baseline else None},
+                resolve=False)
         return ev
 
     def _evaluate_drift(self, ev: Evaluation, at: float) -> dict[str, StreamResult]:
         results: dict[str, StreamResult] = {}
+        rank = {None: 0, "info": 1, "alarm": 2}
         for (who, signal), stream in self.streams.items():
             res = stream.evaluate(at)
             label = who if signal == "score" else f"signal:{signal}"
@@ -523,19 +574,23 @@ class RouterState:
             if worst is None:
                 continue
             key, what = self._drift_key(who, signal)
-            summary = (f"{what} drifted from the baseline: KS {worst.ks.effect:.3f}, "
+            level = res.level
+            below = "" if level == "alarm" else f", below the effect floors ({self._floors()})"
+            summary = (f"{what} drifted from the baseline{below}: KS {worst.ks.effect:.3f}, "
                        f"PSI {worst.psi.effect:.3f} over {worst.window}")
             stats: dict[str, Any] = {
                 "windows": res.statistics(),
                 "baseline_version": self.baseline.version if self.baseline else None}
             seq = self._sequential_stats(stream, at)
-            alarm = res.alarm
             if seq is not None:
                 stats["sequential"], seq_summary = seq
-                if seq[0]["alarm"] and not alarm:
-                    summary = f"{what} drifted from the baseline: {seq_summary}"
-                alarm = alarm or seq[0]["alarm"]
-            self._transition(ev, key, alarm, worst.window, summary, stats)
+                seq_level = seq[0]["level"]
+                if rank[seq_level] > rank[level]:
+                    level = seq_level
+                    below = ("" if level == "alarm"
+                             else f", below the effect floors ({self._floors()})")
+                    summary = f"{what} drifted from the baseline{below}: {seq_summary}"
+            self._drift_transition(ev, key, level, worst.window, summary, stats)
         return results
 
     def _evaluate_quality(self, ev: Evaluation, at: float) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from pipeline.core.alerts import severity_of
 from pipeline.core.figures import alert_figures
 from pipeline.core.monitor import Monitor, Output
 from pipeline.schemas import Baseline, DeadLetter
@@ -93,8 +94,8 @@ class WorkerMetrics:
             "tierwatch_baseline_created_timestamp_seconds",
             "Creation time of the baseline in force.", ["router_id"], registry=registry)
         self.alerts_firing = Gauge(
-            "tierwatch_alert_firing", "1 while a tierwatch alert fires, by kind, router, tier.",
-            ["kind", "router_id", "tier"], registry=registry)
+            "tierwatch_alert_firing", "1 while a tierwatch alert fires, by kind, router, tier "
+            "and severity.", ["kind", "router_id", "tier", "severity"], registry=registry)
         figure = ["kind", "router_id", "tier", "signal", "window", "quantity"]
         self.alert_observed = Gauge(
             "tierwatch_alert_observed", "While an alert fires: the value it observed "
@@ -197,17 +198,17 @@ class WorkerMetrics:
         """Set every evaluation gauge from the monitor's latest evaluation."""
         if monitor.watermark is not None:
             self.watermark.set(monitor.watermark)
-        firing: dict[tuple[str, str, str], bool] = {}
+        firing: dict[tuple[str, str, str, str], bool] = {}
         for router_id, state in monitor.routers.items():
             router = self.router(router_id)
             for name, labels, value in state.gauges:
                 labels = {**labels, "router_id": router}
                 self.gauges[name].labels(**labels).set(value)
             for key, st in state.alerts.states.items():
-                k = (key.kind, router, key.tier or "")
+                k = (key.kind, router, key.tier or "", severity_of(key))
                 firing[k] = firing.get(k, False) or st.firing
-        for (kind, router, tier), on in firing.items():
-            self.alerts_firing.labels(kind, router, tier).set(1.0 if on else 0.0)
+        for (kind, router, tier, severity), on in firing.items():
+            self.alerts_firing.labels(kind, router, tier, severity).set(1.0 if on else 0.0)
         self._update_figures(monitor)
         for router_id, rec in monitor.recommendations.items():
             self.control_seq.labels(self.router(router_id)).set(rec.seq)

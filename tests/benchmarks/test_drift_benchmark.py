@@ -12,7 +12,7 @@ Every detector sees the same simulated streams in one run:
   default ``MonitorConfig`` gets the baseline, and each tier gets a fresh ``DriftStream``
   with the ``DriftConfig`` that ``set_baseline`` built (windows 1h/1d/7d, KS floor 0.05,
   PSI floor 0.1, alpha = calibrated_alpha(half of 1 per 30 days, hourly, 18 tests), and
-  the sequential tilt CUSUMs with the other half). Events go in with ``update_many`` on
+  the sequential tilt mixture with the other half). Events go in with ``update_many`` on
   hourly batches; the CUSUMs' steps close minute by minute, as the monitor's ticks do;
   every tier's windows are evaluated at each hour's end.
 * **river** ADWIN, KSWIN and PageHinkley get each tier's scores event by event, as they
@@ -37,7 +37,7 @@ river's object itself. Everything else is river's code.
 
 Run: ``.venv/bin/pytest -p no:cacheprovider -m benchmark
 tests/benchmarks/test_drift_benchmark.py -s``. Results: ``out/bench/drift.md``.
-``TIERWATCH_DRIFT_FLOORS=ks,psi,tilt`` runs tierwatch with other effect floors.
+``TIERWATCH_DRIFT_FLOORS=ks,psi`` runs tierwatch with other effect floors.
 """
 
 from __future__ import annotations
@@ -81,9 +81,9 @@ BUDGET_PER_30D = 1.0  # false alarms per router per 30 days (MonitorConfig defau
 PSI_RULES = (0.25, 0.1)
 WORKERS = max(1, min(2, os.cpu_count() or 1))
 # Effect floors of tierwatch's run (default: MonitorConfig's). TIERWATCH_DRIFT_FLOORS =
-# "ks,psi,tilt" reruns it with others, to tell the floors' share of a delay from the tests'.
+# "ks,psi" reruns it with others, to tell the floors' share of a delay from the tests'.
 FLOORS: dict[str, float] = dict(zip(
-    ("ks_floor", "psi_floor", "seq_tilt"),
+    ("ks_floor", "psi_floor"),
     map(float, os.environ["TIERWATCH_DRIFT_FLOORS"].split(",")), strict=True)) \
     if os.environ.get("TIERWATCH_DRIFT_FLOORS") else {}
 
@@ -610,7 +610,8 @@ def build_report(res: dict[str, Any], elapsed: float,
     per30 = {n: fa[n] / router_days * 30 for n in NAMES}
     params = {
         "tierwatch": (f"alpha={config.alpha:.3g}, windows 1h/1d/7d, KS>=0.05, PSI>=0.1; "
-                      f"tilt CUSUMs: tilt {config.seq_tilt}, {config.seq_step_s:g} s steps, "
+                      f"tilt mixture: tilts {min(config.seq_tilts):g}-{max(config.seq_tilts):g}, "
+                      f"{config.seq_step_s:g} s steps, "
                       f"threshold {config.seq_threshold or 0:.1f}"),
         "ADWIN default": "delta=0.002",
         "ADWIN calibrated": f"delta={calib['ADWIN']['value']:g}",
@@ -652,8 +653,8 @@ def build_report(res: dict[str, Any], elapsed: float,
         "alarm per 30 days, hourly, 3 streams x 3 windows x 2 tests), windows "
         f"{'/'.join(f'{w / HOUR:g}h' for w in config.windows)}, KS floor {config.ks_floor}, "
         f"PSI floor {config.psi_floor}, min_n {config.min_n}; update_many on hourly batches, "
-        "evaluate at every hour's end; the sequential tilt CUSUMs (threshold "
-        f"{config.seq_threshold or 0:.1f}: half the budget over minutes x 14 directions x "
+        "evaluate at every hour's end; the sequential tilt mixture (threshold "
+        f"{config.seq_threshold or 0:.1f}: half the budget over minutes x "
         f"3 streams) advanced every {config.seq_step_s:g} s, as the monitor's ticks do.",
         "- river ADWIN / KSWIN / PageHinkley: one per tier, fed every score of that tier; "
         "defaults, and calibrated = the most sensitive grid value whose false alarms on the "
