@@ -71,6 +71,7 @@ AlertKind = Literal[
     "support_contact_rise",
     "feedback_starvation",
     "pareto_trap",
+    "segment_share_shift",
 ]
 
 

@@ -61,6 +61,7 @@ UNJOINED_REASON = "unjoined after TTL"
 
 _ONE = 1.0  # shared float object for the (very common) propensity of exactly 1
 
+_MAX_SEGMENTS = 65536  # distinct segment tuples interned per join
 _IN_BAND = 1
 _EXPLORATION = 2
 
@@ -80,6 +81,9 @@ class DecisionRecord(NamedTuple):
     propensity: float
     band: int
     flags: int
+    #: the decision's ``segment`` as a sorted tuple of pairs, interned per join (equal
+    #: segments share one tuple), or ``None``: 8 bytes per decision without segments
+    segment: tuple[tuple[str, str], ...] | None = None
 
     @property
     def in_band(self) -> bool:
@@ -133,6 +137,7 @@ class JoinedFeedback(NamedTuple):
     decision_ts: float | None
     in_band: bool | None
     exploration: bool | None
+    segment: tuple[tuple[str, str], ...] | None = None
 
     @property
     def joined(self) -> bool:
@@ -153,6 +158,17 @@ _COUNTERS = (
 )
 
 
+def _decision_row(r: DecisionRecord) -> list[Any]:
+    """A decision as a JSON row; the segment column only when there is one, so
+    states without segments serialize as before."""
+    row: list[Any] = list(r)
+    if r.segment is None:
+        row.pop()
+    else:
+        row[-1] = [list(p) for p in r.segment]
+    return row
+
+
 def _join(fb: Feedback, d: DecisionRecord) -> JoinedFeedback:
     return JoinedFeedback(
         event_id=fb.event_id,
@@ -170,6 +186,7 @@ def _join(fb: Feedback, d: DecisionRecord) -> JoinedFeedback:
         decision_ts=d.ts,
         in_band=d.in_band,
         exploration=d.exploration,
+        segment=d.segment,
     )
 
 
@@ -215,10 +232,26 @@ class FeedbackJoin:
         self._watermark: float | None = None
         self._counts: dict[str, int] = dict.fromkeys(_COUNTERS, 0)
         self._strings: dict[str, str] = {}
+        self._segments: dict[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]] = {}
 
     # ------------------------------------------------------------------ helpers
     def _intern(self, s: str) -> str:
         return self._strings.setdefault(s, s)
+
+    def _intern_segment(self, segment: Mapping[str, str] | Iterable[Iterable[str]] | None,
+                        ) -> tuple[tuple[str, str], ...] | None:
+        """One shared tuple per distinct segment; the table stops growing at
+        :data:`_MAX_SEGMENTS` (a per-user value would otherwise grow it without bound)."""
+        if not segment:
+            return None
+        items = segment.items() if isinstance(segment, Mapping) else segment
+        seg = tuple(sorted((str(a), str(b)) for a, b in items))
+        got = self._segments.get(seg)
+        if got is not None:
+            return got
+        if len(self._segments) < _MAX_SEGMENTS:
+            self._segments[seg] = seg
+        return seg
 
     # ------------------------------------------------------------------ updates
     def add_decision(
@@ -233,6 +266,7 @@ class FeedbackJoin:
         band: int = -1,
         in_band: bool = False,
         exploration: bool = False,
+        segment: Mapping[str, str] | None = None,
     ) -> list[JoinedFeedback]:
         """Store a routing decision; return the pending feedback it releases.
 
@@ -247,6 +281,9 @@ class FeedbackJoin:
         in_band, exploration
             Whether the score was in the uncertain band / the route was an
             exploration coin flip.
+        segment
+            The event's ``segment``: feedback that arrives hours later is
+            counted against the decision's segment values.
 
         Returns
         -------
@@ -273,6 +310,7 @@ class FeedbackJoin:
             _ONE if propensity == 1.0 else float(propensity),
             int(band),
             flags,
+            self._intern_segment(segment),
         )
         self._decisions[request_id] = rec
         heapq.heappush(self._decision_heap, rec)
@@ -466,7 +504,8 @@ class FeedbackJoin:
         for rid, rec in other._decisions.items():
             if rid not in self._decisions:
                 rec = rec._replace(
-                    router_id=self._intern(rec.router_id), tier=self._intern(rec.tier)
+                    router_id=self._intern(rec.router_id), tier=self._intern(rec.tier),
+                    segment=self._intern_segment(rec.segment),
                 )
                 self._decisions[rid] = rec
                 self._decision_heap.append(rec)
@@ -508,7 +547,7 @@ class FeedbackJoin:
         return {
             "ttl_seconds": self.ttl_seconds,
             "watermark": self._watermark,
-            "decisions": [list(r) for r in sorted(self._decisions.values())],
+            "decisions": [_decision_row(r) for r in sorted(self._decisions.values())],
             "pending": [list(f) for f in self.pending],
             "seen": sorted([eid, ts] for eid, ts in self._seen.items()),
             "counts": dict(self._counts),
@@ -521,7 +560,7 @@ class FeedbackJoin:
         wm = state.get("watermark")
         j._watermark = None if wm is None else float(wm)
         decisions: Iterable[list[Any]] = state["decisions"]
-        for ts, rid, router, tier, score, prop, band, flags in decisions:
+        for ts, rid, router, tier, score, prop, band, flags, *seg in decisions:
             rec = DecisionRecord(
                 float(ts),
                 rid,
@@ -531,6 +570,7 @@ class FeedbackJoin:
                 _ONE if prop == 1.0 else float(prop),
                 int(band),
                 int(flags),
+                j._intern_segment(seg[0] if seg else None),
             )
             j._decisions[rid] = rec
             j._decision_heap.append(rec)

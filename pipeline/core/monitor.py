@@ -28,6 +28,7 @@ from pydantic import BaseModel
 
 from pipeline.core.alerts import SEVERITY
 from pipeline.core.join import UNJOINED_REASON, FeedbackJoin, JoinedFeedback
+from pipeline.core.quality import outcome
 from pipeline.core.router_state import MonitorConfig, RouterState, Transition
 from pipeline.core.sampling import ReviewSampler
 from pipeline.core.signing import Keyring
@@ -222,7 +223,10 @@ class Monitor:
                 released = add_decision(
                     ev.request_id, router_id, tier, score, ts, propensity=ev.propensity,
                     band=band, in_band=th.capable_below <= score < th.cheap_above,
-                    exploration=reason == "exploration" or reason == "uncertain_default")
+                    exploration=reason == "exploration" or reason == "uncertain_default",
+                    segment=ev.segment)
+                if ev.segment:
+                    state.segments.observe_routing(tier, ts, ev.segment)
                 k = (router_id, tier)
                 routed[k] = routed.get(k, 0) + 1
                 for fb in released:
@@ -293,6 +297,20 @@ class Monitor:
                                ts=fb.ts, decision_ts=fb.decision_ts, weight=fb.weight,
                                propensity=fb.propensity,
                                in_band=bool(fb.in_band and fb.exploration))
+        if fb.segment is not None:
+            self._count_segment(state, fb)
+
+    @staticmethod
+    def _count_segment(state: RouterState, fb: JoinedFeedback) -> None:
+        """Count joined feedback against its decision's segment values."""
+        if fb.kind == "support_contact":
+            state.segments.observe_outcome(fb.tier, fb.ts, fb.decision_ts, fb.segment,
+                                           contacts=1.0)
+        else:
+            w = fb.weight or 1.0
+            state.segments.observe_outcome(fb.tier, fb.ts, fb.decision_ts, fb.segment,
+                                           feedback=w,
+                                           feedback_bad=w * (1.0 - outcome(fb.kind, fb.value)))
 
     # -- evaluation ----------------------------------------------------------------------
     def drain(self) -> list[Output]:
@@ -353,8 +371,9 @@ class Monitor:
 
     def _alert(self, state: RouterState, t: Transition, now: float) -> None:
         k = t.key
+        severity = t.statistics.get("severity") or SEVERITY[k.kind]  # share shift: by effect
         alert = Alert(alert_id=k.fingerprint, kind=k.kind, state=t.state,  # type: ignore[arg-type]
-                      severity=SEVERITY[k.kind], router_id=k.router_id, tier=k.tier,
+                      severity=severity, router_id=k.router_id, tier=k.tier,
                       window=t.window or "n/a", ts=_dt(now), statistics=_jsonable(t.statistics),
                       summary=t.summary, runbook=RUNBOOK + k.kind)
         if t.state == "firing":
