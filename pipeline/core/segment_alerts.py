@@ -82,4 +82,4 @@ def top_attributions(statistics: dict[str, Any]) -> list[Attribution]:
     seg = statistics.get("segments") or {}
     return [Attribution(a["key"], a["value"], a["observed"], a["expected"], a["exposure"],
                         a["reference_rate"], a["new"], a["p_value"], a["significant"],
-                        a["share"]) for a in seg.get("top", [])]
+                        a["share"], a.get("traffic_share", 0.0)) for a in seg.get("top", [])]

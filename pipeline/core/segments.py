@@ -288,6 +288,7 @@ class Attribution:
     p_value: float
     significant: bool = False
     share: float = 0.0
+    traffic_share: float = 0.0
 
     @property
     def excess(self) -> float:
@@ -304,7 +305,7 @@ class Attribution:
                 "expected": self.expected, "excess": self.excess, "exposure": self.exposure,
                 "reference_rate": self.reference_rate, "rate_ratio": self.rate_ratio,
                 "new": self.new, "p_value": self.p_value, "significant": self.significant,
-                "share": self.share}
+                "share": self.share, "traffic_share": self.traffic_share}
 
 
 def format_attribution(a: Attribution, what: str = "contacts") -> str:
@@ -381,11 +382,12 @@ class SegmentCounts:
                 r = self.ref[(tier, key, measure)] = HeavyHitters(k)
             r.update(value, w)
 
-    def observe_routing(self, tier: str, ts: float, segment: Mapping[str, str] | None) -> Self:
-        """Count one routed request of ``tier`` at decision time ``ts``."""
+    def observe_routing(self, tier: str, ts: float, segment: Mapping[str, str] | None,
+                        n: float = 1.0) -> Self:
+        """Count ``n`` routed requests of ``tier`` with ``segment`` at decision time ``ts``."""
         if segment:
             for key, value in self._keys(segment):
-                self._add(tier, key, "routed", value, 1.0, ts, ts)
+                self._add(tier, key, "routed", value, n, ts, ts)
         return self
 
     def observe_outcome(self, tier: str, ts: float, decision_ts: float | None,
@@ -435,7 +437,10 @@ class SegmentCounts:
         exact Poisson test). Benjamini–Hochberg at ``config.fdr`` runs over every value
         of every key. ``share`` is the value's part of its key's excess (the larger of
         the tier's excess and the sum of the values' positive excesses), so the shares
-        of one key add to at most 100 %. Ranked: significant first, then by excess.
+        of one key add to at most 100 %. Ranked: significant first, then by how much
+        more of the excess a value holds than of the traffic (``share - traffic_share``:
+        a value that explains the excess concentrates it; a large value that only
+        carries its part of someone else's excess does not), then by excess.
         """
         c = self.config
         exposure_measure = "routed" if measure == "contacts" else "feedback"
@@ -462,7 +467,8 @@ class SegmentCounts:
                     rate = tier_rate
                     p = _poisson_test(obs, n1 * tier_rate)
                     new = True
-                mine.append(Attribution(key, value, obs, n1 * rate, n1, rate, new, p))
+                mine.append(Attribution(key, value, obs, n1 * rate, n1, rate, new, p,
+                                        traffic_share=n1 / w_n.n if w_n.n > 0 else 0.0))
             tier_excess = w_bad.n - w_n.n * tier_rate
             positive = sum(max(a.excess, 0.0) for a in mine)
             denominators[key] = max(tier_excess, positive, _EPS)
@@ -473,8 +479,10 @@ class SegmentCounts:
             share = max(a.excess, 0.0) / denominators[a.key]
             out.append(Attribution(a.key, a.value, a.observed, a.expected, a.exposure,
                                    a.reference_rate, a.new, a.p_value,
-                                   significant=rej and a.excess > 0, share=share))
-        out.sort(key=lambda a: (not a.significant, -a.excess, a.key, a.value))
+                                   significant=rej and a.excess > 0, share=share,
+                                   traffic_share=a.traffic_share))
+        out.sort(key=lambda a: (not a.significant, -(a.share - a.traffic_share), -a.excess,
+                                a.key, a.value))
         return out
 
     # -- share shifts -----------------------------------------------------------------
