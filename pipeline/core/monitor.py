@@ -217,6 +217,7 @@ class Monitor:
             reasons: list[str] = []
             thresholds = []
             costs: list[float | None] = []
+            segs: list[tuple[str, float, tuple[tuple[str, str], ...]]] = []
             for (ev, ts), band in zip(rows, bands, strict=True):
                 th = ev.thresholds
                 tier, score, reason = ev.tier, ev.score, ev.route_reason
@@ -226,7 +227,9 @@ class Monitor:
                     exploration=reason == "exploration" or reason == "uncertain_default",
                     segment=ev.segment)
                 if ev.segment:
-                    state.segments.observe_routing(tier, ts, ev.segment)
+                    rec = decisions.get(ev.request_id)  # its interned segment tuple
+                    if rec is not None and rec.segment is not None:
+                        segs.append((tier, ts, rec.segment))
                 k = (router_id, tier)
                 routed[k] = routed.get(k, 0) + 1
                 for fb in released:
@@ -245,6 +248,8 @@ class Monitor:
                 costs.append(ev.cost_usd)
             state.observe_routing(ts_arr, scores, tiers, reasons, thresholds, costs, signals,
                                   bands)
+            if segs:
+                state.segments.observe_many(segs)
         return out
 
     def _review(self, ev: RoutingEvent, ts: float, band: int, th: Thresholds,

@@ -378,7 +378,7 @@ class RouterState:
         ev.snapshot["segments"] = {t: self.segments.table(t, at) for t in tiers}
         self.last_snapshot = ev.snapshot
         self.gauges = self._gauges(at, drift, quality, econ)
-        self.gauges += self.segments.gauges(self.router_id, tiers, at)
+        self.gauges += self.segments.gauges(self.router_id, ev.snapshot["segments"])
         self.segments.trim(now)
         return ev
 

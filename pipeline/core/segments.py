@@ -390,6 +390,24 @@ class SegmentCounts:
                 self._add(tier, key, "routed", value, n, ts, ts)
         return self
 
+    def observe_many(self, rows: Iterable[tuple[str, float, Sequence[tuple[str, str]]]],
+                     ) -> Self:
+        """Count routed requests ``(tier, ts, segment pairs)`` in one pass: rows are
+        grouped by (tier, day, reference or not, segment) first, so a batch costs one
+        sketch update per distinct group and key rather than per event and key. Pass
+        the join's interned segment tuples: equal segments are then one object.
+        """
+        groups: dict[tuple[str, int, bool, Sequence[tuple[str, str]]], int] = {}
+        lo, hi = self.reference
+        for tier, ts, seg in rows:
+            g = (tier, int(ts // DAY), lo <= ts < hi, seg)
+            groups[g] = groups.get(g, 0) + 1
+        for (tier, day, in_ref, seg), n in groups.items():
+            t = day * DAY if not in_ref else max(day * DAY, lo)
+            for key, value in self._keys(dict(seg)):
+                self._add(tier, key, "routed", value, float(n), t, t if in_ref else None)
+        return self
+
     def observe_outcome(self, tier: str, ts: float, decision_ts: float | None,
                         segment: Mapping[str, str] | Sequence[tuple[str, str]] | None, *,
                         contacts: float = 0.0, feedback: float = 0.0,
@@ -558,14 +576,15 @@ class SegmentCounts:
             out[key] = rows
         return out
 
-    def gauges(self, router_id: str, tiers: Sequence[str], at: float,
-               top: int = 5) -> list[tuple[str, dict[str, str], float]]:
-        """``segment_requests`` / ``segment_support_contacts`` (7d) per tier, key and the
-        top-``top`` values, the rest summed in ``value="other"``: at most
-        ``(top + 1) * max_keys`` series per tier and metric."""
+    @staticmethod
+    def gauges(router_id: str, tables: Mapping[str, Mapping[str, list[dict[str, Any]]]],
+               ) -> list[tuple[str, dict[str, str], float]]:
+        """``segment_requests`` / ``segment_support_contacts`` per tier, key and value from
+        :meth:`table` output (``tables[tier]``): the top values only, the rest summed in
+        ``value="other"``, so at most ``(top + 1) * max_keys`` series per tier and metric."""
         out: list[tuple[str, dict[str, str], float]] = []
-        for tier in tiers:
-            for key, rows in self.table(tier, at, top=top).items():
+        for tier, table in tables.items():
+            for key, rows in table.items():
                 for row in rows:
                     v = "other" if row["value"] == "(other)" else row["value"]
                     labels = {"router_id": router_id, "tier": tier, "key": key, "value": v}

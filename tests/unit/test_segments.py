@@ -298,3 +298,22 @@ def test_join_carries_the_segment_compactly() -> None:
     assert a2 is not None and b2 is not None and a2.segment is b2.segment
     r3 = again.get("r3")
     assert r3 is not None and r3.segment is None
+
+
+def test_observe_many_equals_one_by_one() -> None:
+    rows, _ = _stream(5, per_day=300)
+    one = SegmentCounts((3.5 * DAY, 14 * DAY), SegmentConfig(k=5))
+    many = SegmentCounts((3.5 * DAY, 14 * DAY), SegmentConfig(k=5))
+    batch = []
+    for ts, v, _bad in rows:
+        seg = {"intent": v, "plan": "pro" if ts % 3 else "free"}
+        one.observe_routing("cheap", ts, seg)
+        batch.append(("cheap", ts, tuple(sorted(seg.items()))))
+    many.observe_many(batch)
+    # the same exact counts per (tier, key, day) and reference; sketches of the same
+    # multiset within the bound (the grouped order evicts differently)
+    assert sorted(one.days) == sorted(many.days) and sorted(one.ref) == sorted(many.ref)
+    for slot in [*one.days, *one.ref]:
+        a = one.days.get(slot) if len(slot) == 4 else one.ref[slot]  # type: ignore[call-overload]
+        b = many.days.get(slot) if len(slot) == 4 else many.ref[slot]  # type: ignore[call-overload]
+        assert a is not None and b is not None and a.n == b.n
