@@ -88,6 +88,11 @@ class WorkerMetrics:
                     [*where, "bound"])
         self._gauge("support_contact_ratio", "Support contacts per routed request.",
                     ["router_id", "tier", "window"])
+        segment = ["router_id", "tier", "key", "value"]
+        self._gauge("segment_requests", "Routed requests per segment value (7d; top values, "
+                    "the rest summed in value=other).", segment)
+        self._gauge("segment_support_contacts", "Support contacts per segment value (7d; top "
+                    "values, the rest summed in value=other).", segment)
         self._gauge("minimum_detectable_drop_ratio", "Smallest satisfaction drop the window's "
                     "feedback can detect.", where)
         self._gauge("threshold", "Thresholds as recommended and as applied.",
