@@ -17,6 +17,9 @@ from pipeline.schemas import Baseline, DeadLetter
 OTHER = "other"
 
 
+_SEGMENT_GAUGES = ("segment_requests", "segment_support_contacts")
+_SEGMENT_LABELS = ("router_id", "tier", "key", "value")
+
 class LabelCap:
     """Admits the first ``limit`` distinct values of a label, folds the rest into ``other``.
 
@@ -88,7 +91,10 @@ class WorkerMetrics:
                     [*where, "bound"])
         self._gauge("support_contact_ratio", "Support contacts per routed request.",
                     ["router_id", "tier", "window"])
-        segment = ["router_id", "tier", "key", "value"]
+        segment = list(_SEGMENT_LABELS)
+        # top-k values change: series of values that left the top are removed, so the
+        # cardinality stays capped at what one evaluation emits
+        self._segment_series: dict[str, set[tuple[str, ...]]] = {}
         self._gauge("segment_requests", "Routed requests per segment value (7d; top values, "
                     "the rest summed in value=other).", segment)
         self._gauge("segment_support_contacts", "Support contacts per segment value (7d; top "
@@ -151,14 +157,22 @@ class WorkerMetrics:
         if monitor.watermark is not None:
             self.watermark.set(monitor.watermark)
         firing: dict[tuple[str, str, str], bool] = {}
+        segments: dict[str, set[tuple[str, ...]]] = {}
         for router_id, state in monitor.routers.items():
             router = self.router(router_id)
             for name, labels, value in state.gauges:
                 labels = {**labels, "router_id": router}
                 self.gauges[name].labels(**labels).set(value)
+                if name in _SEGMENT_GAUGES:
+                    segments.setdefault(name, set()).add(
+                        tuple(labels[x] for x in _SEGMENT_LABELS))
             for key, st in state.alerts.states.items():
                 k = (key.kind, router, key.tier or "")
                 firing[k] = firing.get(k, False) or st.firing
+        for name in _SEGMENT_GAUGES:
+            for stale in self._segment_series.get(name, set()) - segments.get(name, set()):
+                self.gauges[name].remove(*stale)
+        self._segment_series = segments
         for (kind, router, tier), on in firing.items():
             self.alerts_firing.labels(kind, router, tier).set(1.0 if on else 0.0)
         for router_id, rec in monitor.recommendations.items():

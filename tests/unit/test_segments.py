@@ -317,3 +317,29 @@ def test_observe_many_equals_one_by_one() -> None:
         a = one.days.get(slot) if len(slot) == 4 else one.ref[slot]  # type: ignore[call-overload]
         b = many.days.get(slot) if len(slot) == 4 else many.ref[slot]  # type: ignore[call-overload]
         assert a is not None and b is not None and a.n == b.n
+
+
+def test_segment_gauges_are_top_k_and_stale_values_are_removed() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from pipeline.core.monitor import Monitor
+    from pipeline.stream.metrics import WorkerMetrics
+
+    sc = SegmentCounts(REF, SegmentConfig(k=16))  # exact: 12 values fit
+    for i in range(12):  # 12 values, 12 - i requests each
+        sc.observe_routing("cheap", 15 * DAY, {"intent": f"v{i}"}, float(12 - i))
+    table = {"cheap": sc.table("cheap", 15.5 * DAY, top=3)}
+    gauges = SegmentCounts.gauges("r", table)
+    values = {g[1]["value"]: g[2] for g in gauges if g[0] == "segment_requests"}
+    assert values == {"v0": 12.0, "v1": 11.0, "v2": 10.0, "other": sum(range(1, 10))}
+
+    monitor = Monitor()
+    monitor.router("r", 0.0).gauges = gauges
+    registry = CollectorRegistry()
+    metrics = WorkerMetrics(registry)
+    metrics.update_from(monitor)
+    assert 'value="v2"' in generate_latest(registry).decode()
+    monitor.routers["r"].gauges = [g for g in gauges if g[1]["value"] != "v2"]
+    metrics.update_from(monitor)
+    text = generate_latest(registry).decode()
+    assert 'value="v2"' not in text and 'value="v1"' in text
