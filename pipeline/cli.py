@@ -148,7 +148,8 @@ def cmd_control_watch(ns: argparse.Namespace, settings: Settings) -> int:
 def cmd_status(ns: argparse.Namespace, settings: Settings) -> int:
     from pipeline.status import print_status
 
-    return print_status(ns.url or f"http://127.0.0.1:{settings.web_port}", ns.router_id)
+    return print_status(ns.url or f"http://127.0.0.1:{settings.web_port}", ns.router_id,
+                        by=getattr(ns, "by", None))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -228,6 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     status = command("status", cmd_status, "print the worker's /status as a table")
     status.add_argument("--url", default=None)
     status.add_argument("--router-id", default=None)
+    status.add_argument("--by", choices=["segment"], default=None,
+                        help="break the tiers down by segment value (top values, 7d)")
     return parser
 
 

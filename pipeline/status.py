@@ -53,6 +53,12 @@ def render(status: dict[str, Any], router_id: str | None = None) -> str:
     return "\n".join(lines)
 
 
-def print_status(url: str, router_id: str | None = None) -> int:
-    print(render(fetch(url), router_id))
+def print_status(url: str, router_id: str | None = None, by: str | None = None) -> int:
+    status = fetch(url)
+    if by == "segment":
+        from pipeline.segment_status import render_segments
+
+        print(render_segments(status, router_id))
+        return 0
+    print(render(status, router_id))
     return 0

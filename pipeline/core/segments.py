@@ -12,9 +12,12 @@ summed in ``other``.  Measures:
 ``feedback`` / ``feedback_bad``
     joined feedback events and their bad part ``1 - y`` (thumbs, ratings, ... pooled).
 
-Time is kept in whole UTC days (a window of ``s`` seconds ending at ``at`` sums
-the day buckets that meet ``[at - s, at]``), plus one reference sketch per
-series filled over the router's reference period (by decision time).
+Time is kept in hour buckets for the current UTC day, rolled into day buckets when
+the day closes (:meth:`SegmentCounts.trim`). A window of ``s`` seconds ending at
+``at`` starts at the UTC midnight before ``at - s`` and ends with the hour that closes
+at ``at``: events after ``at`` never count, however the input was batched. One
+reference sketch per series is filled over the router's reference period (by
+decision time).
 
 Error bound
 -----------
@@ -355,6 +358,8 @@ class SegmentCounts:
     reference: tuple[float, float]
     config: SegmentConfig = field(default_factory=SegmentConfig)
     days: dict[tuple[str, str, str, int], HeavyHitters] = field(default_factory=dict)
+    hours: dict[tuple[str, str, str, int], HeavyHitters] = field(default_factory=dict)
+    rolled: int | None = None  # days before this one live in ``days`` only
     ref: dict[Series, HeavyHitters] = field(default_factory=dict)
     keys: set[str] = field(default_factory=set)
     dropped_keys: int = 0
@@ -371,10 +376,14 @@ class SegmentCounts:
     def _add(self, tier: str, key: str, measure: str, value: str, w: float, ts: float,
              ref_ts: float | None) -> None:
         k = self.config.k
-        slot = (tier, key, measure, int(ts // DAY))
-        hh = self.days.get(slot)
+        day = int(ts // DAY)
+        if self.rolled is not None and day < self.rolled:
+            store, slot = self.days, (tier, key, measure, day)
+        else:
+            store, slot = self.hours, (tier, key, measure, int(ts // 3600))
+        hh = store.get(slot)
         if hh is None:
-            hh = self.days[slot] = HeavyHitters(k)
+            hh = store[slot] = HeavyHitters(k)
         hh.update(value, w)
         if ref_ts is not None and self.reference[0] <= ref_ts < self.reference[1]:
             r = self.ref.get((tier, key, measure))
@@ -400,10 +409,10 @@ class SegmentCounts:
         groups: dict[tuple[str, int, bool, Sequence[tuple[str, str]]], int] = {}
         lo, hi = self.reference
         for tier, ts, seg in rows:
-            g = (tier, int(ts // DAY), lo <= ts < hi, seg)
+            g = (tier, int(ts // 3600), lo <= ts < hi, seg)
             groups[g] = groups.get(g, 0) + 1
-        for (tier, day, in_ref, seg), n in groups.items():
-            t = day * DAY if not in_ref else max(day * DAY, lo)
+        for (tier, hour, in_ref, seg), n in groups.items():
+            t = hour * 3600.0 if not in_ref else max(hour * 3600.0, lo)
             for key, value in self._keys(dict(seg)):
                 self._add(tier, key, "routed", value, float(n), t, t if in_ref else None)
         return self
@@ -425,20 +434,43 @@ class SegmentCounts:
         return self
 
     def trim(self, now: float) -> None:
-        """Drop day buckets older than ``config.days``."""
-        oldest = int(now // DAY) - self.config.days
+        """Roll the hour buckets of closed days into day buckets; drop day buckets older
+        than ``config.days``."""
+        today = int(now // DAY)
+        for slot in sorted(s for s in self.hours if s[3] * 3600 // DAY < today):
+            hh = self.hours.pop(slot)
+            day_slot = (*slot[:3], int(slot[3] * 3600 // DAY))
+            mine = self.days.get(day_slot)
+            self.days[day_slot] = hh if mine is None else mine.merge(hh)
+        self.rolled = today if self.rolled is None else max(self.rolled, today)
+        oldest = today - self.config.days
         for slot in [s for s in self.days if s[3] < oldest]:
             del self.days[slot]
+
+    def _span(self, tier: str, key: str, measure: str, day: int,
+              last_hour: int | None = None) -> HeavyHitters:
+        """One day's sketch (its rolled bucket and its hour buckets up to ``last_hour``)."""
+        out = HeavyHitters(self.config.k)
+        hh = self.days.get((tier, key, measure, day))
+        if hh is not None:
+            out.merge(hh)
+        first = day * 24
+        end = first + 24 if last_hour is None else min(first + 24, last_hour + 1)
+        for h in range(first, end):
+            hh = self.hours.get((tier, key, measure, h))
+            if hh is not None:
+                out.merge(hh)
+        return out
 
     # -- reads -----------------------------------------------------------------------
     def window(self, tier: str, key: str, measure: str, at: float,
                seconds: float) -> HeavyHitters:
-        """The merged sketch of the day buckets that meet ``[at - seconds, at]``."""
+        """The merged sketch from the UTC midnight before ``at - seconds`` to the hour
+        that closes at ``at``."""
         out = HeavyHitters(self.config.k)
-        for d in range(int((at - seconds) // DAY), int(at // DAY) + 1):
-            hh = self.days.get((tier, key, measure, d))
-            if hh is not None:
-                out.merge(hh)
+        last = int(at // DAY)
+        for d in range(int((at - seconds) // DAY), last + 1):
+            out.merge(self._span(tier, key, measure, d, int(at // 3600) if d == last else None))
         return out
 
     def reference_sketch(self, tier: str, key: str, measure: str) -> HeavyHitters:
@@ -518,11 +550,11 @@ class SegmentCounts:
         day = int(at // DAY) - 1
         out = []
         for key in sorted(self.keys):
-            w_n = self.days.get((tier, key, "routed", day))
+            w_n = self._span(tier, key, "routed", day)
             r_n = self.reference_sketch(tier, key, "routed")
-            if w_n is None or w_n.n <= 0 or r_n.n <= 0:
+            if w_n.n <= 0 or r_n.n <= 0:
                 continue
-            w_bad = self.days.get((tier, key, "contacts", day)) or HeavyHitters(c.k)
+            w_bad = self._span(tier, key, "contacts", day)
             r_bad = self.reference_sketch(tier, key, "contacts")
             tier_rate = r_bad.n / r_n.n
             for value, x1 in w_n.top():
@@ -597,6 +629,8 @@ class SegmentCounts:
         return {"reference": list(self.reference), "keys": sorted(self.keys),
                 "dropped_keys": self.dropped_keys,
                 "days": [[*s, h.to_dict()] for s, h in sorted(self.days.items())],
+                "hours": [[*s, h.to_dict()] for s, h in sorted(self.hours.items())],
+                "rolled": self.rolled,
                 "ref": [[*s, h.to_dict()] for s, h in sorted(self.ref.items())]}
 
     @classmethod
@@ -608,6 +642,9 @@ class SegmentCounts:
         sc.dropped_keys = int(state["dropped_keys"])
         sc.days = {(t, k, m, int(d)): HeavyHitters.from_dict(h)
                    for t, k, m, d, h in state["days"]}
+        sc.hours = {(t, k, m, int(d)): HeavyHitters.from_dict(h)
+                    for t, k, m, d, h in state.get("hours", [])}
+        sc.rolled = state.get("rolled")
         sc.ref = {(t, k, m): HeavyHitters.from_dict(h) for t, k, m, h in state["ref"]}
         return sc
 
@@ -618,9 +655,14 @@ class SegmentCounts:
         for key in sorted(other.keys):
             if key not in self.keys and len(self.keys) < self.config.max_keys:
                 self.keys.add(key)
-        for s, h in other.days.items():
-            if s[1] in self.keys:
-                self.days[s] = self.days[s] + h if s in self.days else copy.deepcopy(h)
+        for mine, theirs in ((self.days, other.days), (self.hours, other.hours)):
+            for s, h in theirs.items():
+                if s[1] in self.keys:
+                    mine[s] = mine[s] + h if s in mine else copy.deepcopy(h)
+        if other.rolled is not None:
+            # hours of a day one side has rolled stay in ``hours``: _span reads both
+            self.rolled = other.rolled if self.rolled is None else min(self.rolled,
+                                                                       other.rolled)
         for r, h in other.ref.items():
             if r[1] in self.keys:
                 self.ref[r] = self.ref[r] + h if r in self.ref else copy.deepcopy(h)
