@@ -126,7 +126,11 @@ class HeavyHitters:
             return self
         c[value] = w
         if len(c) > self.k:
-            self._shrink()
+            # k + 1 counters: the (k+1)-th largest is the smallest (a C-level min beats
+            # any heap bookkeeping in Python at these sizes: about 1 us an update, k = 32)
+            m = min(c.values())
+            self.delta += m
+            self.counts = {x: v - m for x, v in c.items() if v - m > _EPS}
         return self
 
     def _shrink(self) -> None:
@@ -360,6 +364,12 @@ class SegmentCounts:
     days: dict[tuple[str, str, str, int], HeavyHitters] = field(default_factory=dict)
     hours: dict[tuple[str, str, str, int], HeavyHitters] = field(default_factory=dict)
     rolled: int | None = None  # days before this one live in ``days`` only
+    # routed requests are first counted exactly per (tier, key, hour, in reference) and
+    # fed to the sketches in sorted order at the next read: the sketches then do not
+    # depend on how the input was batched (unless one hour of a key holds more than
+    # ``exact_cap`` distinct values, when that hour is fed early)
+    open: dict[tuple[str, str, int, bool], dict[str, float]] = field(default_factory=dict)
+    exact_cap: int = 4096
     ref: dict[Series, HeavyHitters] = field(default_factory=dict)
     keys: set[str] = field(default_factory=set)
     dropped_keys: int = 0
@@ -395,9 +405,34 @@ class SegmentCounts:
                         n: float = 1.0) -> Self:
         """Count ``n`` routed requests of ``tier`` with ``segment`` at decision time ``ts``."""
         if segment:
-            for key, value in self._keys(segment):
-                self._add(tier, key, "routed", value, n, ts, ts)
+            lo, hi = self.reference
+            self._count_open(tier, int(ts // 3600), lo <= ts < hi, segment, n)
         return self
+
+    def _count_open(self, tier: str, hour: int, in_ref: bool,
+                    segment: Mapping[str, str], n: float) -> None:
+        for key, value in self._keys(segment):
+            slot = (tier, key, hour, in_ref)
+            d = self.open.get(slot)
+            if d is None:
+                d = self.open[slot] = {}
+            d[value] = d.get(value, 0.0) + n
+            if len(d) > self.exact_cap:
+                self._flush(slot)
+
+    def _flush(self, slot: tuple[str, str, int, bool]) -> None:
+        tier, key, hour, in_ref = slot
+        d = self.open.pop(slot)
+        t = hour * 3600.0
+        if in_ref:
+            t = max(t, self.reference[0])
+        for value in sorted(d):
+            self._add(tier, key, "routed", value, d[value], t, t if in_ref else None)
+
+    def flush(self) -> None:
+        """Feed every exact open count to the sketches (sorted: deterministic)."""
+        for slot in sorted(self.open):
+            self._flush(slot)
 
     def observe_many(self, rows: Iterable[tuple[str, float, Sequence[tuple[str, str]]]],
                      ) -> Self:
@@ -412,9 +447,7 @@ class SegmentCounts:
             g = (tier, int(ts // 3600), lo <= ts < hi, seg)
             groups[g] = groups.get(g, 0) + 1
         for (tier, hour, in_ref, seg), n in groups.items():
-            t = hour * 3600.0 if not in_ref else max(hour * 3600.0, lo)
-            for key, value in self._keys(dict(seg)):
-                self._add(tier, key, "routed", value, float(n), t, t if in_ref else None)
+            self._count_open(tier, hour, in_ref, dict(seg), float(n))
         return self
 
     def observe_outcome(self, tier: str, ts: float, decision_ts: float | None,
@@ -436,6 +469,7 @@ class SegmentCounts:
     def trim(self, now: float) -> None:
         """Roll the hour buckets of closed days into day buckets; drop day buckets older
         than ``config.days``."""
+        self.flush()
         today = int(now // DAY)
         for slot in sorted(s for s in self.hours if s[3] * 3600 // DAY < today):
             hh = self.hours.pop(slot)
@@ -467,6 +501,8 @@ class SegmentCounts:
                seconds: float) -> HeavyHitters:
         """The merged sketch from the UTC midnight before ``at - seconds`` to the hour
         that closes at ``at``."""
+        if self.open:
+            self.flush()
         out = HeavyHitters(self.config.k)
         last = int(at // DAY)
         for d in range(int((at - seconds) // DAY), last + 1):
@@ -474,6 +510,8 @@ class SegmentCounts:
         return out
 
     def reference_sketch(self, tier: str, key: str, measure: str) -> HeavyHitters:
+        if self.open:
+            self.flush()
         return self.ref.get((tier, key, measure)) or HeavyHitters(self.config.k)
 
     # -- attribution ------------------------------------------------------------------
@@ -550,6 +588,8 @@ class SegmentCounts:
         day = int(at // DAY) - 1
         out = []
         for key in sorted(self.keys):
+            if self.open:
+                self.flush()
             w_n = self._span(tier, key, "routed", day)
             r_n = self.reference_sketch(tier, key, "routed")
             if w_n.n <= 0 or r_n.n <= 0:
@@ -631,6 +671,7 @@ class SegmentCounts:
                 "days": [[*s, h.to_dict()] for s, h in sorted(self.days.items())],
                 "hours": [[*s, h.to_dict()] for s, h in sorted(self.hours.items())],
                 "rolled": self.rolled,
+                "open": [[*s, sorted(d.items())] for s, d in sorted(self.open.items())],
                 "ref": [[*s, h.to_dict()] for s, h in sorted(self.ref.items())]}
 
     @classmethod
@@ -645,6 +686,8 @@ class SegmentCounts:
         sc.hours = {(t, k, m, int(d)): HeavyHitters.from_dict(h)
                     for t, k, m, d, h in state.get("hours", [])}
         sc.rolled = state.get("rolled")
+        sc.open = {(t, k, int(h), bool(r)): {str(v): float(c) for v, c in d}
+                   for t, k, h, r, d in state.get("open", [])}
         sc.ref = {(t, k, m): HeavyHitters.from_dict(h) for t, k, m, h in state["ref"]}
         return sc
 
@@ -655,6 +698,11 @@ class SegmentCounts:
         for key in sorted(other.keys):
             if key not in self.keys and len(self.keys) < self.config.max_keys:
                 self.keys.add(key)
+        for slot, d in other.open.items():
+            if slot[1] in self.keys:
+                mine_d = self.open.setdefault(slot, {})
+                for v, c in d.items():
+                    mine_d[v] = mine_d.get(v, 0.0) + c
         for mine, theirs in ((self.days, other.days), (self.hours, other.hours)):
             for s, h in theirs.items():
                 if s[1] in self.keys:

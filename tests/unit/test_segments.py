@@ -352,3 +352,23 @@ def test_segment_gauges_are_top_k_and_stale_values_are_removed() -> None:
     metrics.update_from(monitor)
     text = generate_latest(registry).decode()
     assert 'value="v2"' not in text and 'value="v1"' in text
+
+
+@pytest.mark.parametrize("batch", [1, 7, 512])
+def test_sketches_do_not_depend_on_batching(batch: int) -> None:
+    """The same events in batches of any size give the same state, evictions included."""
+    rows, _ = _stream(6, n_values=40, per_day=300)
+    events = [("cheap", ts, (("intent", v), ("plan", "pro" if i % 3 else "free")))
+              for i, (ts, v, _bad) in enumerate(rows)]
+
+    def state(size: int) -> dict[str, object]:
+        sc = SegmentCounts(REF, SegmentConfig(k=4))
+        for start in range(0, len(events), 1000):  # reads (evaluations) at fixed events
+            part = events[start:start + 1000]
+            for i in range(0, len(part), size):
+                sc.observe_many(part[i:i + size])
+            sc.window("cheap", "intent", "routed", part[-1][1], DAY)  # a read flushes
+        sc.flush()
+        return sc.to_dict()
+
+    assert state(batch) == state(300)
