@@ -26,7 +26,10 @@ A decision is one :class:`DecisionRecord` tuple (8 slots), three floats
 (``ts``, ``score``, ``propensity``; a propensity of exactly 1.0 shares one
 float object), one dict slot and one heap slot; ``router_id`` and ``tier``
 strings are interned per join, so a million decisions share a handful of
-them.  Measured with :mod:`tracemalloc` (``tests/unit/test_join.py``; 284 bytes
+them.  The decision's ``segment`` is one more slot (8 bytes): equal segments share one
+interned tuple (up to 65,536 distinct ones per join), so a contact that arrives hours
+later is counted against its request's segment values at no further cost per decision.
+Measured with :mod:`tracemalloc` (``tests/unit/test_join.py``; 284 bytes
 at one million live decisions): about **290 bytes per decision** including a
 36-character ``request_id`` string, i.e. roughly 290 MB per million live
 decisions (a 30-day TTL at 1M decisions/day holds 30M decisions: ~9 GB,
