@@ -22,7 +22,7 @@ Expiry is driven by binary heaps ordered by ``(ts, id)``, so one call costs
 
 Memory
 ------
-A decision is one :class:`DecisionRecord` tuple (8 slots), three floats
+A decision is one :class:`DecisionRecord` tuple (9 slots), three floats
 (``ts``, ``score``, ``propensity``; a propensity of exactly 1.0 shares one
 float object), one dict slot and one heap slot; ``router_id`` and ``tier``
 strings are interned per join, so a million decisions share a handful of

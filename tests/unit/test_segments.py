@@ -372,3 +372,25 @@ def test_sketches_do_not_depend_on_batching(batch: int) -> None:
         return sc.to_dict()
 
     assert state(batch) == state(300)
+
+
+def test_a_restored_checkpoint_gives_the_same_attributions() -> None:
+    """The worker checkpoints by pickling its monitor: a copy taken mid-run (open hours
+    included) and fed the rest gives the same state and attributions as the original."""
+    import pickle
+
+    rows, at = _stream(7, n_values=30)
+    half = len(rows) // 2 + 17
+    sc = _feed(rows[:half], k=6)
+    restored = pickle.loads(pickle.dumps(sc))
+    assert restored.open and restored.to_dict() == sc.to_dict()
+    for counts in (sc, restored):
+        for ts, v, bad in rows[half:]:
+            counts.observe_routing("cheap", ts, {"intent": v})
+            if bad:
+                counts.observe_outcome("cheap", ts + 3600.0, ts, (("intent", v),),
+                                       contacts=1.0)
+    assert restored.attribute("cheap", at, DAY) == sc.attribute("cheap", at, DAY)
+    assert restored.to_dict() == sc.to_dict()
+    assert SegmentCounts.from_dict(sc.to_dict(), sc.config).attribute(
+        "cheap", at, DAY) == sc.attribute("cheap", at, DAY)
