@@ -448,7 +448,7 @@ def cmd_status(ns: argparse.Namespace, settings: Settings) -> int:
     from pipeline.status import print_status
 
     return print_status(ns.url or f"http://127.0.0.1:{settings.web_port}", ns.router_id,
-                        timeout=settings.connect_timeout_s)
+                        timeout=settings.connect_timeout_s, by=getattr(ns, "by", None))
 
 
 def cmd_rules_render(ns: argparse.Namespace, settings: Settings) -> int:
@@ -589,6 +589,8 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--url", default=None,
                         help="the worker's base URL (default: http://127.0.0.1:<web port>)")
     status.add_argument("--router-id", default=None, help="only this router")
+    status.add_argument("--by", choices=["segment"], default=None,
+                        help="break the tiers down by segment value (top values, 7d)")
     settings(status)
 
     rules = family("rules", "Prometheus alert rules")

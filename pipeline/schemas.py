@@ -116,6 +116,7 @@ AlertKind = Literal[
     "support_contact_rise",
     "feedback_starvation",
     "pareto_trap",
+    "segment_share_shift",
 ]
 
 

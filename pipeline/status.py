@@ -80,8 +80,14 @@ def render(status: dict[str, Any], router_id: str | None = None) -> str:
     return "\n".join(lines)
 
 
-def print_status(url: str, router_id: str | None = None, timeout: float = 10.0) -> int:
+def print_status(url: str, router_id: str | None = None, timeout: float = 10.0,
+                 by: str | None = None) -> int:
     status = fetch(url, timeout)
+    if by == "segment":
+        from pipeline.segment_status import render_segments
+
+        print(render_segments(status, router_id))
+        return 0
     routers = {*status.get("routers", {}), *(status.get("baselines") or {})}
     if router_id and router_id not in routers:
         known = ", ".join(sorted(routers)) or "none yet"

@@ -37,6 +37,7 @@ SEVERITY: dict[str, Literal["page", "ticket", "info"]] = {
     "support_contact_rise": "page",
     "feedback_starvation": "ticket",
     "pareto_trap": "page",
+    "segment_share_shift": "info",  # "ticket" when it carries a quality effect
 }
 
 

@@ -22,11 +22,14 @@ Expiry is driven by binary heaps ordered by ``(ts, id)``, so one call costs
 
 Memory
 ------
-A decision is one :class:`DecisionRecord` tuple (8 slots), three floats
+A decision is one :class:`DecisionRecord` tuple (9 slots), three floats
 (``ts``, ``score``, ``propensity``; a propensity of exactly 1.0 shares one
 float object), one dict slot and one heap slot; ``router_id`` and ``tier``
 strings are interned per join, so a million decisions share a handful of
-them.  Measured with :mod:`tracemalloc` (``tests/unit/test_join.py``; 284 bytes
+them.  The decision's ``segment`` is one more slot (8 bytes): equal segments share one
+interned tuple (up to 65,536 distinct ones per join), so a contact that arrives hours
+later is counted against its request's segment values at no further cost per decision.
+Measured with :mod:`tracemalloc` (``tests/unit/test_join.py``; 284 bytes
 at one million live decisions): about **290 bytes per decision** including a
 36-character ``request_id`` string, i.e. roughly 290 MB per million live
 decisions (a 30-day TTL at 1M decisions/day holds 30M decisions: ~9 GB,
@@ -63,6 +66,7 @@ UNJOINED_REASON = "no routing decision with this request_id arrived within the j
 
 _ONE = 1.0  # shared float object for the (very common) propensity of exactly 1
 
+_MAX_SEGMENTS = 65536  # distinct segment tuples interned per join
 _IN_BAND = 1
 _EXPLORATION = 2
 
@@ -82,6 +86,9 @@ class DecisionRecord(NamedTuple):
     propensity: float
     band: int
     flags: int
+    #: the decision's ``segment`` as a sorted tuple of pairs, interned per join (equal
+    #: segments share one tuple), or ``None``: 8 bytes per decision without segments
+    segment: tuple[tuple[str, str], ...] | None = None
 
     @property
     def in_band(self) -> bool:
@@ -149,6 +156,7 @@ class JoinedFeedback(NamedTuple):
     decision_ts: float | None
     in_band: bool | None
     exploration: bool | None
+    segment: tuple[tuple[str, str], ...] | None = None
 
     @property
     def joined(self) -> bool:
@@ -183,6 +191,15 @@ def _origin_from_list(row: list[Any] | None) -> Origin | None:
     topic, partition, offset, index, key, raw = row
     return Origin(topic, partition, offset, index,
                   None if key is None else base64.b64decode(key), base64.b64decode(raw))
+def _decision_row(r: DecisionRecord) -> list[Any]:
+    """A decision as a JSON row; the segment column only when there is one, so
+    states without segments serialize as before."""
+    row: list[Any] = list(r)
+    if r.segment is None:
+        row.pop()
+    else:
+        row[-1] = [list(p) for p in r.segment]
+    return row
 
 
 def _join(fb: Feedback, d: DecisionRecord) -> JoinedFeedback:
@@ -202,6 +219,7 @@ def _join(fb: Feedback, d: DecisionRecord) -> JoinedFeedback:
         decision_ts=d.ts,
         in_band=d.in_band,
         exploration=d.exploration,
+        segment=d.segment,
     )
 
 
@@ -247,10 +265,26 @@ class FeedbackJoin:
         self._watermark: float | None = None
         self._counts: dict[str, int] = dict.fromkeys(_COUNTERS, 0)
         self._strings: dict[str, str] = {}
+        self._segments: dict[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]] = {}
 
     # ------------------------------------------------------------------ helpers
     def _intern(self, s: str) -> str:
         return self._strings.setdefault(s, s)
+
+    def _intern_segment(self, segment: Mapping[str, str] | Iterable[Iterable[str]] | None,
+                        ) -> tuple[tuple[str, str], ...] | None:
+        """One shared tuple per distinct segment; the table stops growing at
+        :data:`_MAX_SEGMENTS` (a per-user value would otherwise grow it without bound)."""
+        if not segment:
+            return None
+        items = segment.items() if isinstance(segment, Mapping) else segment
+        seg = tuple(sorted((str(a), str(b)) for a, b in items))
+        got = self._segments.get(seg)
+        if got is not None:
+            return got
+        if len(self._segments) < _MAX_SEGMENTS:
+            self._segments[seg] = seg
+        return seg
 
     # ------------------------------------------------------------------ updates
     def add_decision(
@@ -265,6 +299,7 @@ class FeedbackJoin:
         band: int = -1,
         in_band: bool = False,
         exploration: bool = False,
+        segment: Mapping[str, str] | None = None,
     ) -> list[JoinedFeedback]:
         """Store a routing decision; return the pending feedback it releases.
 
@@ -279,6 +314,9 @@ class FeedbackJoin:
         in_band, exploration
             Whether the score was in the uncertain band / the route was an
             exploration coin flip.
+        segment
+            The event's ``segment``: feedback that arrives hours later is
+            counted against the decision's segment values.
 
         Returns
         -------
@@ -305,6 +343,7 @@ class FeedbackJoin:
             _ONE if propensity == 1.0 else float(propensity),
             int(band),
             flags,
+            self._intern_segment(segment),
         )
         self._decisions[request_id] = rec
         heapq.heappush(self._decision_heap, rec)
@@ -503,7 +542,8 @@ class FeedbackJoin:
         for rid, rec in other._decisions.items():
             if rid not in self._decisions:
                 rec = rec._replace(
-                    router_id=self._intern(rec.router_id), tier=self._intern(rec.tier)
+                    router_id=self._intern(rec.router_id), tier=self._intern(rec.tier),
+                    segment=self._intern_segment(rec.segment),
                 )
                 self._decisions[rid] = rec
                 self._decision_heap.append(rec)
@@ -545,7 +585,7 @@ class FeedbackJoin:
         return {
             "ttl_seconds": self.ttl_seconds,
             "watermark": self._watermark,
-            "decisions": [list(r) for r in sorted(self._decisions.values())],
+            "decisions": [_decision_row(r) for r in sorted(self._decisions.values())],
             "pending": [[*f[:-1], _origin_to_list(f.origin)] for f in self.pending],
             "seen": sorted([eid, ts] for eid, ts in self._seen.items()),
             "counts": dict(self._counts),
@@ -558,7 +598,7 @@ class FeedbackJoin:
         wm = state.get("watermark")
         j._watermark = None if wm is None else float(wm)
         decisions: Iterable[list[Any]] = state["decisions"]
-        for ts, rid, router, tier, score, prop, band, flags in decisions:
+        for ts, rid, router, tier, score, prop, band, flags, *seg in decisions:
             rec = DecisionRecord(
                 float(ts),
                 rid,
@@ -568,6 +608,7 @@ class FeedbackJoin:
                 _ONE if prop == 1.0 else float(prop),
                 int(band),
                 int(flags),
+                j._intern_segment(seg[0] if seg else None),
             )
             j._decisions[rid] = rec
             j._decision_heap.append(rec)

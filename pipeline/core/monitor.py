@@ -28,6 +28,7 @@ from pydantic import BaseModel
 
 from pipeline.core.alerts import runbook_link, severity_of
 from pipeline.core.join import UNJOINED_REASON, FeedbackJoin, JoinedFeedback, Origin
+from pipeline.core.quality import outcome
 from pipeline.core.router_state import MonitorConfig, RouterState, Transition
 from pipeline.core.sampling import ReviewSampler
 from pipeline.core.signing import Keyring
@@ -236,6 +237,7 @@ class Monitor:
     def _count_routing(self, per_router: dict[str, list[tuple[RoutingEvent, float]]]) -> None:
         """Count accepted, deduplicated routing events, grouped by router."""
         add_decision = self.join.add_decision
+        decisions = self.join
         routed = self.counts.routed
         review = self._review
         for router_id, rows in per_router.items():
@@ -249,13 +251,19 @@ class Monitor:
             reasons: list[str] = []
             thresholds = []
             costs: list[float | None] = []
+            segs: list[tuple[str, float, tuple[tuple[str, str], ...]]] = []
             for (ev, ts), band in zip(rows, bands, strict=True):
                 th = ev.thresholds
                 tier, score, reason = ev.tier, ev.score, ev.route_reason
                 released = add_decision(
                     ev.request_id, router_id, tier, score, ts, propensity=ev.propensity,
                     band=band, in_band=th.capable_below <= score < th.cheap_above,
-                    exploration=reason == "exploration" or reason == "uncertain_default")
+                    exploration=reason == "exploration" or reason == "uncertain_default",
+                    segment=ev.segment)
+                if ev.segment:
+                    rec = decisions.get(ev.request_id)  # its interned segment tuple
+                    if rec is not None and rec.segment is not None:
+                        segs.append((tier, ts, rec.segment))
                 k = (router_id, tier)
                 routed[k] = routed.get(k, 0) + 1
                 for fb in released:
@@ -274,6 +282,8 @@ class Monitor:
                 costs.append(ev.cost_usd)
             state.observe_routing(ts_arr, scores, tiers, reasons, thresholds, costs, signals,
                                   bands)
+            if segs:
+                state.segments.observe_many(segs)
 
     def _review(self, ev: RoutingEvent, ts: float, band: int, th: Thresholds,
                 signals: dict[str, float] | None) -> None:
@@ -331,6 +341,20 @@ class Monitor:
                                ts=fb.ts, decision_ts=fb.decision_ts, weight=fb.weight,
                                propensity=fb.propensity,
                                in_band=bool(fb.in_band and fb.exploration))
+        if fb.segment is not None:
+            self._count_segment(state, fb)
+
+    @staticmethod
+    def _count_segment(state: RouterState, fb: JoinedFeedback) -> None:
+        """Count joined feedback against its decision's segment values."""
+        if fb.kind == "support_contact":
+            state.segments.observe_outcome(fb.tier, fb.ts, fb.decision_ts, fb.segment,
+                                           contacts=1.0)
+        else:
+            w = fb.weight or 1.0
+            state.segments.observe_outcome(fb.tier, fb.ts, fb.decision_ts, fb.segment,
+                                           feedback=w,
+                                           feedback_bad=w * (1.0 - outcome(fb.kind, fb.value)))
 
     # -- evaluation ----------------------------------------------------------------------
     def drain(self) -> list[Output]:
@@ -464,8 +488,9 @@ class Monitor:
 
     def _alert(self, state: RouterState, t: Transition, now: float) -> None:
         k = t.key
+        severity = t.statistics.get("severity") or severity_of(k)  # share shift: by effect
         alert = Alert(alert_id=k.fingerprint, kind=k.kind, state=t.state,  # type: ignore[arg-type]
-                      severity=severity_of(k), router_id=k.router_id, tier=k.tier,
+                      severity=severity, router_id=k.router_id, tier=k.tier,
                       window=t.window or "n/a", ts=_dt(now), statistics=_jsonable(t.statistics),
                       summary=t.summary,
                       runbook=runbook_link(self.config.runbook_base, k.kind))

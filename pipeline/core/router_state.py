@@ -40,6 +40,9 @@ from pipeline.core.quality import (
     outcome,
 )
 from pipeline.core.recommend import BandEvidence, Policy, PolicyConfig
+from pipeline.core.segment_alerts import KIND as SHARE_SHIFT
+from pipeline.core.segment_alerts import annotate, share_shift_alerts
+from pipeline.core.segments import ATTRIBUTED_KINDS, SegmentConfig, SegmentCounts
 from pipeline.core.sequential import DEFAULT_TILTS
 from pipeline.schemas import Baseline, Thresholds
 
@@ -158,6 +161,7 @@ class MonitorConfig:
     cheap_tier: str = "cheap"
     capable_tier: str = "capable"
     runbook_base: str = "deploy/runbook.md"  #: Alert payloads link to <this>#<kind>
+    segments: SegmentConfig = field(default_factory=SegmentConfig)
 
 
 @dataclass(slots=True)
@@ -247,6 +251,8 @@ class RouterState:
         self._lag_cache: dict[tuple[Any, ...], Totals] = {}
         self.contact_cusums: dict[tuple[str, int | None], PoissonCusum] = {}
         self.contact_done: int | None = None  # the newest bucket the CUSUMs have seen
+        # per-segment-value outcome counts (bounded sketches); fed by the Monitor
+        self.segments = SegmentCounts(ref, config.segments)
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_lag_cache": {}}  # a cache, not state
@@ -470,16 +476,37 @@ class RouterState:
         if (self.config.recommend and self.thresholds is not None
                 and now % self.config.policy_every_s < self.config.eval_every_s):
             ev.recommendation = self._recommend(at, now)
+        self._segment_shifts(ev, at)
         ev.snapshot = self._snapshot(now, drift, quality, econ)
         self.last_contacts = {"unattributed": dict(self.unattributed),
                               "delay": self.delay_summary(now - 1e-6)}
+        tiers = (self.config.cheap_tier, self.config.capable_tier)
+        ev.snapshot["segments"] = {t: self.segments.table(t, at) for t in tiers}
         self.last_snapshot = ev.snapshot
         self.gauges = self._gauges(at, drift, quality, econ)
+        self.gauges += self.segments.gauges(self.router_id, ev.snapshot["segments"])
+        self.segments.trim(now)
         return ev
+
+    def _segment_shifts(self, ev: Evaluation, at: float) -> None:
+        """``segment_share_shift``: a value whose share of the cheap tier jumped."""
+        tier = self.config.cheap_tier
+        found = {detail: (summary, stats) for detail, summary, stats in
+                 share_shift_alerts(self.segments, tier, at)} if at >= self.reference_end else {}
+        keys = {k.detail for k in self.alerts.active()
+                if k.kind == SHARE_SHIFT and k.router_id == self.router_id}
+        for detail in sorted(keys | set(found)):
+            summary, stats = found.get(detail, (f"{tier} tier: {detail} share is back "
+                                                "within its reference", {}))
+            self._transition(ev, AlertKey(SHARE_SHIFT, self.router_id, tier, detail),
+                             detail in found, "1d", summary, stats)
 
     def _transition(self, ev: Evaluation, key: AlertKey, condition: bool, window: str,
                     summary: str, statistics: dict[str, Any]) -> None:
         state = self.alerts.update(key, condition, ev.ts)
+        if state == "firing" and key.kind in ATTRIBUTED_KINDS and key.tier is not None:
+            summary, statistics = annotate(self.segments, key.kind, key.tier, key.detail,
+                                           window, summary, statistics, ev.ts - 1e-6)
         if state is not None:
             ev.transitions.append(Transition(key, state, window, summary, statistics))
 

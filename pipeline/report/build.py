@@ -7,6 +7,7 @@ from typing import Any
 
 from pipeline.core.monitor import Monitor
 from pipeline.report.data import BandQuality, HistogramSnapshot, ReportData, Snapshot
+from pipeline.report.segments import segment_report
 from pipeline.report.summary import headline_from, timeline_from
 from pipeline.schemas import Alert
 
@@ -15,7 +16,9 @@ def report_data(monitor: Monitor, router_id: str, alerts: Sequence[Alert], *,
                 onset_ts: float | None, generated_from: str, title: str | None = None,
                 onset_label: str = "onset") -> ReportData:
     """The report of ``router_id`` from ``monitor.history`` and the published alerts."""
-    series = [Snapshot.from_dict(s) for s in monitor.history.get(router_id, [])]
+    history = monitor.history.get(router_id, [])
+    series = [Snapshot.from_dict({k: v for k, v in s.items() if k != "segments"})
+              for s in history]
     mine = [a for a in alerts if a.router_id == router_id]
     state = monitor.routers.get(router_id)
     hist: dict[str, Any] | None = monitor.first_drift_histogram.get(router_id)
@@ -34,4 +37,5 @@ def report_data(monitor: Monitor, router_id: str, alerts: Sequence[Alert], *,
         generated_from=generated_from, onset_ts=onset_ts,
         timeline=timeline_from(series, mine, onset_ts, onset_label),
         headline=headline_from(series, mine, onset_ts), series=series, alerts=mine,
-        drift_histogram=histogram, band_quality=bands)
+        drift_histogram=histogram, band_quality=bands,
+        segments=segment_report(history, mine, monitor.config.cheap_tier))

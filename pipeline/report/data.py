@@ -138,6 +138,34 @@ class BandQuality(_Frozen):
         return self
 
 
+class SegmentRow(_Frozen):
+    """One segment value of the cheap tier: its traffic, contact rate and reference rate,
+    and (when an alert attributed its excess) its share of the excess."""
+
+    key: str
+    value: str
+    requests: float = Field(ge=0.0)
+    share: float
+    rate: float | None = None
+    reference_rate: float | None = None
+    excess_share: float | None = None
+    rate_ratio: float | None = None
+    significant: bool = False
+
+
+class SegmentReport(_Frozen):
+    """Where the cheap tier fails: ranked values, and each top value's rate over time.
+
+    ``series[label]`` holds ``[ts, rate or None]`` pairs (support contacts per request,
+    7-day window) for the values in ``rows`` (``label`` is ``key=value``).
+    """
+
+    tier: str
+    source: str
+    rows: list[SegmentRow]
+    series: dict[str, list[tuple[float, float | None]]] = Field(default_factory=dict)
+
+
 class ReportData(_Frozen):
     """Everything the report shows, for one router."""
 
@@ -152,6 +180,7 @@ class ReportData(_Frozen):
     drift_histogram: HistogramSnapshot | None
     band_quality: BandQuality | None
     runbook_base: str = "../deploy/runbook.md"
+    segments: SegmentReport | None = None
 
     @property
     def tier_names(self) -> list[str]:

@@ -36,6 +36,8 @@ from pipeline.report.data import (
     HistogramSnapshot,
     Rate,
     ReportData,
+    SegmentReport,
+    SegmentRow,
     Snapshot,
     ThresholdPoint,
     TierSnapshot,
@@ -248,6 +250,35 @@ def _all_alerts(sig: dict[str, Array]) -> list[Alert]:
     return sorted(alerts, key=lambda a: (a.ts, a.alert_id))
 
 
+# segment values of the cheap tier: (key, value, share of the tier, reference contacts
+# per request, rate multiplier reached after the onset, share of the excess)
+_SEGMENTS = (("intent", "billing", 0.21, 0.0042, 3.9, 0.68),
+             ("plan", "free", 0.48, 0.0051, 1.5, 0.17),
+             ("locale", "en-US", 0.52, 0.0047, 1.3, 0.09),
+             ("intent", "how_to", 0.31, 0.0038, 1.05, 0.04),
+             ("product", "invoices", 0.12, 0.0044, 1.2, 0.02),
+             ("intent", "account", 0.19, 0.0049, 1.0, 0.0))
+
+
+def _segments(rng: np.random.Generator, ts: Array, onset: float,
+              requests_per_week: float) -> SegmentReport:
+    ramp = _ramp(ts, onset, 5.0)
+    rows = []
+    series: dict[str, list[tuple[float, float | None]]] = {}
+    for key, value, share, ref, top, excess in _SEGMENTS:
+        n = share * requests_per_week
+        rate = ref * (1 + (top - 1) * ramp)
+        noisy = rng.poisson(rate * n) / n
+        series[f"{key}={value}"] = [(float(t), round(float(r), 6)) for t, r in zip(ts, noisy,
+                                                                                  strict=True)]
+        rows.append(SegmentRow(key=key, value=value, requests=round(n), share=share,
+                               rate=round(float(noisy[-1]), 6), reference_rate=ref,
+                               excess_share=excess, rate_ratio=round(float(noisy[-1]) / ref, 2),
+                               significant=excess >= 0.05))
+    return SegmentReport(tier="cheap", source="attribution of the first support_contact_rise "
+                         "on the cheap tier (synthetic example)", rows=rows, series=series)
+
+
 def _histogram(u: Array, h_ts: float, onset: float) -> HistogramSnapshot:
     edges = np.quantile(u, np.linspace(0, 1, 11))
     edges[0], edges[-1] = 0.0, 1.0
@@ -315,4 +346,5 @@ def example_report_data(seed: int = 7, days: int = 120, onset_day: float = 70.37
         alerts=alerts,
         drift_histogram=_histogram(u, first_drift.ts.timestamp(), onset),
         band_quality=_band_quality(rng, u, app[int(onset_day) + 8]),
+        segments=_segments(rng, sig["ts"], onset, 7 * 12_000.0 * 0.6),
     )

@@ -1,7 +1,7 @@
 """The self-contained HTML report of one router: :func:`render_report`, :func:`write_report`.
 
 The page has a header, a strip of headline numbers, a colour key, the timeline, then
-eight numbered sections, each with one plot (inline SVG, wrapped in
+nine numbered sections, each with one plot (inline SVG, wrapped in
 ``<figure class="plot" data-plot="<name>">``) and the alert table in the last one. A
 plot without data shows a "no data" note in its place. No scripts, no external assets:
 the file can be mailed, archived or opened offline. Rendering is deterministic: the same
@@ -12,7 +12,7 @@ Examples
 >>> from pipeline.report.example import example_report_data
 >>> page = render_report(example_report_data())
 >>> page.startswith("<!DOCTYPE html>"), page.count('class="plot"'), "<script" in page
-(True, 8, False)
+(True, 9, False)
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from pipeline.report.plots_time import (
     satisfaction_plot,
     thresholds_plot,
 )
+from pipeline.report.segments import segment_plot, segment_table
 from pipeline.report.style import RC
 from pipeline.report.summary import fmt_ts
 from pipeline.report.svg import figure_to_svg
@@ -82,6 +83,14 @@ SECTIONS: tuple[Section, ...] = (
             "estimate. The tiers serve the same queries only in the uncertain band, where "
             "exploration traffic makes the comparison causal.",
             "band_quality", band_quality_plot, "No per-band quality evaluated yet."),
+    Section("segments", "Where the cheap tier fails",
+            "The segment values (intent, plan, locale, ... as the router sends them) that "
+            "carry the cheap tier's excess support contacts: each value's share of the "
+            "excess and its rate against its own reference period (Benjamini-Hochberg "
+            "across values). Below, each top value's contacts per 1,000 requests (7-day "
+            "window) against its reference (dashed). Counts come from bounded heavy-hitter "
+            "sketches: at most 1/33 of the tier's requests off per value.",
+            "segments", segment_plot, "No segments: routing events carry no segment."),
     Section("thresholds", "Thresholds",
             "The thresholds tierwatch recommended (dotted) and those the router applied "
             "(solid). While drift fires, recommendations only move toward the capable tier.",
@@ -115,6 +124,8 @@ def _section(n: int, section: Section, data: ReportData) -> str:
     extra = ""
     if section.plot == "alerts":
         extra = alert_table(alert_rows(data.alerts), data.runbook_base, data.tier_names)
+    elif section.plot == "segments":
+        extra = segment_table(data)
     return (f'<section class="panel" id="{section.anchor}"><h2><span class="num">{n}</span>'
             f'{esc(section.title)}</h2><p class="lede">{esc(section.lede)}</p>'
             f"{_plot(section, data)}{extra}</section>")

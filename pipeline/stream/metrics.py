@@ -22,6 +22,9 @@ OTHER = "other"
 MAX_FIELD_NAME = 64
 
 
+_SEGMENT_GAUGES = ("segment_requests", "segment_support_contacts")
+_SEGMENT_LABELS = ("router_id", "tier", "key", "value")
+
 class LabelCap:
     """Admits the first ``limit`` distinct values of a label, folds the rest into ``other``.
 
@@ -120,6 +123,14 @@ class WorkerMetrics:
         self._gauge("support_contacts_unattributed", "Support contacts counted against no "
                     "request, by reason (no_decision, too_late, unjoined).",
                     ["router_id", "reason"])
+        segment = list(_SEGMENT_LABELS)
+        # top-k values change: series of values that left the top are removed, so the
+        # cardinality stays capped at what one evaluation emits
+        self._segment_series: dict[str, set[tuple[str, ...]]] = {}
+        self._gauge("segment_requests", "Routed requests per segment value (7d; top values, "
+                    "the rest summed in value=other).", segment)
+        self._gauge("segment_support_contacts", "Support contacts per segment value (7d; top "
+                    "values, the rest summed in value=other).", segment)
         self._gauge("minimum_detectable_drop_ratio", "Smallest satisfaction drop the window's "
                     "feedback can detect.", where)
         self._gauge("threshold", "Thresholds as recommended and as applied.",
@@ -199,14 +210,22 @@ class WorkerMetrics:
         if monitor.watermark is not None:
             self.watermark.set(monitor.watermark)
         firing: dict[tuple[str, str, str, str], bool] = {}
+        segments: dict[str, set[tuple[str, ...]]] = {}
         for router_id, state in monitor.routers.items():
             router = self.router(router_id)
             for name, labels, value in state.gauges:
                 labels = {**labels, "router_id": router}
                 self.gauges[name].labels(**labels).set(value)
+                if name in _SEGMENT_GAUGES:
+                    segments.setdefault(name, set()).add(
+                        tuple(labels[x] for x in _SEGMENT_LABELS))
             for key, st in state.alerts.states.items():
                 k = (key.kind, router, key.tier or "", severity_of(key))
                 firing[k] = firing.get(k, False) or st.firing
+        for name in _SEGMENT_GAUGES:
+            for stale in self._segment_series.get(name, set()) - segments.get(name, set()):
+                self.gauges[name].remove(*stale)
+        self._segment_series = segments
         for (kind, router, tier, severity), on in firing.items():
             self.alerts_firing.labels(kind, router, tier, severity).set(1.0 if on else 0.0)
         self._update_figures(monitor)

@@ -30,8 +30,8 @@ from pipeline.report.style import CAPABLE, CHEAP
 from pipeline.report.summary import headline_from
 from pipeline.schemas import Alert
 
-PLOTS = ["satisfaction", "drift", "histogram", "band_quality", "thresholds", "economics",
-         "mdd", "alerts"]
+PLOTS = ["satisfaction", "drift", "histogram", "band_quality", "segments", "thresholds",
+         "economics", "mdd", "alerts"]
 TIME_PLOTS = ["satisfaction", "drift", "thresholds", "economics", "mdd"]
 
 
@@ -111,9 +111,9 @@ def test_all_eight_plots_are_present_and_drawn(figures: dict[str, str]) -> None:
         assert box and float(box.group(1)) > 300 and float(box.group(2)) > 100, name
 
 
-def test_eight_numbered_sections_with_titles(page: str) -> None:
+def test_nine_numbered_sections_with_titles(page: str) -> None:
     numbers = re.findall(r'<h2><span class="num">(\d)</span>([^<]+)</h2>', page)
-    assert [int(n) for n, _ in numbers] == list(range(1, 9))
+    assert [int(n) for n, _ in numbers] == list(range(1, 10))
     assert "The picture of the trap" in numbers[0][1]
 
 
