@@ -173,7 +173,8 @@ class Settings(BaseSettings):
         2.0, ge=0, description="How long the ordered merge waits for a partition that has "
         "not delivered its next message before releasing without it; only once the "
         "partition is fetched up to its high watermark (records still to fetch are always "
-        "waited for, so a slow fetch never changes the order).")
+        "waited for, so a slow fetch never changes the order).",
+        json_schema_extra={"group": "worker"})
     merge_max_buffered: int = Field(
         5_000, ge=1, description="Messages the ordered merge aims to hold: a partition with "
         "more than its share buffered stops being fetched (nothing is dropped) until the "
