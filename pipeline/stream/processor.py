@@ -146,9 +146,7 @@ class Processor:
                     max_message_bytes=self.settings.max_message_bytes, parsed=parsed)
                 self.metrics.decoded(kind, decoded.schema_id, decoded.unknown_fields)
                 out = self._rejections(msg, decoded.rejections, raw)
-                # events are sliced from the JSON payload, after any Schema Registry header
-                out.extend(self._observe(msg, split_wire_format(raw)[1], decoded.events,
-                                         decoded.rejections))
+                out.extend(self._observe(msg, raw, decoded.events, decoded.rejections))
             self.consecutive_errors = 0
         except Exception as err:  # a bug must cost one message, not the worker
             out = self._internal_error(kind, msg, raw, err)
@@ -218,7 +216,8 @@ class Processor:
                  events: list[RoutingEvent] | list[FeedbackEvent],
                  rejections: list[Rejection]) -> list[OutMessage]:
         out: list[OutMessage] = []
-        self._index = _indexes(raw, events, rejections)
+        # batch elements are found in the JSON payload, after any Schema Registry header
+        self._index = _indexes(split_wire_format(raw)[1], events, rejections)
         if self._fault:
             self._inject(events)
         accepted: list[RoutingEvent | FeedbackEvent] = list(events)
@@ -311,17 +310,19 @@ class Processor:
     def _event_bytes(self, raw: bytes, ev: BaseModel) -> bytes:
         """The original bytes of one event of the current message.
 
-        The whole message for a single event; for a batch, the element's own bytes,
-        sliced from the message (re-encoded only if the slicing fails).
+        The whole message for a single event (a Schema Registry header included); for a
+        batch, the element's own bytes, sliced from the JSON payload (re-encoded only if
+        the slicing fails).
         """
         index = self._index.get(id(ev))
         if index is None:
             return raw
+        payload = split_wire_format(raw)[1]
         if self._spans is None:
-            self._spans = _element_spans(raw) or []
+            self._spans = _element_spans(payload) or []
         if index < len(self._spans):
             a, b = self._spans[index]
-            return raw[a:b]
+            return payload[a:b]
         return encode(ev)
 
     def _output(self, msg: InMessage | None, o: Output, raw: bytes = b"") -> OutMessage:

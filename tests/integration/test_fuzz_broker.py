@@ -27,7 +27,9 @@ Issue #15 added batches of 100,000 bad elements (100 dead letters and one
 ends the join TTL of every feedback for an unknown request id: each is dead-lettered
 ``unjoined`` with its own bytes, its message's offset and key and its index. Every dead
 letter's payload is checked against the bytes that were sent (the element's own bytes
-for an event of a batch).
+for an event of a batch). Messages in the Schema Registry wire format (a zero byte and a
+4-byte schema id before the JSON) are valid, bad or cut short like any other; their dead
+letters keep the header.
 
 Timestamps: valid events live in a window of about a day starting ``T0``
 (2026-05-01, in the past), so the wall-clock "future" check can only reject the events
@@ -592,6 +594,27 @@ class HostileFeed:
         ev, why = self.out_of_time(kind)
         self.send(kind, dump(ev), [(None, why)], why, ev)
 
+    def framed(self, kind: str) -> None:
+        """A message in the Schema Registry wire format (byte 0, then a 4-byte schema id):
+        the header is stripped and what follows is judged as any message; a dead letter
+        keeps the bytes as sent, header included."""
+        r = self.rng
+        header = b"\x00" + r.randint(0, 2**32 - 1).to_bytes(4, "big")
+        u = r.random()
+        if u < 0.6:
+            ev = self.routing() if kind == "routing" else self.feedback()
+            waits = self.accept(kind, ev)
+            self.send(kind, header + dump(ev), [(None, "unjoined")] if waits else [],
+                      "framed", ev)
+        elif u < 0.8:
+            ev = self.bad(kind)
+            why = "oversized" if len(dump(ev)) > MAX_EVENT_BYTES else "invalid_field"
+            self.send(kind, header + dump(ev), [(None, why)], "framed-bad", ev)
+        else:  # cut short: never valid JSON
+            raw = dump(self.routing() if kind == "routing" else self.feedback())
+            self.send(kind, header + raw[:r.randint(1, len(raw) - 1)],
+                      [(None, "invalid_json")], "framed-truncated")
+
     def dupkeys_good(self, kind: str) -> None:
         """Duplicate keys whose last value is the good one: a valid event."""
         ev = self.routing() if kind == "routing" else self.feedback()
@@ -684,6 +707,7 @@ class HostileFeed:
             (lambda: self.out_of_time_single("routing"), 4.0),
             (lambda: self.out_of_time_single("feedback"), 2.0),
             (lambda: self.dupkeys_good(self.rng.choice(["routing", "feedback"])), 0.5),
+            (lambda: self.framed(self.rng.choice(["routing", "feedback"])), 1.5),
             (self.bad_baseline, 1.0),
             (lambda: self.send(self.rng.choice(["routing", "feedback"]), b"[]", [],
                                "empty-batch", units=0), 0.2),
