@@ -56,7 +56,7 @@ def arrivals(
     peak rate.
     """
     span_s = (end_us - start_us) / US
-    peak = 1.0 if seasonality is None else seasonality.max_factor
+    peak = 1.0 if seasonality is None else seasonality.peak_between(start_us / US, end_us / US)
     n = int(rng.poisson(rate * peak * span_s))
     offsets = np.sort(rng.random(n))
     accept_u = rng.random(n)

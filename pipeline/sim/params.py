@@ -225,6 +225,10 @@ class Seasonality:
     def max_factor(self) -> float:
         return (1.0 + self.daily_amplitude) * max(1.0, self.weekend_factor) / self._week_mean
 
+    def peak_between(self, start_s: float, end_s: float) -> float:
+        """An upper bound of :meth:`factor` on ``[start_s, end_s)``: :attr:`max_factor`."""
+        return self.max_factor
+
     @property
     def _week_mean(self) -> float:
         return (5.0 + 2.0 * self.weekend_factor) / 7.0
@@ -324,9 +328,11 @@ class VolumeStep:
                                    self.factor, 1.0)
         return out
 
-    @property
-    def peak(self) -> float:
-        return max(1.0, self.factor)
+    def peak_between(self, start_day: float, end_day: float) -> float:
+        """The largest multiplier on ``[start_day, end_day)``."""
+        overlaps = start_day < self.end_day and end_day > self.start_day
+        inside = self.start_day <= start_day and end_day <= self.end_day
+        return self.factor if inside else max(1.0, self.factor) if overlaps else 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,9 +355,10 @@ class VolumeRamp:
         out: FloatArray = 1.0 + (self.factor - 1.0) * self.ramp.level(day)
         return out
 
-    @property
-    def peak(self) -> float:
-        return max(1.0, self.factor)
+    def peak_between(self, start_day: float, end_day: float) -> float:
+        """The largest multiplier on ``[start_day, end_day)`` (it is monotone)."""
+        ends = self.multiplier(np.array([start_day, end_day]))
+        return float(ends.max())
 
 
 VolumeChange = VolumeStep | VolumeRamp
@@ -361,12 +368,14 @@ VolumeChange = VolumeStep | VolumeRamp
 class Volume:
     """The arrival-rate factor: a seasonality times every volume change.
 
-    Duck-types :class:`Seasonality` (``factor`` of epoch seconds, ``max_factor``), which is
-    what :func:`pipeline.sim.clock.arrivals` thins with.
+    Duck-types :class:`Seasonality` (``factor`` of epoch seconds, ``peak_between``), which
+    is what :func:`pipeline.sim.clock.arrivals` thins with.
 
     >>> v = Volume(Seasonality(0.0, 15.0, 1.0), (VolumeStep(1.0, 2.0, 0.1),), start_epoch=0.0)
-    >>> v.factor(np.array([0.5, 1.5]) * SECONDS_PER_DAY).tolist(), v.max_factor
-    ([1.0, 0.1], 1.0)
+    >>> v.factor(np.array([0.5, 1.5]) * SECONDS_PER_DAY).tolist()
+    [1.0, 0.1]
+    >>> v.peak_between(1.2 * SECONDS_PER_DAY, 1.3 * SECONDS_PER_DAY)
+    0.1
     """
 
     seasonality: Seasonality | None
@@ -381,11 +390,14 @@ class Volume:
             out = out * ch.multiplier(day)
         return out
 
-    @property
-    def max_factor(self) -> float:
+    def peak_between(self, start_s: float, end_s: float) -> float:
+        """An upper bound of :meth:`factor` on ``[start_s, end_s)``: arrivals are thinned
+        from it, so a change not in force leaves the draws as they were without it."""
         peak = 1.0 if self.seasonality is None else self.seasonality.max_factor
+        lo = (start_s - self.start_epoch) / SECONDS_PER_DAY
+        hi = (end_s - self.start_epoch) / SECONDS_PER_DAY
         for ch in self.changes:
-            peak *= ch.peak
+            peak *= ch.peak_between(lo, hi)
         return peak
 
 
