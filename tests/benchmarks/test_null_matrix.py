@@ -56,7 +56,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -271,6 +271,7 @@ def render(summary: dict[str, Any], runs: Sequence[dict[str, Any]], budget: floa
     return "\n".join(lines)
 
 
+@pytest.mark.timeout(4 * 3600)  # CPU-bound simulation; the suite's 900 s is for tests
 def test_null_matrix(tmp_path: Path, write_report: Callable[[str, str], Path],
                      markdown_table: Callable[[Sequence[str], Sequence[Sequence[object]]],
                                               str]) -> None:
@@ -280,12 +281,22 @@ def test_null_matrix(tmp_path: Path, write_report: Callable[[str, str], Path],
     jobs = sorted(((n, s, i) for n in names for i, s in enumerate(SEEDS)),
                   key=lambda j: -CASES[j[0]].cost)
     started = time.perf_counter()
+    runs: list[dict[str, Any]] = []
+
+    def done(run: dict[str, Any]) -> None:
+        runs.append(run)
+        sev = Counter(a["severity"] for a in run["alerts"])
+        print(f"  [{time.perf_counter() - started:5.0f} s] {run['case']} seed {run['seed']}: "
+              f"{dict(sev) or 'no alerts'} ({run['cpu_s']:.0f} CPU-s)", flush=True)
+
     if WORKERS > 1:
         with ProcessPoolExecutor(WORKERS, mp_context=multiprocessing.get_context("fork")) \
                 as pool:
-            runs = list(pool.map(run_case, *zip(*jobs, strict=True)))
+            for future in as_completed([pool.submit(run_case, *j) for j in jobs]):
+                done(future.result())
     else:
-        runs = [run_case(*j) for j in jobs]
+        for j in jobs:
+            done(run_case(*j))
     order = {n: k for k, n in enumerate(names)}
     runs.sort(key=lambda r: (order[r["case"]], r["seed"]))
     summary = summarize(runs, budget)
