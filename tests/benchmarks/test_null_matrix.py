@@ -272,22 +272,29 @@ def render(summary: dict[str, Any], runs: Sequence[dict[str, Any]], budget: floa
 
 
 @pytest.mark.timeout(4 * 3600)  # CPU-bound simulation; the suite's 900 s is for tests
-def test_null_matrix(tmp_path: Path, write_report: Callable[[str, str], Path],
+def test_null_matrix(tmp_path: Path, bench_dir: Path,
+                     write_report: Callable[[str, str], Path],
                      markdown_table: Callable[[Sequence[str], Sequence[Sequence[object]]],
                                               str]) -> None:
     budget = Settings().false_alarms_per_30d
     names = [n.strip() for n in _env("TIERWATCH_NM_CASES", ",".join(CASES)).split(",")
              if n.strip()]
+    # seed by seed, so that a run cut short still has whole matrices; long ones first
     jobs = sorted(((n, s, i) for n in names for i, s in enumerate(SEEDS)),
-                  key=lambda j: -CASES[j[0]].cost)
+                  key=lambda j: (j[2], -CASES[j[0]].cost))
     started = time.perf_counter()
     runs: list[dict[str, Any]] = []
 
+    partial = bench_dir / "null_matrix_runs.jsonl"  # each run as it ends
+    partial.write_text("")
+
     def done(run: dict[str, Any]) -> None:
         runs.append(run)
-        sev = Counter(a["severity"] for a in run["alerts"])
+        with partial.open("a") as f:
+            f.write(json.dumps(run) + "\n")
+        kinds = Counter(f"{a['kind']} ({a['severity']})" for a in run["alerts"])
         print(f"  [{time.perf_counter() - started:5.0f} s] {run['case']} seed {run['seed']}: "
-              f"{dict(sev) or 'no alerts'} ({run['cpu_s']:.0f} CPU-s)", flush=True)
+              f"{dict(kinds) or 'no alerts'} ({run['cpu_s']:.0f} CPU-s)", flush=True)
 
     if WORKERS > 1:
         with ProcessPoolExecutor(WORKERS, mp_context=multiprocessing.get_context("fork")) \
