@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from pipeline.core.monitor import Monitor
-from pipeline.schemas import Alert, FeedbackEvent, RoutingEvent
+from pipeline.schemas import Alert, FeedbackEvent, RoutingEvent, ThresholdRecommendation
 from pipeline.sim import Simulator
+from pipeline.sim.fleet import Fleet
+from pipeline.sim.simulator import Policy
 
 BATCH = 512
 QUALITY_KINDS = frozenset({"tier_quality_drop", "tier_quality_gap", "boundary_degradation",
@@ -16,7 +18,11 @@ QUALITY_KINDS = frozenset({"tier_quality_drop", "tier_quality_gap", "boundary_de
 
 
 def batches(chunks: Iterator[Any], batch: int = BATCH) -> Iterator[tuple[str, list[Any]]]:
-    """Validated events of both kinds merged by event time, in runs of one kind."""
+    """Validated events of both kinds merged by event time, in runs of one kind.
+
+    A silent feedback source's backlog (older ``ts``, delivered late) keeps its place in
+    arrival order: the merge takes each list in the order it comes.
+    """
     for chunk in chunks:
         routing = [RoutingEvent.model_validate(e) for e in chunk.routing]
         feedback = [FeedbackEvent.model_validate(e) for e in chunk.feedback]
@@ -33,13 +39,25 @@ def batches(chunks: Iterator[Any], batch: int = BATCH) -> Iterator[tuple[str, li
             yield ("routing" if kind == 0 else "feedback"), run
 
 
-def drive(monitor: Monitor, sim: Simulator, days: float) -> list[Alert]:
-    """Feed ``days`` of ``sim`` to ``monitor`` as the replay does; return its alerts."""
+def drive(monitor: Monitor, sim: Simulator | Fleet, days: float, *,
+          policy: Policy | None = None,
+          on_control: Callable[[ThresholdRecommendation], None] | None = None) -> list[Alert]:
+    """Feed ``days`` of ``sim`` to ``monitor`` as the replay does; return its alerts.
+
+    ``policy`` routes a single simulator (a fleet's routers keep their own); every
+    recommendation the monitor publishes goes to ``on_control`` before the next chunk is
+    simulated, so a policy that reads a subscriber closes the loop.
+    """
+    chunks = sim.run(days) if isinstance(sim, Fleet) else sim.run(days, policy=policy)
     alerts: list[Alert] = []
-    for kind, events in batches(sim.run(days)):
+    for kind, events in batches(chunks):
         if kind == "routing":
             monitor.observe_routing(events)
         else:
             monitor.observe_feedback(events)
-        alerts += [o.payload for o in monitor.drain() if o.topic == "alerts"]  # type: ignore[misc]
+        for o in monitor.drain():
+            if o.topic == "alerts":
+                alerts.append(o.payload)  # type: ignore[arg-type]
+            elif o.topic == "control" and on_control is not None:
+                on_control(o.payload)  # type: ignore[arg-type]
     return alerts

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from pipeline.sim.params import FloatArray, IntArray, Seasonality
+from pipeline.sim.params import FloatArray, IntArray, Seasonality, Volume
 
 DEFAULT_START = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 DEFAULT_START_US = 1_767_225_600_000_000
@@ -47,15 +47,16 @@ def iso(epoch_s: float) -> str:
 
 def arrivals(
     rng: np.random.Generator, start_us: int, end_us: int, rate: float,
-    seasonality: Seasonality | None,
+    seasonality: Seasonality | Volume | None,
 ) -> IntArray:
     """Sorted arrival times (µs) of a Poisson process on ``[start_us, end_us)``.
 
-    The intensity is ``rate * seasonality.factor(t)``; non-homogeneous arrivals are drawn
-    by thinning a homogeneous process at the peak rate.
+    The intensity is ``rate * seasonality.factor(t)`` (a :class:`Volume` adds holidays and
+    ramps); non-homogeneous arrivals are drawn by thinning a homogeneous process at the
+    peak rate.
     """
     span_s = (end_us - start_us) / US
-    peak = 1.0 if seasonality is None else seasonality.max_factor
+    peak = 1.0 if seasonality is None else seasonality.peak_between(start_us / US, end_us / US)
     n = int(rng.poisson(rate * peak * span_s))
     offsets = np.sort(rng.random(n))
     accept_u = rng.random(n)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import gc
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -19,7 +19,14 @@ from pipeline.schemas import Baseline, Thresholds
 from pipeline.sim.baseline import build_baseline
 from pipeline.sim.clock import DEFAULT_START, US, arrivals, iso, to_epoch
 from pipeline.sim.events import Event, RoutingColumns, feedback_items, request_ids, routing_dicts
-from pipeline.sim.feedback import SUPPORT, THUMBS, PendingFeedback, draw_feedback
+from pipeline.sim.feedback import (
+    KINDS,
+    SUPPORT,
+    THUMBS,
+    FeedbackDraw,
+    PendingFeedback,
+    draw_feedback,
+)
 from pipeline.sim.params import SECONDS_PER_DAY, Scenario
 from pipeline.sim.population import draw_queries, self_confidence
 from pipeline.sim.router import escalate, route
@@ -33,6 +40,7 @@ that chunk, optionally with the ``policy_seq`` to stamp on its events."""
 DAY_US = int(SECONDS_PER_DAY) * US
 _STREAMS = ("arrivals", "queries", "routing", "feedback_select", "feedback_values")
 _BASELINE_STREAM = 100
+_NUISANCE_FIELDS = ("volume_changes", "policy_changes", "outages", "delay_changes")
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,8 +49,10 @@ class Chunk:
 
     ``routing`` and ``feedback`` are JSON-ready dicts matching ``RoutingEvent`` and
     ``FeedbackEvent``, each sorted by ``ts``. Feedback appears in the chunk where its own
-    event time falls (it is delayed from the request it is about). ``baselines`` holds any
-    new classifier baseline created in the chunk (a retrain).
+    event time falls (it is delayed from the request it is about), except the backlog of a
+    source that was silent (``Scenario.outages``): that arrives, late and with its original
+    ``ts``, in the chunk where the outage ends. ``baselines`` holds any new classifier
+    baseline created in the chunk (a retrain).
     """
 
     start: float
@@ -52,6 +62,16 @@ class Chunk:
     thresholds: Thresholds
     policy_seq: int
     baselines: list[Baseline] = field(default_factory=list)
+
+
+def _delays_changed(draw: FeedbackDraw, scenario: Scenario, day: np.ndarray) -> FeedbackDraw:
+    """Scale the delays of the kinds whose ``DelayChange`` is in force on the request's day."""
+    delay = draw.delay_s.copy()
+    request_day = day[draw.index]
+    for ch in scenario.delay_changes:
+        hit = (draw.kind == KINDS.index(ch.kind)) & (request_day >= ch.onset_day)
+        delay[hit] *= ch.factor
+    return replace(draw, delay_s=delay)
 
 
 @contextmanager
@@ -169,17 +189,17 @@ class Simulator:
         prefix = f"{sc.router_id}-{self.seed}-"
         seq, previous = 0, None
         next_index = 0
+        volume = sc.volume(self.seasonality, self.start)
         t_us = start_us
         while t_us < end_us:
             e_us = min(t_us + step_us, end_us)
             thresholds, seq = self._resolve(policy, t_us / US, previous, seq)
             previous = thresholds
-            us = arrivals(rng["arrivals"], t_us, e_us, self.rate,
-                          sc.seasonality if self.seasonality else None)
+            us = arrivals(rng["arrivals"], t_us, e_us, self.rate, volume)
             with _gc_paused():
                 routing, items = self._chunk_events(rng, us, start_us, thresholds, seq,
                                                     request_ids(prefix, next_index, len(us)))
-                pending.push(items)
+                pending.push(self._held(items, start_us) if sc.outages else items)
                 feedback = pending.pop_before(e_us)
             next_index += len(us)
             new_baselines = [self.baseline(classifier_version=sc.classifiers[i][1].version)
@@ -191,7 +211,11 @@ class Simulator:
 
     def _resolve(self, policy: Policy | None, now: float, previous: Thresholds | None,
                  seq: int) -> tuple[Thresholds, int]:
-        if policy is None:
+        if policy is None and self.scenario.policy_changes:
+            thresholds = self.scenario.thresholds_at((now - self.start) / SECONDS_PER_DAY)
+            if previous is not None and thresholds.key != previous.key:
+                seq += 1
+        elif policy is None:
             thresholds = self.scenario.thresholds
         else:
             out = policy(now)
@@ -248,6 +272,8 @@ class Simulator:
 
         draw = draw_feedback(rng["feedback_select"], rng["feedback_values"], sc, q.cohort,
                              q.score, thresholds, served_good, cheap_good, capable_good)
+        if sc.delay_changes:
+            draw = _delays_changed(draw, sc, day)
         items = feedback_items(draw, event_ts_us=us, request_id=ids, router_id=sc.router_id,
                                tiers=tiers, cheap=cheap, score=q.score)
 
@@ -258,6 +284,19 @@ class Simulator:
         self._daily.add(np.floor(day).astype(np.int64), q.cohort, cheap, served_good,
                         cheap_good, capable_good, escalated, support, thumbs_down)
         return routing, items
+
+    def _held(self, items: list[tuple[int, Event]], start_us: int) -> list[tuple[int, Event]]:
+        """Feedback of a silent source waits for the end of its outage (its ``ts`` stays)."""
+        out = []
+        for t_us, ev in items:
+            for o in self.scenario.outages:
+                lo = start_us + round(o.start_day * DAY_US)
+                hi = start_us + round(o.end_day * DAY_US)
+                if ev["kind"] in o.kinds and lo <= t_us < hi:
+                    t_us = hi
+                    break
+            out.append((t_us, ev))
+        return out
 
     # --- ground truth -----------------------------------------------------------------
 
@@ -283,5 +322,6 @@ class Simulator:
                                     for d, c in sc.classifiers],
             "changes": change_records(sc, self.start),
             "daily": self._daily.records(self.start, (sc.capable.name, sc.cheap.name)),
-            "parameters": jsonable(sc),
+            "parameters": {k: v for k, v in jsonable(sc).items()
+                           if v or k not in _NUISANCE_FIELDS},  # unused nuisances: absent
         }

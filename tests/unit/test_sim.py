@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 from collections import Counter, defaultdict
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,12 @@ import pytest
 from scipy import stats
 
 from pipeline.schemas import Baseline, FeedbackEvent, RoutingEvent, Thresholds
-from pipeline.sim import SCENARIOS, Chunk, Simulator
+from pipeline.sim import SCENARIOS, Chunk, Scenario, Simulator
+from pipeline.sim import nuisances as nz
+from pipeline.sim.clock import US, arrivals
+from pipeline.sim.fleet import Fleet
 from pipeline.sim.io import write_baseline, write_jsonl, write_truth
+from pipeline.sim.params import Delay
 
 DAY = 86_400.0
 START = 1_767_225_600.0  # 2026-01-01T00:00:00Z
@@ -355,3 +360,205 @@ def test_bad_arguments_raise() -> None:
         Simulator("steady", rate=1, seed=0, start=datetime(2026, 1, 1))
     with pytest.raises(KeyError, match="classifier_version"):
         Simulator("steady", rate=1, seed=0).baseline(classifier_version="v9")
+
+
+# --- nuisances (pipeline.sim.nuisances): volume, policy and signal plumbing only ----------
+
+STEADY_FLAT = nz.flat(SCENARIOS["steady"])
+
+
+def _arrivals(sc: Scenario, days: float, rate: float, seed: int = 0) -> np.ndarray:
+    """Arrival times (days since START) of ``sc``'s volume profile, as the simulator draws."""
+    volume = sc.volume(True, START)
+    start_us = int(START * US)
+    us = arrivals(np.random.default_rng(seed), start_us, start_us + int(days * DAY * US),
+                  rate, volume)
+    out: np.ndarray = (us - start_us) / (DAY * US)
+    return out
+
+
+def test_weekly_cycle_has_its_weekend_ratio_and_diurnal_peak_to_trough() -> None:
+    sc = nz.weekly_cycle(STEADY_FLAT, weekend=0.3, peak_to_trough=4.0)
+    day = _arrivals(sc, 28.0, rate=0.5)
+    per_day = np.bincount(day.astype(int), minlength=28)
+    weekday = (np.arange(28) + 3) % 7  # 2026-01-01 is a Thursday; Monday = 0
+    ratio = per_day[weekday >= 5].mean() / per_day[weekday < 5].mean()
+    assert ratio == pytest.approx(0.3, rel=0.03)
+    assert per_day.mean() == pytest.approx(0.5 * DAY, rel=0.01)  # mean one over a week
+    hour = (day % 1.0) * 24
+    peak = np.sum(np.abs(hour - 15.0) < 0.5)
+    trough = np.sum(np.abs(hour - 3.0) < 0.5)
+    assert peak / trough == pytest.approx(4.0, rel=0.05)
+
+
+def test_flat_volume_is_constant() -> None:
+    day = _arrivals(STEADY_FLAT, 14.0, rate=1.0)
+    per_day = np.bincount(day.astype(int), minlength=14)
+    per_hour = np.bincount(((day % 1.0) * 24).astype(int), minlength=24)
+    assert stats.chisquare(per_day).pvalue > 1e-3
+    assert stats.chisquare(per_hour).pvalue > 1e-3
+
+
+def test_holiday_has_a_tenth_of_the_volume_for_one_day() -> None:
+    day = _arrivals(nz.holiday(STEADY_FLAT, day=3.0, factor=0.1), 6.0, rate=1.0)
+    per_day = np.bincount(day.astype(int), minlength=6)
+    assert per_day[3] / per_day[[2, 4]].mean() == pytest.approx(0.1, rel=0.05)
+    assert per_day[[0, 1, 2, 4, 5]] == pytest.approx(DAY, rel=0.02)
+
+
+def test_volume_ramp_triples_over_a_week_and_stays() -> None:
+    day = _arrivals(nz.volume_ramp(STEADY_FLAT, onset_day=2.0, days=7.0, factor=3.0), 12.0,
+                    rate=0.5)
+    per_day = np.bincount(day.astype(int), minlength=12) / (0.5 * DAY)
+    assert per_day[:2] == pytest.approx([1.0, 1.0], rel=0.02)
+    assert per_day[5] == pytest.approx(1 + 2 * 3.5 / 7, rel=0.02)  # mid-ramp: day 5.5
+    assert per_day[9:] == pytest.approx([3.0] * 3, rel=0.02)
+
+
+def test_a_nuisance_not_yet_in_force_changes_nothing() -> None:
+    """Common random numbers: before a nuisance starts, its run is byte-identical to the
+    run without it (the same arrivals, queries, routing and feedback)."""
+    late = 50.0
+    variants = [nz.holiday(STEADY_FLAT, late), nz.volume_ramp(STEADY_FLAT, late),
+                nz.threshold_moves(STEADY_FLAT, [(late, 0.6, 0.5)]),
+                nz.exploration_changes(STEADY_FLAT, [(late, 0.3)]),
+                nz.feedback_outage(STEADY_FLAT, ("thumbs",), late),
+                nz.delays_scaled(STEADY_FLAT, "support_contact", late)]
+    base = events_bytes(Simulator(STEADY_FLAT, rate=0.5, seed=4).run(days=0.5))
+    for sc in variants:
+        assert events_bytes(Simulator(sc, rate=0.5, seed=4).run(days=0.5)) == base, sc
+
+
+def test_threshold_moves_apply_at_their_time_with_a_new_policy_seq() -> None:
+    sc = nz.threshold_moves(STEADY_FLAT, [(0.5, 0.5, 0.43), (1.0, 0.35, 0.28)])
+    chunks = list(Simulator(sc, rate=0.3, seed=2).run(days=1.5))
+    for c in chunks:
+        day = (c.start - START) / DAY
+        expect = (0.40, 0.33, 0) if day < 0.5 else (0.5, 0.43, 1) if day < 1.0 \
+            else (0.35, 0.28, 2)
+        assert (c.thresholds.cheap_above, c.thresholds.capable_below, c.policy_seq) == expect
+        for e in c.routing:
+            assert e["thresholds"]["cheap_above"] == expect[0]
+            assert e["policy_seq"] == expect[2]
+            assert (e["tier"] == "cheap") == (e["route_reason"] in ("confident_cheap",
+                                                                    "exploration"))
+            if e["score"] >= expect[0]:
+                assert e["route_reason"] == "confident_cheap"
+            elif e["score"] < expect[1]:
+                assert e["route_reason"] == "confident_capable"
+
+
+def test_exploration_rate_change_moves_the_explored_share_of_the_band() -> None:
+    sc = nz.exploration_changes(STEADY_FLAT, [(1.0, 0.3)])
+    share: dict[bool, list[bool]] = {False: [], True: []}
+    for c in Simulator(sc, rate=0.5, seed=3).run(days=2.0):
+        after = c.start >= START + DAY
+        share[after] += [e["route_reason"] == "exploration" for e in c.routing
+                         if e["route_reason"] in ("exploration", "uncertain_default")]
+    assert np.mean(share[False]) == pytest.approx(0.1, abs=0.015)
+    assert np.mean(share[True]) == pytest.approx(0.3, abs=0.025)
+
+
+def _feedback(sc: Scenario, days: float, seed: int = 6) -> list[tuple[float, dict[str, Any]]]:
+    """(chunk start, feedback event) for every feedback event, in delivery order."""
+    return [(c.start, f) for c in Simulator(sc, rate=0.3, seed=seed).run(days=days)
+            for f in c.feedback]
+
+
+def test_silent_source_sends_its_backlog_late_with_original_timestamps() -> None:
+    sc = nz.feedback_outage(STEADY_FLAT, ("thumbs", "rating"), start_day=1.0, days=1.0)
+    base, held = _feedback(STEADY_FLAT, 3.0), _feedback(sc, 3.0)
+    # the same events: only when they arrive differs
+    assert sorted(orjson.dumps(f) for _, f in held) == sorted(orjson.dumps(f) for _, f in base)
+    lo, hi = START + DAY, START + 2 * DAY
+    silent = [(at, f) for at, f in held if f["kind"] in ("thumbs", "rating")
+              and lo <= datetime.fromisoformat(f["ts"]).timestamp() < hi]
+    assert len(silent) > 300
+    assert {at for at, _ in silent} == {hi}  # nothing while silent; all in the hour it ends
+    others = [f for at, f in held if at < hi and f["kind"] not in ("thumbs", "rating")
+              and datetime.fromisoformat(f["ts"]).timestamp() >= lo]
+    assert others  # the other sources kept talking
+    late = [datetime.fromisoformat(f["ts"]).timestamp() for _, f in silent]
+    assert min(late) < lo + 3600 and max(late) > hi - 3600  # up to a whole outage behind
+
+
+# every request has the same contact probability, high enough to measure delays quickly
+CONTACTING = replace(STEADY_FLAT, users=replace(STEADY_FLAT.users, support_rate_good=0.05,
+                                                support_rate_bad=0.05))
+
+
+def _contact_delays(sc: Scenario, days: float) -> tuple[np.ndarray, np.ndarray]:
+    """(request day, delay in hours) of every support contact of a run."""
+    asked: dict[str, float] = {}
+    out: list[tuple[float, float]] = []
+    for c in Simulator(sc, rate=0.2, seed=8).run(days=days):
+        asked.update((e["request_id"], datetime.fromisoformat(e["ts"]).timestamp())
+                     for e in c.routing)
+        for f in c.feedback:
+            if f["kind"] == "support_contact":
+                t0 = asked[f["request_id"]]
+                out.append(((t0 - START) / DAY,
+                            (datetime.fromisoformat(f["ts"]).timestamp() - t0) / 3600))
+    arr = np.array(out)
+    return arr[:, 0], arr[:, 1]
+
+
+def test_support_contact_delays_double_from_their_onset() -> None:
+    # delays clipped at one day, so that every contact of days 0-2 is in a 4-day run
+    short = replace(CONTACTING, delays=replace(CONTACTING.delays, support_contact=Delay(
+        median_s=8 * 3600.0, sigma=0.9, min_s=3600.0, max_s=DAY)))
+    day, delay = _contact_delays(nz.delays_scaled(short, "support_contact", 1.0, 2.0), 4.0)
+    before, after = delay[day < 1.0], delay[(day >= 1.0) & (day < 2.0)]
+    assert min(len(before), len(after)) > 500
+    assert np.median(before) == pytest.approx(8.0, rel=0.1)  # the scenario's median
+    assert np.median(after) / np.median(before) == pytest.approx(2.0, rel=0.12)
+    assert before.max() <= 24.0 < after.max() <= 48.0  # the clip moved with the scale
+    # the same requests contact support as without the change: only the delay moved
+    base_day, _ = _contact_delays(short, 4.0)
+    assert np.sort(base_day[base_day < 2.0]).tolist() == np.sort(day[day < 2.0]).tolist()
+
+
+def test_exponential_contact_delays_have_mean_six_hours() -> None:
+    day, delay = _contact_delays(nz.exponential_contacts(CONTACTING, mean_hours=6.0), 4.0)
+    d = delay[day < 2.0]  # all but e^-8 of their contacts arrive within the run
+    assert len(d) > 1000
+    assert d.mean() == pytest.approx(6.0, rel=0.08)
+    assert stats.kstest(d, "expon", args=(0, 6.0)).pvalue > 1e-3
+
+
+def test_fleet_merges_routers_of_different_volumes_and_a_late_joiner() -> None:
+    big = Simulator(STEADY_FLAT, rate=0.5, seed=1)
+    small = Simulator(nz.renamed(STEADY_FLAT, "small"), rate=0.05, seed=2)
+    late = Simulator(nz.renamed(STEADY_FLAT, "late"), rate=0.2, seed=3,
+                     start=START + 0.5 * DAY)
+    fleet = Fleet([big, small, late])
+    n: Counter[str] = Counter()
+    first_seen: dict[str, float] = {}
+    for c in fleet.run(days=1.0):
+        assert [e["ts"] for e in c.routing] == sorted(e["ts"] for e in c.routing)
+        for e in c.routing:
+            n[e["router_id"]] += 1
+            first_seen.setdefault(e["router_id"], datetime.fromisoformat(e["ts"]).timestamp())
+        assert set(c.chunks) == {"steady-router", "small"} | ({"late"} if c.start
+                                                               >= START + 0.5 * DAY else set())
+    assert n["steady-router"] / n["small"] == pytest.approx(10.0, rel=0.1)
+    assert n["late"] == pytest.approx(0.2 * 0.5 * DAY, rel=0.05)
+    assert first_seen["late"] >= START + 0.5 * DAY
+    assert set(fleet.truth()) == {"steady-router", "small", "late"}
+    with pytest.raises(ValueError, match="distinct"):
+        Fleet([big, Simulator(STEADY_FLAT, rate=1.0, seed=5)])
+    with pytest.raises(ValueError, match="grid"):
+        list(Fleet([big, Simulator(nz.renamed(STEADY_FLAT, "x"), rate=1.0, seed=5,
+                                   start=START + 10)]).run(days=0.1))
+
+
+def test_nuisances_are_recorded_in_the_truth_and_checked() -> None:
+    sc = nz.holiday(nz.delays_scaled(STEADY_FLAT, "support_contact", 3.0), 5.0)
+    params = Simulator(sc, rate=0.1, seed=1).truth()["parameters"]
+    assert params["volume_changes"] == [{"start_day": 5.0, "end_day": 6.0, "factor": 0.1}]
+    assert params["delay_changes"][0]["factor"] == 2.0
+    assert "outages" not in params  # unused nuisances leave the truth as it was
+    with pytest.raises(ValueError, match="unknown feedback"):
+        nz.feedback_outage(STEADY_FLAT, ("telepathy",), 1.0)
+    with pytest.raises(ValueError):
+        nz.threshold_moves(STEADY_FLAT, [(1.0, 0.3, 0.5)])  # capable_below > cheap_above
