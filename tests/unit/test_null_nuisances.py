@@ -54,7 +54,6 @@ def null_scenario() -> Scenario:
     return nz.threshold_moves(sc, [(MOVE_DAY, 0.50, 0.43)])
 
 
-@pytest.mark.xfail(strict=False, reason="until lagged attribution lands")
 def test_weekly_cycle_and_threshold_move_raise_no_quality_page() -> None:
     started = time.perf_counter()
     sim = Simulator(null_scenario(), rate=RATE, seed=SEED)
