@@ -153,8 +153,10 @@ def run_case(name: str, seed: int, index: int) -> dict[str, Any]:
     started = time.process_time()
     case = CASES[name]
     traffic = case.build(seed, index)
-    settings = Settings(support_contact_cost_usd=3.0,
-                        control_mode="enforce" if case.closed_loop else "advisory")
+    # enforce needs a key of its own: the built-in development key is refused
+    mode = {"control_mode": "enforce", "control_key_id": "bench",
+            "control_key": "null-matrix-" + "0" * 32} if case.closed_loop else {}
+    settings = Settings(support_contact_cost_usd=3.0, **mode)
     monitor = build_monitor(settings)
     sims = traffic.simulators if isinstance(traffic, Fleet) else [traffic]
     for sim in sims:
