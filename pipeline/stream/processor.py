@@ -317,13 +317,19 @@ class Processor:
         index = self._index.get(id(ev))
         if index is None:
             return raw
+        sliced = self._element(raw, index)
+        return encode(ev) if sliced is None else sliced
+
+    def _element(self, raw: bytes, index: int) -> bytes | None:
+        """Element ``index`` of the current batch as sent, sliced from the JSON payload
+        (after any Schema Registry header); ``None`` if the slicing fails."""
         payload = split_wire_format(raw)[1]
         if self._spans is None:
             self._spans = _element_spans(payload) or []
-        if index < len(self._spans):
+        if 0 <= index < len(self._spans):
             a, b = self._spans[index]
             return payload[a:b]
-        return encode(ev)
+        return None
 
     def _output(self, msg: InMessage | None, o: Output, raw: bytes = b"") -> OutMessage:
         if o.topic == "dlq":
@@ -380,13 +386,8 @@ class Processor:
         """The original bytes of element ``index`` of a batch, or the whole message."""
         if index is None or index < 0:
             return raw
-        payload = split_wire_format(raw)[1]
-        if self._spans is None:
-            self._spans = _element_spans(payload) or []
-        if index < len(self._spans):
-            a, b = self._spans[index]
-            return payload[a:b]
-        return _item(raw, items, index)
+        sliced = self._element(raw, index)
+        return _item(raw, items, index) if sliced is None else sliced
 
     def _dead_letter(self, msg: InMessage | None, r: Rejection, raw: bytes,
                      events: int = 1) -> OutMessage:
