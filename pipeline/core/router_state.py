@@ -602,7 +602,9 @@ class RouterState:
                 continue
             key, what = self._drift_key(who, signal)
             level = res.level
-            below = "" if level == "alarm" else f", below the effect floors ({self._floors()})"
+            # info: some test is certain, but none is both past its floor and significant
+            below = "" if level == "alarm" else (
+                f", certain but not past an effect floor ({self._floors()}) with significance")
             summary = (f"{what} drifted from the baseline{below}: KS {worst.ks.effect:.3f}, "
                        f"PSI {worst.psi.effect:.3f} over {worst.window}")
             stats: dict[str, Any] = {
