@@ -9,6 +9,7 @@ numbers behind them (for ``/status``, metrics and the report).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -428,18 +429,11 @@ class RouterState:
         correction (empty until a delay distribution has been learnt)."""
         if signal not in ROUTED_SIGNALS:
             return self.quality.window(at, seconds, signal=signal, tier=tier, band=band)
-        key = ("window", int(at // 3600), seconds, tier, band)
-        hit = self._lag_cache.get(key)
-        if hit is not None:
-            return hit
-        est = self.delay_estimate(at)
-        if est is None:
-            return Totals()
         m = math.ceil(seconds / 3600 - 1e-9)
-        out = self._lag_cache[key] = self.lagged.window(
-            int(at // 3600), m, est.cdf, tier=tier, band=band,
-            min_completed=self.config.quality.min_completed)
-        return out
+        return self._attributed(("window", int(at // 3600), seconds, tier, band), at,
+                                lambda cdf: self.lagged.window(
+                                    int(at // 3600), m, cdf, tier=tier, band=band,
+                                    min_completed=self.config.quality.min_completed))
 
     def reference(self, signal: str, at: float, *, tier: str | None = None,
                   band: int | None = None) -> Totals:
@@ -447,16 +441,22 @@ class RouterState:
         of ``at``: the last reference hours' contacts are still coming in at its end)."""
         if signal not in ROUTED_SIGNALS:
             return self.quality.reference_totals(signal, tier=tier, band=band)
-        key = ("reference", int(at // 3600), tier, band)
+        return self._attributed(("reference", int(at // 3600), tier, band), at,
+                                lambda cdf: self.lagged.reference_totals(
+                                    int(at // 3600), cdf, tier=tier, band=band,
+                                    min_completed=self.config.quality.min_completed))
+
+    def _attributed(self, key: tuple[Any, ...], at: float,
+                    compute: Callable[[Any], Totals]) -> Totals:
+        """Attributed totals, computed once per evaluation hour and key with the delay
+        distribution learnt by ``at`` (empty before one is learnt)."""
         hit = self._lag_cache.get(key)
         if hit is not None:
             return hit
         est = self.delay_estimate(at)
         if est is None:
             return Totals()
-        out = self._lag_cache[key] = self.lagged.reference_totals(
-            int(at // 3600), est.cdf, tier=tier, band=band,
-            min_completed=self.config.quality.min_completed)
+        out = self._lag_cache[key] = compute(est.cdf)
         return out
 
     # -- evaluation ---------------------------------------------------------------------
