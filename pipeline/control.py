@@ -428,6 +428,12 @@ class RoutingEventEmitter:
         self._bytes = 0
         self._oldest = 0.0
         self._lock = threading.Lock()
+        self._closed = threading.Event()
+        # linger is honoured when traffic stops too: a quiet router's last events would
+        # otherwise wait for the next emit, and the worker's watermark with them
+        self._flusher = threading.Thread(target=self._linger, name="tierwatch-emitter",
+                                         daemon=True)
+        self._flusher.start()
 
     def emit(self, *, request_id: str, score: float, decision: Decision,
              thresholds: Thresholds, ts: datetime | None = None, **fields: Any) -> RoutingEvent:
@@ -470,7 +476,16 @@ class RoutingEventEmitter:
                       self.router_id, self.topic, n, exc)
         self.last_error = str(exc)
 
+    def _linger(self) -> None:
+        while not self._closed.wait(self.linger_s / 2):
+            with self._lock:
+                due = bool(self._batch) and time.monotonic() - self._oldest >= self.linger_s
+            if due:
+                self.flush(wait=False)
+
     def close(self) -> None:
+        """Send what is queued and close the producer; call it when the router stops."""
+        self._closed.set()
         self.flush()
         self.producer.close()
 

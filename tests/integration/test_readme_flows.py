@@ -252,3 +252,114 @@ def test_the_readme_flows_run_as_written(session: Session, workdir: Path,
     assert f"routers: {ROUTER} (" in summary
     replayed = orjson.loads((audit / "summary.json").read_bytes())
     assert replayed["routers"][ROUTER]["router_id"] == ROUTER
+
+
+# ---------------------------------------------------------------- the router's example
+ROUTER_SECTION = ("Emitting events and applying recommendations",)
+ROUTER_PRELUDE = '''
+class classifier:
+    @staticmethod
+    def simple_probability(query):
+        return 0.97 if "easy" in query else 0.3
+
+class _Model:
+    def __init__(self, tier):
+        self.tier = tier
+    def answer(self, query):
+        return f"{self.tier}: {query}"
+
+models = {"cheap": _Model("cheap"), "capable": _Model("capable")}
+
+def price(tier, query):
+    return 0.001 if tier == "cheap" else 0.02
+'''
+
+
+def readme_python(text: str, sections: tuple[str, ...]) -> list[str]:
+    """The fenced ``python`` blocks under headings that start with one of ``sections``.
+
+    >>> readme_python("## R\\n```python\\nx = 1\\n```\\n```bash\\nls\\n```\\n", ("R",))
+    ['x = 1\\n']
+    """
+    blocks, inside, fence, body = [], False, None, []
+    for line in text.splitlines(keepends=True):
+        heading = re.match(r"^#{1,6}\s+(.*?)\s*$", line)
+        if fence is None and heading:
+            inside = heading.group(1).startswith(sections)
+        elif fence is None and line.startswith("```"):
+            fence, body = line.strip()[3:].strip(), []
+        elif fence is not None and line.startswith("```"):
+            if inside and fence == "python":
+                blocks.append("".join(body))
+            fence = None
+        elif fence is not None:
+            body.append(line)
+    return blocks
+
+
+def test_the_readme_router_example_runs_as_written(kafka_bootstrap: str, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The router snippet, with only its two file paths pointed into a scratch directory
+    (and a stand-in classifier, models and price): its events reach the routing topic
+    without an explicit flush, and a signed recommendation inside its bounds is applied.
+    """
+    from kafka import KafkaConsumer, KafkaProducer
+
+    from pipeline.core.signing import Keyring, new_key
+    from pipeline.schemas import RoutingEvent, Thresholds
+    from pipeline.settings import Settings
+    from pipeline.stream.processor import encode
+    from pipeline.topics import create_topics
+    from tests.integration.test_control_security import recommendation
+
+    (block,) = readme_python(README.read_text(), ROUTER_SECTION)
+    key = new_key()
+    (tmp_path / "tierwatch.key").write_text(key + "\n")
+    for path in ("/etc/router/tierwatch.key", "/var/lib/router/tierwatch-control.json"):
+        assert path in block, f"the README's router example no longer reads {path}"
+    code = (block.replace("/etc/router/tierwatch.key", str(tmp_path / "tierwatch.key"))
+            .replace("/var/lib/router/", f"{tmp_path}/"))
+    prefix = f"r{uuid.uuid4().hex[:8]}.tierwatch"
+    for name in [k for k in os.environ if k.startswith("TIERWATCH_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", kafka_bootstrap)
+    monkeypatch.setenv("TIERWATCH_TOPIC_PREFIX", prefix)
+    settings = Settings()
+    create_topics(settings)
+
+    scope: dict[str, object] = {}
+    exec(compile(ROUTER_PRELUDE + code, "README.md", "exec"), scope)
+    thresholds, emitter = scope["thresholds"], scope["emitter"]
+    try:
+        answers = [scope["handle"](f"q{i}", "easy one" if i % 2 else "hard one")  # type: ignore[operator]
+                   for i in range(6)]
+        # SAFE favours the capable tier: 0.97 is above its cheap_above, 0.3 is not
+        assert answers[:2] == ["capable: hard one", "cheap: easy one"]
+
+        consumer = KafkaConsumer(settings.topic("routing"), bootstrap_servers=kafka_bootstrap,
+                                 auto_offset_reset="earliest", consumer_timeout_ms=15_000)
+        seen: list[RoutingEvent] = []
+        for message in consumer:  # no flush: the emitter's linger sends the last batch
+            seen += [RoutingEvent.model_validate(e) for e in orjson.loads(message.value)]
+            if len(seen) >= 6:
+                break
+        consumer.close()
+        assert sorted(e.request_id for e in seen) == [f"q{i}" for i in range(6)]
+        assert {e.router_id for e in seen} == {ROUTER}
+
+        # a recommendation signed with the router's key, inside its bounds, is applied
+        ring = Keyring({"k1": bytes.fromhex(key)})
+        wanted = Thresholds(cheap_above=0.7, capable_below=0.6, exploration_rate=0.1)
+        producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+        producer.send(settings.topic("control"), key=ROUTER.encode(),
+                      value=encode(recommendation(seq=1, thresholds=wanted, ring=ring))
+                      ).get(timeout=30)
+        producer.close()
+        applied = eventually(lambda: thresholds.applied, "the recommendation applied",  # type: ignore[attr-defined]
+                             timeout=30)
+        assert applied.thresholds == wanted
+        assert thresholds.current() == wanted  # type: ignore[attr-defined]
+        assert (tmp_path / "tierwatch-control.json").is_file()
+    finally:
+        emitter.close()  # type: ignore[attr-defined]
+        thresholds.stop()  # type: ignore[attr-defined]
