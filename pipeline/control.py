@@ -39,6 +39,7 @@ from typing import Any
 import orjson
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
+from kafka.partitioner.default import murmur2
 from pydantic import ValidationError
 
 from pipeline import kafka_clients
@@ -460,13 +461,31 @@ class RoutingEventEmitter:
         with self._lock:
             batch, keys = self._batch, self._keys
             self._batch, self._keys, self._bytes = [], [], 0
-        if batch:
-            # the key is the first event's request_id: consumers join on each event's own id
-            future = self.producer.send(self.topic, key=keys[0].encode(),
-                                        value=b"[" + b",".join(batch) + b"]")
-            future.add_errback(self._failed, len(batch))
+        for key, group in self._by_partition(batch, keys):
+            future = self.producer.send(self.topic, key=key, value=b"[" + b",".join(group) + b"]")
+            future.add_errback(self._failed, len(group))
         if wait:
             self.producer.flush()
+
+    def _by_partition(self, batch: list[bytes],
+                      keys: list[str]) -> list[tuple[bytes, list[bytes]]]:
+        """One array per partition, keyed by one of its own request_ids, so that every
+        event lands where a message keyed by its own request_id would: with its feedback.
+        """
+        if not batch:
+            return []
+        try:
+            partitions = sorted(self.producer.partitions_for(self.topic) or ())
+        except KafkaError:
+            partitions = []
+        if len(partitions) <= 1:
+            return [(keys[0].encode(), batch)]
+        groups: dict[int, tuple[bytes, list[bytes]]] = {}
+        for key, raw in zip(keys, batch, strict=True):
+            k = key.encode()
+            partition = (murmur2(k) & 0x7FFFFFFF) % len(partitions)  # Kafka's default
+            groups.setdefault(partition, (k, []))[1].append(raw)
+        return list(groups.values())
 
     def _failed(self, n: int, exc: BaseException) -> None:
         # a router keeps routing when monitoring fails; it is logged and counted

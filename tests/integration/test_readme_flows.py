@@ -304,6 +304,7 @@ def test_the_readme_router_example_runs_as_written(kafka_bootstrap: str, tmp_pat
     without an explicit flush, and a signed recommendation inside its bounds is applied.
     """
     from kafka import KafkaConsumer, KafkaProducer
+    from kafka.partitioner.default import murmur2
 
     from pipeline.core.signing import Keyring, new_key
     from pipeline.schemas import RoutingEvent, Thresholds
@@ -339,11 +340,17 @@ def test_the_readme_router_example_runs_as_written(kafka_bootstrap: str, tmp_pat
         consumer = KafkaConsumer(settings.topic("routing"), bootstrap_servers=kafka_bootstrap,
                                  auto_offset_reset="earliest", consumer_timeout_ms=15_000)
         seen: list[RoutingEvent] = []
+        partitions = len(consumer.partitions_for_topic(settings.topic("routing")) or ())
         for message in consumer:  # no flush: the emitter's linger sends the last batch
-            seen += [RoutingEvent.model_validate(e) for e in orjson.loads(message.value)]
+            events = [RoutingEvent.model_validate(e) for e in orjson.loads(message.value)]
+            for e in events:  # each where its own request_id (and its feedback) goes
+                expected = (murmur2(e.request_id.encode()) & 0x7FFFFFFF) % partitions
+                assert message.partition == expected, (e.request_id, message.partition)
+            seen += events
             if len(seen) >= 6:
                 break
         consumer.close()
+        assert partitions > 1, "the test topic should have partitions to split over"
         assert sorted(e.request_id for e in seen) == [f"q{i}" for i in range(6)]
         assert {e.router_id for e in seen} == {ROUTER}
 
