@@ -71,10 +71,10 @@ from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from pipeline import kafka_clients
+from pipeline.bootstrap import bootstrap
 from pipeline.core.merge import OrderedMerge
 from pipeline.core.monitor import Monitor
 from pipeline.core.signing import parse_key
-from pipeline.replay import build_monitor
 from pipeline.settings import Settings
 from pipeline.stream.assignor import OneActiveAssignor
 from pipeline.stream.checkpoint import (
@@ -212,8 +212,8 @@ def build_worker(settings: Settings, *, registry: CollectorRegistry | None = Non
     """Wire a faust app around one :class:`Processor`, restored from its checkpoint."""
     registry = registry if registry is not None else CollectorRegistry()
     scrape: CollectorRegistry = registry
-    metrics = WorkerMetrics(registry)
-    processor = Processor(settings, monitor or build_monitor(settings), metrics)
+    processor = bootstrap(settings, monitor=monitor, registry=registry)
+    metrics = processor.metrics
     store = CheckpointStore(settings.checkpoint_dir
                             or Path(".run/checkpoints") / settings.app_id,
                             key=parse_key(settings.checkpoint_key)

@@ -12,9 +12,9 @@ from datetime import UTC, datetime
 import numpy as np
 from prometheus_client import CollectorRegistry
 
+from pipeline.bootstrap import build_monitor
 from pipeline.core.baseline import fit_baseline
 from pipeline.core.figures import alert_figures
-from pipeline.replay import build_monitor
 from pipeline.settings import Settings
 from pipeline.stream.metrics import WorkerMetrics
 from tests.unit.test_router_isolation import START, _events

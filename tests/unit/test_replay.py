@@ -21,9 +21,10 @@ from typing import Any
 import orjson
 import pytest
 
+from pipeline.bootstrap import build_monitor
 from pipeline.cli import main
 from pipeline.demo import simulate
-from pipeline.replay import BATCH, Replay, build_monitor, messages
+from pipeline.replay import BATCH, Replay, messages
 from pipeline.schemas import DeadLetter
 from pipeline.settings import Settings
 
