@@ -11,7 +11,9 @@ file with the digests recorded before the change (``tests/digests.json``):
   with a few broken lines added to each input, so that the DLQ and both routers'
   reports are covered: alerts, control, review, DLQ and ``summary.json``.
 
-Usage (from the repository root, with the project's venv)::
+Every command runs in a scratch directory with relative paths, because the input
+file's path is part of the outputs (a dead letter's ``topic``, the report's
+``generated_from``). Usage (from the repository root, with the project's venv)::
 
     .venv/bin/python -m tests.digests check            # compare with tests/digests.json
     .venv/bin/python -m tests.digests record           # rewrite tests/digests.json
@@ -55,8 +57,11 @@ def _run(*args: str, cwd: Path) -> None:
 
 
 def _env() -> dict[str, str]:
-    # the run's environment must not change its outputs: no TIERWATCH_* from the shell
-    return {k: v for k, v in os.environ.items() if not k.startswith("TIERWATCH_")}
+    # the run's environment must not change its outputs: no TIERWATCH_* from the shell;
+    # this checkout's pipeline whatever the working directory
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("TIERWATCH_") and k != "PYTHONPATH"}
+    return {**env, "PYTHONPATH": str(ROOT)}
 
 
 def _sha(data: bytes) -> str:
@@ -93,7 +98,7 @@ def _merge_by_ts(paths: list[Path], dest: Path) -> None:
 
 def demo(work: Path) -> dict[str, str]:
     out = work / "demo"
-    _run("demo", "--out", str(out), cwd=ROOT)
+    _run("demo", "--out", "demo", cwd=work)
     found = _digests(out, "demo")
     for name in ("routing.jsonl", "feedback.jsonl", "baseline.json"):
         found[f"demo/data/{name}"] = _sha((out / "data" / name).read_bytes())
@@ -105,32 +110,33 @@ def replay(work: Path) -> dict[str, str]:
     for scenario, seed in (("retrain", 11), ("cascade", 12)):
         d = work / f"sim-{scenario}"
         _run("simulate", "--scenario", scenario, "--days", "21", "--rate", "0.1", "--seed",
-             str(seed), "--out", str(d), cwd=ROOT)
+             str(seed), "--out", d.name, cwd=work)
         sims.append(d)
     routing, feedback = work / "routing.jsonl", work / "feedback.jsonl"
     _merge_by_ts([d / "routing.jsonl" for d in sims], routing)
     _merge_by_ts([d / "feedback.jsonl" for d in sims], feedback)
     out = work / "replay"
-    args = ["replay", "--routing", str(routing), "--feedback", str(feedback), "--out", str(out)]
+    args = ["replay", "--routing", routing.name, "--feedback", feedback.name, "--out", out.name]
     for d in sims:
-        args += ["--baseline", str(d / "baseline.json")]
-    _run(*args, cwd=ROOT)
+        args += ["--baseline", f"{d.name}/baseline.json"]
+    _run(*args, cwd=work)
     found = _digests(out, "replay")
     found["replay/input/routing.jsonl"] = _sha(routing.read_bytes())
     found["replay/input/feedback.jsonl"] = _sha(feedback.read_bytes())
     return found
 
 
-def _check_checkout() -> None:
-    """The subprocesses must run this checkout's ``pipeline`` (``-m`` puts the cwd first)."""
+def _check_checkout(work: Path) -> None:
+    """The subprocesses must run this checkout's ``pipeline``, not an installed one."""
     where = subprocess.run([sys.executable, "-c", "import pipeline; print(pipeline.__file__)"],
-                           cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+                           cwd=work, env=_env(), capture_output=True, text=True,
+                           check=True).stdout.strip()
     if Path(where).resolve().parent.parent != ROOT:
         raise SystemExit(f"the commands would run {where}, not this checkout ({ROOT})")
 
 
 def collect(work: Path) -> dict[str, str]:
-    _check_checkout()
+    _check_checkout(work)
     return {**demo(work), **replay(work)}
 
 
