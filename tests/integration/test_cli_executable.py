@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.demo import simulate
 from tests.unit.test_cli import REAL, _cases, assert_one_line_error, files
 
 __all__ = ["files"]  # the fixture, shared with the in-process tests
@@ -67,3 +68,15 @@ def test_the_worker_refuses_to_enforce_with_the_development_key() -> None:
     assert proc.returncode != 0
     assert "control_mode enforce refuses the built-in development key" in proc.stderr
     assert "tierwatch control keygen" in proc.stderr
+
+
+def test_the_replay_writes_nothing_to_a_piped_stderr(tmp_path: Path) -> None:
+    """No progress bar, no warning: stderr that is not a terminal stays empty."""
+    routing, _, _, _ = simulate("pareto-trap", tmp_path / "sim", days=1, rate=0.05, seed=11)
+    run = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "replay", "--routing", str(routing),
+         "--baseline", str(tmp_path / "sim" / "baseline.json"), "--out", str(tmp_path / "out")],
+        capture_output=True, timeout=300, check=False)
+    assert run.returncode == 0, run.stderr.decode()[-2000:]
+    assert run.stderr == b""
+    assert b"events in" in run.stdout
