@@ -345,7 +345,8 @@ def cmd_replay(ns: argparse.Namespace, settings: Settings) -> int:
                  for b in read_baselines(input_file(path, "--baseline"))]
     out = output_dir(ns.out)
 
-    from pipeline.replay import Replay, build_monitor, read_alerts
+    from pipeline.bootstrap import build_monitor
+    from pipeline.replay import Replay, read_alerts
     from pipeline.report.build import report_data
     from pipeline.report.render import write_report
 

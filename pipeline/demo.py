@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.bootstrap import build_monitor
 from pipeline.core.monitor import Monitor
-from pipeline.replay import Replay, build_monitor, read_alerts
+from pipeline.replay import Replay, read_alerts
 from pipeline.report.build import report_data
 from pipeline.report.render import write_report
 from pipeline.schemas import Alert, Baseline

@@ -44,15 +44,14 @@ from pathlib import Path
 from typing import IO, Any, NamedTuple, cast
 
 import orjson
-from prometheus_client import CollectorRegistry
 
-from pipeline.core.economics import Prices
-from pipeline.core.monitor import Monitor, MonitorConfig, Signer
-from pipeline.core.signing import Keyring, parse_key
+# build_monitor and monitor_config live in the composition root; still importable from
+# here for code written before it existed
+from pipeline.bootstrap import bootstrap, build_monitor, monitor_config
+from pipeline.core.monitor import Monitor
 from pipeline.schemas import MAX_EVENT_BYTES, UNPARSED, Alert, Baseline, DeadLetter
 from pipeline.settings import Settings
-from pipeline.stream.metrics import WorkerMetrics
-from pipeline.stream.processor import InMessage, OutMessage, Processor, encode
+from pipeline.stream.processor import InMessage, OutMessage, encode
 
 __all__ = ["BATCH", "Line", "Message", "Replay", "ReplayResult", "build_monitor", "merged",
            "messages", "monitor_config", "read_alerts", "read_lines"]
@@ -226,28 +225,6 @@ def messages(routing: Path, feedback: Path | None = None, *, eval_every_s: float
     yield from window()
 
 
-# -- the monitor -----------------------------------------------------------------------------
-def build_monitor(settings: Settings, config: MonitorConfig | None = None,
-                  record: bool = False) -> Monitor:
-    """The monitor of these settings, signing with the configured control key."""
-    keyring = Keyring({settings.control_key_id: parse_key(settings.control_key)})
-    return Monitor(config or monitor_config(settings),
-                   signer=Signer(keyring, settings.control_key_id, settings.control_mode),
-                   record=record)
-
-
-def monitor_config(settings: Settings) -> MonitorConfig:
-    """The monitor configuration these settings describe."""
-    return MonitorConfig(
-        allowed_lateness_s=settings.allowed_lateness_s, eval_every_s=settings.eval_every_s,
-        false_alarms_per_30d=settings.false_alarms_per_30d, join_ttl_s=settings.join_ttl_s,
-        sequential_drift=settings.sequential_drift, runbook_base=settings.runbook_base_url,
-        ticket_false_alarms_per_30d=settings.ticket_false_alarms_per_30d,
-        info_false_alarms_per_30d=settings.info_false_alarms_per_30d,
-        prices=Prices(cost_per_support_contact=settings.support_contact_cost_usd,
-                      cost_per_bad_outcome=settings.bad_outcome_cost_usd))
-
-
 # -- the replay ------------------------------------------------------------------------------
 @dataclass
 class ReplayResult:
@@ -330,8 +307,7 @@ class Replay:
         self.out_dir = out_dir
         self.batch = batch
         # event time only: outputs depend on the input, never on the wall clock
-        self.processor = Processor(settings, monitor, WorkerMetrics(CollectorRegistry()),
-                                   clock=None)
+        self.processor = bootstrap(settings, monitor=monitor, clock=None)
         self.result = ReplayResult()
 
     def messages(self, routing: Path, feedback: Path | None = None) -> Iterator[Message]:

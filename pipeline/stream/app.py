@@ -59,7 +59,6 @@ import sys
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -71,10 +70,10 @@ from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from pipeline import kafka_clients
+from pipeline.bootstrap import bootstrap
 from pipeline.core.merge import OrderedMerge
 from pipeline.core.monitor import Monitor
 from pipeline.core.signing import parse_key
-from pipeline.replay import build_monitor
 from pipeline.settings import Settings
 from pipeline.stream.assignor import OneActiveAssignor
 from pipeline.stream.checkpoint import (
@@ -191,272 +190,141 @@ class TierwatchApp(faust.App):
     standby: bool = False
     #: "active" (every input partition), "standby" (none) or "partial" (some: stopped)
     role: str = "starting"
+    #: the worker this app runs (its web pages read it)
+    worker: Worker | None = None
 
     def _new_transport(self) -> Any:
         return CheckpointedTransport(self.conf.broker_consumer, self)
 
 
-@dataclass
 class Worker:
-    """The pieces of a running worker, exposed so tests can inspect them."""
+    """A running worker: one :class:`Processor` behind a faust app, restored from its
+    checkpoint, fed through the ordered merge (see the module docstring).
 
-    app: faust.App
+    The attributes are exposed so that tests can inspect them.
+    """
+
+    app: TierwatchApp
     processor: Processor
     metrics: WorkerMetrics
     registry: CollectorRegistry
     store: CheckpointStore
 
+    def __init__(self, settings: Settings, *, registry: CollectorRegistry | None = None,
+                 monitor: Monitor | None = None) -> None:
+        self.settings = settings
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.processor = bootstrap(settings, monitor=monitor, registry=self.registry)
+        self.metrics = self.processor.metrics
+        self.store = CheckpointStore(settings.checkpoint_dir
+                                     or Path(".run/checkpoints") / settings.app_id,
+                                     key=parse_key(settings.checkpoint_key)
+                                     if settings.checkpoint_key else DEFAULT_KEY)
+        try:
+            restore_state(self.store, self.processor, settings, self.metrics)
+        except StateUnusable:
+            self.store.close()
+            raise
+        #: input topic name → short name (``routing``, ``feedback``, ``baselines``)
+        self.by_name = {settings.topic(k): k for k in INPUTS}
+        #: output short name → topic name
+        self.sinks = {k: settings.topic(k) for k in OUTPUTS}
+        #: fetched messages waiting for their turn, with their fetch time (monotonic) for
+        #: the merge-wait histogram
+        self.merge: OrderedMerge[tuple[float, InMessage]] = OrderedMerge()
+        self.lock = asyncio.Lock()
+        #: next offset expected per input partition: what reaches the merge is each offset
+        #: once, in order (a re-fetch after a seek or a rebalance repeats some)
+        self.pushed: dict[TP, int] = {}
+        #: since when the merge has held messages without releasing any (monotonic)
+        self.blocked_since: float | None = None
+        #: when the last checkpoint was started (monotonic)
+        self.last_checkpoint = time.monotonic()
+        #: the baselines table has been read to its end (events may flow)
+        self.bootstrapped = False
+        #: messages the latest durable checkpoint counts
+        self.checkpointed = self.processor.messages
+        #: the checkpoint being written, if any
+        self.writer: asyncio.Future[None] | None = None
+        #: why the worker cannot process (it is on its way out), once it cannot
+        self.failed: str | None = None
+        #: input partitions not assigned to this worker, per input short name
+        self.missing: dict[str, int] = {}
+        #: the input partitions of the last assignment (``None`` before the first)
+        self.assigned: set[TP] | None = None
+        self.app = self._app()
 
-def build_worker(settings: Settings, *, registry: CollectorRegistry | None = None,
-                 monitor: Monitor | None = None) -> Worker:
-    """Wire a faust app around one :class:`Processor`, restored from its checkpoint."""
-    registry = registry if registry is not None else CollectorRegistry()
-    scrape: CollectorRegistry = registry
-    metrics = WorkerMetrics(registry)
-    processor = Processor(settings, monitor or build_monitor(settings), metrics)
-    store = CheckpointStore(settings.checkpoint_dir
-                            or Path(".run/checkpoints") / settings.app_id,
-                            key=parse_key(settings.checkpoint_key)
-                            if settings.checkpoint_key else DEFAULT_KEY)
-    try:
-        restore_state(store, processor, settings, metrics)
-    except StateUnusable:
-        store.close()
-        raise
-    # faust writes a per-app folder; keep it out of the working directory
-    datadir = Path(os.environ.get("FAUST_DATADIR", f".run/faust/{settings.app_id}"))
-    datadir.parent.mkdir(parents=True, exist_ok=True)
-    app = TierwatchApp(
-        settings.app_id,
-        broker=kafka_clients.broker_urls(settings),
-        broker_credentials=kafka_clients.faust_credentials(settings),  # TLS, SASL, OAuth
-        store="memory://",
-        datadir=datadir,
-        web_port=settings.web_port,
-        web_host="127.0.0.1",
-        topic_allow_declare=False,
-        topic_disable_leader=True,
-        producer_acks=-1,
-        producer_linger=0.02,  # batch the outputs: one produce request per dead letter is slow
-        consumer_auto_offset_reset="earliest",
-        # commits follow checkpoints, not acks, so shutdown need not wait for taken
-        # messages to be acked; it did forever after an agent crash (SIGTERM ignored)
-        stream_wait_empty=False,
-        # up to the largest message per partition per fetch (faust's default is 1 MB):
-        # the ordered merge releases no further than its least-fetched partition, and at
-        # 1 MB a partition of 50 kB batch messages starved it (12.5k events/s, half idle).
-        # The partitions that are ahead are held (CheckpointedConsumer.hold), not paused:
-        # faust drops the records it has fetched for a partition paused while it hands
-        # them out (Consumer.getmany filters on the live active set).
-        consumer_max_fetch_size=settings.max_message_bytes,
-        PartitionAssignor=OneActiveAssignor,
-        broker_commit_every=settings.batch_size,
-        broker_session_timeout=settings.session_timeout_s,
-        broker_heartbeat_interval=settings.session_timeout_s / 10,
-        broker_rebalance_timeout=settings.session_timeout_s,
-    )
-    app.durable_positions = {TP(t, p): o for (t, p), o in processor.positions.items()}
-    by_name = {settings.topic(k): k for k in INPUTS}
-    source = app.topic(*by_name, key_type=bytes, value_type=bytes,
-                       key_serializer="raw", value_serializer="raw")
-    sinks = {k: settings.topic(k) for k in OUTPUTS}
-    # items carry their fetch time (monotonic), for the merge-wait histogram
-    merge: OrderedMerge[tuple[float, InMessage]] = OrderedMerge()
-    lock = asyncio.Lock()
-    state: dict[str, Any] = {"blocked_since": None, "checkpoint": time.monotonic(),
-                             "bootstrapped": False, "checkpointed": processor.messages,
-                             "writer": None, "failed": None, "missing": {},
-                             "assigned": None}
-    #: next offset expected per input partition: what reaches the merge is each offset
-    #: once, in order (a re-fetch after a seek or a rebalance repeats some)
-    pushed: dict[TP, int] = {}
+    # -- wiring ----------------------------------------------------------------------------
+    def _app(self) -> TierwatchApp:
+        settings = self.settings
+        # faust writes a per-app folder; keep it out of the working directory
+        datadir = Path(os.environ.get("FAUST_DATADIR", f".run/faust/{settings.app_id}"))
+        datadir.parent.mkdir(parents=True, exist_ok=True)
+        app = TierwatchApp(
+            settings.app_id,
+            broker=kafka_clients.broker_urls(settings),
+            broker_credentials=kafka_clients.faust_credentials(settings),  # TLS, SASL, OAuth
+            store="memory://",
+            datadir=datadir,
+            web_port=settings.web_port,
+            web_host="127.0.0.1",
+            topic_allow_declare=False,
+            topic_disable_leader=True,
+            producer_acks=-1,
+            producer_linger=0.02,  # batch the outputs: one produce request per dead letter is slow
+            consumer_auto_offset_reset="earliest",
+            # commits follow checkpoints, not acks, so shutdown need not wait for taken
+            # messages to be acked; it did forever after an agent crash (SIGTERM ignored)
+            stream_wait_empty=False,
+            # up to the largest message per partition per fetch (faust's default is 1 MB):
+            # the ordered merge releases no further than its least-fetched partition, and at
+            # 1 MB a partition of 50 kB batch messages starved it (12.5k events/s, half idle).
+            # The partitions that are ahead are held (CheckpointedConsumer.hold), not paused:
+            # faust drops the records it has fetched for a partition paused while it hands
+            # them out (Consumer.getmany filters on the live active set).
+            consumer_max_fetch_size=settings.max_message_bytes,
+            PartitionAssignor=OneActiveAssignor,
+            broker_commit_every=settings.batch_size,
+            broker_session_timeout=settings.session_timeout_s,
+            broker_heartbeat_interval=settings.session_timeout_s / 10,
+            broker_rebalance_timeout=settings.session_timeout_s,
+        )
+        app.worker = self
+        app.durable_positions = {TP(t, p): o for (t, p), o in self.processor.positions.items()}
+        app.seek_plan = self.seek_plan
+        source = app.topic(*self.by_name, key_type=bytes, value_type=bytes,
+                           key_serializer="raw", value_serializer="raw")
+        app.agent(source, name="tierwatch.ingest", concurrency=1)(self.ingest)
+        # the merge may be waiting on a partition that delivers nothing more
+        app.timer(interval=0.25)(self.drain)
+        # mode's Signal types its receivers narrower than the keyword it passes
+        app.on_partitions_assigned.connect(self.check_assignment)  # type: ignore[arg-type]
+        app.page("/metrics")(MetricsView)
+        app.page("/status")(StatusView)
+        app.page("/health")(HealthView)
+        app.page("/routers/{router_id}")(RouterView)
+        return app
 
-    def seek_plan(assigned: set[TP]) -> dict[TP, int | None]:
+    def seek_plan(self, assigned: set[TP]) -> dict[TP, int | None]:
         """Where each assigned input partition continues: after what the merge holds,
         else where the state stops, else (the state has none of it) its beginning."""
         plan: dict[TP, int | None] = {}
         for tp in assigned:
-            if tp.topic not in by_name:
+            if tp.topic not in self.by_name:
                 continue
-            nxt = pushed.get(tp, processor.positions.get((tp.topic, tp.partition)))
+            nxt = self.pushed.get(tp, self.processor.positions.get((tp.topic, tp.partition)))
             plan[tp] = nxt
             if nxt is not None:
-                pushed[tp] = nxt
+                self.pushed[tp] = nxt
         return plan
 
-    app.seek_plan = seek_plan
-
-    async def publish(out: list[OutMessage]) -> None:
-        # straight to the producer: faust's Topic.send adds per-message futures, callbacks
-        # and sensors that cost more than the record itself (about 1 ms a record when a
-        # review request goes out for most routing messages); order and partitioning
-        # (murmur2 of the key) are the producer's either way
-        producer = app.producer
-        for m in out:
-            await producer.send(sinks[m.topic], m.key, m.value, partition=None,
-                                timestamp=None, headers=None)
-
-    def inputs() -> set[TP]:
-        return {tp for tp in app.consumer.assignment() if tp.topic in by_name}
-
-    def caught_up(tp: Any) -> bool:
-        highwater = app.consumer.highwater(tp)
-        return highwater is not None and processor.positions.get(
-            (tp.topic, tp.partition), 0) >= highwater
-
-    def fetching(tp: TP) -> bool:
-        """Whether the fetcher has records of ``tp`` still to fetch (then waiting for them
-        keeps the order exact, however slow the fetch: the idle release is only for
-        partitions that end in offsets that deliver nothing, such as transaction markers).
-        """
-        highwater = app.consumer.highwater(tp)
-        position = fetch_position(app, tp)
-        if highwater is None or position is False:  # unknown: the idle timeout decides
-            return False
-        return position is None or position < highwater
-
-    def release() -> list[InMessage]:
-        """What the merge can hand to the processor now, in its order."""
-        now = time.monotonic()
-        waited = metrics.merge_wait.observe
-        out = []
-        for fetched, msg in _release():
-            waited(now - fetched)
-            out.append(msg)
-        metrics.merge_buffered.set(len(merge))
-        return out
-
-    def _release() -> list[tuple[float, InMessage]]:
-        assigned = inputs()
-        consumer: CheckpointedConsumer = app.consumer  # type: ignore[assignment]
-        if app.rebalancing or assigned != state["assigned"]:
-            # mid-rebalance the assignment is partial or empty, and a partition that is
-            # not listed does not gate the merge: releasing now would break the order
-            return []
-        if app.standby:  # fetch nothing more; what arrives waits for the full assignment
-            consumer.hold(assigned)
-            metrics.merge_held.set(len(consumer.held))
-            return []
-        tables = sorted(tp for tp in assigned if by_name[tp.topic] == "baselines")
-        streams = sorted(assigned.difference(tables))
-        try:
-            return _ordered(tables, streams)
-        finally:
-            hold_ahead(consumer, streams)
-
-    def hold_ahead(consumer: CheckpointedConsumer, streams: list[TP]) -> None:
-        """Hold the partitions with more than their share waiting; resume at half."""
-        share = max(1, settings.merge_max_buffered // max(1, len(streams)))
-        held = consumer.held
-        consumer.hold(tp for tp in streams if merge.buffered(tp) >= share
-                      or (tp in held and merge.buffered(tp) > share // 2))
-        if consumer.held != held:
-            metrics.merge_holds.inc(len(consumer.held - held))
-            metrics.merge_held.set(len(consumer.held))
-
-    def _ordered(tables: list[TP], streams: list[TP]) -> list[tuple[float, InMessage]]:
-        # the baselines topic is a table: applied as it arrives, and read to its end
-        # before the first event, so every event meets the baselines already published
-        ready = [m for tp in tables for m in merge.take(tp)]
-        if not state["bootstrapped"]:
-            if not all(caught_up(tp) for tp in tables):
-                return ready
-            state["bootstrapped"] = True
-        ready += merge.release(streams, caught_up)
-        now = time.monotonic()
-        if ready or not len(merge):
-            state["blocked_since"] = None
-        elif state["blocked_since"] is None:
-            state["blocked_since"] = now
-        elif now - state["blocked_since"] >= settings.merge_idle_s and not any(
-                fetching(tp) for tp in streams if not merge.buffered(tp)):
-            waiting = [f"{tp.topic}:{tp.partition}" for tp in streams
-                       if not merge.buffered(tp) and not caught_up(tp)]
-            ready += merge.release(streams, caught_up, force=True)
-            metrics.merge_forced.labels("idle").inc()
-            log.warning("ordered merge waited %.1f s for %s, fetched to the broker's high "
-                        "watermark but short of it (transaction markers, or records still "
-                        "on their way through faust), and released without them "
-                        "(TIERWATCH_MERGE_IDLE_S)",
-                        now - state["blocked_since"], ", ".join(waiting))
-            state["blocked_since"] = None
-        if len(merge) >= settings.merge_overflow_messages:
-            n = len(merge)
-            ready += merge.release(streams, caught_up, force=True)
-            metrics.merge_forced.labels("full").inc()
-            log.error("ordered merge overflowed: %d messages buffered (limit "
-                      "TIERWATCH_MERGE_OVERFLOW_MESSAGES=%d) were released out of order, so "
-                      "results may differ from a replay from here on; see %s#merge_overflow",
-                      n, settings.merge_overflow_messages, RUNBOOK)
-        return ready
-
-    async def drain() -> None:
-        if state["failed"] is not None:
-            return  # the worker is stopping: process nothing more
-        try:
-            await _drain()
-        except Exception as err:  # the worker cannot process: stop, non-zero, loudly
-            fail(err)
-
-    def fail(err: BaseException) -> None:
-        state["failed"] = f"{type(err).__name__}: {err}"
-        log.critical("the worker cannot process (%s); exiting for the supervisor to restart "
-                     "it", state["failed"], exc_info=err)
-        request_exit(FAILED_EXIT_CODE)
-
-    async def _drain() -> None:
-        async with lock:
-            for i, msg in enumerate(release()):
-                out = processor.handle(by_name[msg.topic], msg)
-                out.extend(processor.flush())
-                await publish(out)
-                if i % 64 == 63:
-                    await asyncio.sleep(0)  # let the web server and the timers run
-            if (time.monotonic() - state["checkpoint"] >= settings.checkpoint_every_s
-                    and processor.messages != state["checkpointed"]):
-                await checkpoint()
-
-    async def checkpoint() -> None:
-        """Flush the outputs, then snapshot state and offsets; call holding ``lock``.
-
-        A forked child writes the snapshot while processing goes on; the committed
-        offsets move to the snapshot's once the child has made it durable.
-        """
-        if state["writer"] is not None:
-            return
-        state["checkpoint"] = time.monotonic()
-        started = time.perf_counter()
-        try:
-            await app.producer.flush()
-            snapshot = processor.snapshot()
-            pid = store.fork_save(snapshot)
-        except Exception:  # a failed checkpoint must not stop the worker
-            log.exception("checkpoint failed; committed offsets stay at the previous one")
-            metrics.checkpoint_failures.inc()
-            return
-        state["writer"] = asyncio.ensure_future(finish(pid, snapshot.positions,
-                                                       snapshot.messages, started))
-
-    async def finish(pid: int, positions: dict[tuple[str, int], int], messages: int,
-                     started: float) -> None:
-        try:
-            size = await asyncio.get_running_loop().run_in_executor(None, store.reap, pid)
-        except Exception:
-            log.exception("checkpoint failed; committed offsets stay at the previous one")
-            metrics.checkpoint_failures.inc()
-            return
-        finally:
-            state["writer"] = None
-        app.durable_positions = {TP(t, p): o for (t, p), o in positions.items()}
-        state["checkpointed"] = messages
-        metrics.checkpoint_seconds.observe(time.perf_counter() - started)
-        metrics.checkpoint_bytes.set(size)
-        metrics.checkpoint_time.set(time.time())
-
-    async def ingest(stream: faust.StreamT) -> None:
+    # -- intake ----------------------------------------------------------------------------
+    async def ingest(self, stream: faust.StreamT) -> None:
+        """The agent: push each fetched message into the merge once, then drain it."""
+        by_name, pushed, merge = self.by_name, self.pushed, self.merge
         # take_events exists on faust's Stream but not on its StreamT protocol
         batches = stream.take_events(  # type: ignore[attr-defined]
-            settings.batch_size, settings.batch_within_s)
+            self.settings.batch_size, self.settings.batch_within_s)
         async for events in batches:
             fetched = time.monotonic()
             for event in events:
@@ -469,41 +337,214 @@ def build_worker(settings: Settings, *, registry: CollectorRegistry | None = Non
                 merge.push(tp, (m.timestamp, RANK[by_name[m.topic]], m.partition, m.offset),
                            (fetched, InMessage(m.topic, m.partition, m.offset, m.key,
                                                m.value)))
-            await drain()
-            record_lag(events)
+            await self.drain()
+            self.record_lag(events)
 
-    @app.timer(interval=0.25)
-    async def unblock() -> None:
-        # the merge may be waiting on a partition that delivers nothing more
-        await drain()
-
-    def record_lag(events: list[faust.EventT]) -> None:
+    def record_lag(self, events: list[faust.EventT]) -> None:
         last: dict[tuple[str, int], int] = {}
         for event in events:
             m = event.message
             last[(m.topic, m.partition)] = max(last.get((m.topic, m.partition), -1), m.offset)
         for (topic, partition), offset in last.items():
-            highwater = app.consumer.highwater(TP(topic, partition))
+            highwater = self.app.consumer.highwater(TP(topic, partition))
             if highwater is not None:
-                metrics.consumer_lag.labels(by_name[topic], str(partition)).set(
+                self.metrics.consumer_lag.labels(self.by_name[topic], str(partition)).set(
                     max(0, highwater - offset - 1))
 
-    app.agent(source, name="tierwatch.ingest", concurrency=1)(ingest)
+    def inputs(self) -> set[TP]:
+        return {tp for tp in self.app.consumer.assignment() if tp.topic in self.by_name}
 
-    async def check_assignment(sender: Any, *args: Any, signal: Any = None,
+    def caught_up(self, tp: Any) -> bool:
+        highwater = self.app.consumer.highwater(tp)
+        return highwater is not None and self.processor.positions.get(
+            (tp.topic, tp.partition), 0) >= highwater
+
+    def fetching(self, tp: TP) -> bool:
+        """Whether the fetcher has records of ``tp`` still to fetch (then waiting for them
+        keeps the order exact, however slow the fetch: the idle release is only for
+        partitions that end in offsets that deliver nothing, such as transaction markers).
+        """
+        highwater = self.app.consumer.highwater(tp)
+        position = fetch_position(self.app, tp)
+        if highwater is None or position is False:  # unknown: the idle timeout decides
+            return False
+        return position is None or position < highwater
+
+    # -- the ordered merge -----------------------------------------------------------------
+    def release(self) -> list[InMessage]:
+        """What the merge can hand to the processor now, in its order."""
+        now = time.monotonic()
+        waited = self.metrics.merge_wait.observe
+        out = []
+        for fetched, msg in self._release():
+            waited(now - fetched)
+            out.append(msg)
+        self.metrics.merge_buffered.set(len(self.merge))
+        return out
+
+    def _release(self) -> list[tuple[float, InMessage]]:
+        app = self.app
+        assigned = self.inputs()
+        consumer: CheckpointedConsumer = app.consumer  # type: ignore[assignment]
+        if app.rebalancing or assigned != self.assigned:
+            # mid-rebalance the assignment is partial or empty, and a partition that is
+            # not listed does not gate the merge: releasing now would break the order
+            return []
+        if app.standby:  # fetch nothing more; what arrives waits for the full assignment
+            consumer.hold(assigned)
+            self.metrics.merge_held.set(len(consumer.held))
+            return []
+        tables = sorted(tp for tp in assigned if self.by_name[tp.topic] == "baselines")
+        streams = sorted(assigned.difference(tables))
+        try:
+            return self._ordered(tables, streams)
+        finally:
+            self.hold_ahead(consumer, streams)
+
+    def hold_ahead(self, consumer: CheckpointedConsumer, streams: list[TP]) -> None:
+        """Hold the partitions with more than their share waiting; resume at half."""
+        merge = self.merge
+        share = max(1, self.settings.merge_max_buffered // max(1, len(streams)))
+        held = consumer.held
+        consumer.hold(tp for tp in streams if merge.buffered(tp) >= share
+                      or (tp in held and merge.buffered(tp) > share // 2))
+        if consumer.held != held:
+            self.metrics.merge_holds.inc(len(consumer.held - held))
+            self.metrics.merge_held.set(len(consumer.held))
+
+    def _ordered(self, tables: list[TP], streams: list[TP]) -> list[tuple[float, InMessage]]:
+        merge, settings, metrics, caught_up = (self.merge, self.settings, self.metrics,
+                                               self.caught_up)
+        # the baselines topic is a table: applied as it arrives, and read to its end
+        # before the first event, so every event meets the baselines already published
+        ready = [m for tp in tables for m in merge.take(tp)]
+        if not self.bootstrapped:
+            if not all(caught_up(tp) for tp in tables):
+                return ready
+            self.bootstrapped = True
+        ready += merge.release(streams, caught_up)
+        now = time.monotonic()
+        if ready or not len(merge):
+            self.blocked_since = None
+        elif self.blocked_since is None:
+            self.blocked_since = now
+        elif now - self.blocked_since >= settings.merge_idle_s and not any(
+                self.fetching(tp) for tp in streams if not merge.buffered(tp)):
+            waiting = [f"{tp.topic}:{tp.partition}" for tp in streams
+                       if not merge.buffered(tp) and not caught_up(tp)]
+            ready += merge.release(streams, caught_up, force=True)
+            metrics.merge_forced.labels("idle").inc()
+            log.warning("ordered merge waited %.1f s for %s, fetched to the broker's high "
+                        "watermark but short of it (transaction markers, or records still "
+                        "on their way through faust), and released without them "
+                        "(TIERWATCH_MERGE_IDLE_S)",
+                        now - self.blocked_since, ", ".join(waiting))
+            self.blocked_since = None
+        if len(merge) >= settings.merge_overflow_messages:
+            n = len(merge)
+            ready += merge.release(streams, caught_up, force=True)
+            metrics.merge_forced.labels("full").inc()
+            log.error("ordered merge overflowed: %d messages buffered (limit "
+                      "TIERWATCH_MERGE_OVERFLOW_MESSAGES=%d) were released out of order, so "
+                      "results may differ from a replay from here on; see %s#merge_overflow",
+                      n, settings.merge_overflow_messages, RUNBOOK)
+        return ready
+
+    # -- processing ------------------------------------------------------------------------
+    async def drain(self) -> None:
+        """Process what the merge releases (also on a timer: the merge may be waiting on a
+        partition that delivers nothing more)."""
+        if self.failed is not None:
+            return  # the worker is stopping: process nothing more
+        try:
+            await self._drain()
+        except Exception as err:  # the worker cannot process: stop, non-zero, loudly
+            self.fail(err)
+
+    def fail(self, err: BaseException) -> None:
+        self.failed = f"{type(err).__name__}: {err}"
+        log.critical("the worker cannot process (%s); exiting for the supervisor to restart "
+                     "it", self.failed, exc_info=err)
+        request_exit(FAILED_EXIT_CODE)
+
+    async def _drain(self) -> None:
+        processor, by_name = self.processor, self.by_name
+        async with self.lock:
+            for i, msg in enumerate(self.release()):
+                out = processor.handle(by_name[msg.topic], msg)
+                out.extend(processor.flush())
+                await self.publish(out)
+                if i % 64 == 63:
+                    await asyncio.sleep(0)  # let the web server and the timers run
+            if (time.monotonic() - self.last_checkpoint >= self.settings.checkpoint_every_s
+                    and processor.messages != self.checkpointed):
+                await self.checkpoint()
+
+    async def publish(self, out: list[OutMessage]) -> None:
+        # straight to the producer: faust's Topic.send adds per-message futures, callbacks
+        # and sensors that cost more than the record itself (about 1 ms a record when a
+        # review request goes out for most routing messages); order and partitioning
+        # (murmur2 of the key) are the producer's either way
+        producer, sinks = self.app.producer, self.sinks
+        for m in out:
+            await producer.send(sinks[m.topic], m.key, m.value, partition=None,
+                                timestamp=None, headers=None)
+
+    # -- checkpoints -----------------------------------------------------------------------
+    async def checkpoint(self) -> None:
+        """Flush the outputs, then snapshot state and offsets; call holding ``lock``.
+
+        A forked child writes the snapshot while processing goes on; the committed
+        offsets move to the snapshot's once the child has made it durable.
+        """
+        if self.writer is not None:
+            return
+        self.last_checkpoint = time.monotonic()
+        started = time.perf_counter()
+        try:
+            await self.app.producer.flush()
+            snapshot = self.processor.snapshot()
+            pid = self.store.fork_save(snapshot)
+        except Exception:  # a failed checkpoint must not stop the worker
+            log.exception("checkpoint failed; committed offsets stay at the previous one")
+            self.metrics.checkpoint_failures.inc()
+            return
+        self.writer = asyncio.ensure_future(self.finish(pid, snapshot.positions,
+                                                        snapshot.messages, started))
+
+    async def finish(self, pid: int, positions: dict[tuple[str, int], int], messages: int,
+                     started: float) -> None:
+        metrics = self.metrics
+        try:
+            size = await asyncio.get_running_loop().run_in_executor(None, self.store.reap, pid)
+        except Exception:
+            log.exception("checkpoint failed; committed offsets stay at the previous one")
+            metrics.checkpoint_failures.inc()
+            return
+        finally:
+            self.writer = None
+        self.app.durable_positions = {TP(t, p): o for (t, p), o in positions.items()}
+        self.checkpointed = messages
+        metrics.checkpoint_seconds.observe(time.perf_counter() - started)
+        metrics.checkpoint_bytes.set(size)
+        metrics.checkpoint_time.set(time.time())
+
+    # -- the group -------------------------------------------------------------------------
+    async def check_assignment(self, sender: Any, *args: Any, signal: Any = None,
                                **kwargs: Any) -> None:
         """Stop processing unless assigned every input partition (see the docstring).
 
         The partition counts come from the metadata the consumer already holds for the
         topics it subscribes to: no extra client, nothing polled.
         """
+        app, by_name, settings = self.app, self.by_name, self.settings
         assigned: set[TP] = kwargs.get("assigned", args[0] if args else set())
         totals = partition_counts(app, list(by_name))
         missing = {}
         for topic, total in totals.items():
             have = sum(1 for tp in assigned if tp.topic == topic)
             missing[by_name[topic]] = 0 if total is None else max(0, total - have)
-            metrics.partitions_missing.labels(by_name[topic]).set(missing[by_name[topic]])
+            self.metrics.partitions_missing.labels(by_name[topic]).set(missing[by_name[topic]])
         unknown = sorted(by_name[t] for t, n in totals.items() if n is None)
         if unknown:
             log.warning("partition counts of %s unknown from the consumer's metadata: "
@@ -513,9 +554,9 @@ def build_worker(settings: Settings, *, registry: CollectorRegistry | None = Non
         app.standby = any(missing.values())
         app.role = ("active" if not app.standby else "standby" if not inputs_assigned
                     else "partial")
-        state["missing"] = missing
-        state["assigned"] = inputs_assigned
-        metrics.standby.set(1 if app.role == "standby" else 0)
+        self.missing = missing
+        self.assigned = inputs_assigned
+        self.metrics.standby.set(1 if app.role == "standby" else 0)
         if app.role == "partial":
             log.error("this worker is assigned %d of the %d input partitions: a member of the "
                       "consumer group %s spreads them (another assignor: an older "
@@ -532,54 +573,68 @@ def build_worker(settings: Settings, *, registry: CollectorRegistry | None = Non
         elif app.role == "active" and was in ("standby", "partial"):
             log.warning("assigned every input partition: taking over, from this worker's own "
                         "state (%d messages), re-reading the inputs from its offsets",
-                        processor.messages)
+                        self.processor.messages)
 
-    # mode's Signal types its receivers narrower than the keyword it passes
-    app.on_partitions_assigned.connect(check_assignment)  # type: ignore[arg-type]
+    # -- read-outs -------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        """``/status``: the monitor's status and the worker's own."""
+        processor, app = self.processor, self.app
+        return {**processor.monitor.status(), "worker": {
+            "healthy": self.failed is None, "error": self.failed,
+            "messages": processor.messages,
+            "positions": {f"{t}:{p}": o for (t, p), o in processor.positions.items()},
+            "checkpoint": {f"{tp.topic}:{tp.partition}": o
+                           for tp, o in app.durable_positions.items()},
+            "merge_buffered": len(self.merge),
+            "role": app.role,
+            "partitions_missing": self.missing,
+            "held_partitions": sorted(
+                f"{tp.topic}:{tp.partition}"
+                for tp in getattr(app.consumer, "held", ()))}}
 
-    class MetricsView(View):
-        async def get(self, request: Request) -> Response:
-            # aiohttp wants the charset apart from the media type
-            media_type = CONTENT_TYPE_LATEST.split(";")[0]
-            return self.bytes(generate_latest(scrape), content_type=media_type)
 
-    class HealthView(View):
-        async def get(self, request: Request) -> Response:
-            # 503 once the worker cannot process: it is on its way out, never a zombie
-            if state["failed"] is not None:
-                return self.json({"status": "failed", "error": state["failed"]}, status=503)
-            return self.json({"status": "ok", "messages": processor.messages})
+def _worker(view: View) -> Worker:
+    worker: Worker | None = getattr(view.app, "worker", None)
+    assert worker is not None, "a tierwatch page served by an app without its Worker"
+    return worker
 
-    class StatusView(View):
-        async def get(self, request: Request) -> Response:
-            return self.json({**processor.monitor.status(), "worker": {
-                "healthy": state["failed"] is None, "error": state["failed"],
-                "messages": processor.messages,
-                "positions": {f"{t}:{p}": o for (t, p), o in processor.positions.items()},
-                "checkpoint": {f"{tp.topic}:{tp.partition}": o
-                               for tp, o in app.durable_positions.items()},
-                "merge_buffered": len(merge),
-                "role": app.role,
-                "partitions_missing": state["missing"],
-                "held_partitions": sorted(
-                    f"{tp.topic}:{tp.partition}"
-                    for tp in getattr(app.consumer, "held", ()))}},
-            status=200 if state["failed"] is None else 503)
 
-    class RouterView(View):
-        async def get(self, request: Request, router_id: str) -> Response:
-            status = processor.monitor.status()
-            router = status["routers"].get(router_id)
-            if router is None:
-                return self.json({"error": f"unknown router {router_id!r}"}, status=404)
-            return self.json({"router_id": router_id, "watermark": status["watermark"],
-                              **router})
+class MetricsView(View):
+    async def get(self, request: Request) -> Response:
+        # aiohttp wants the charset apart from the media type
+        media_type = CONTENT_TYPE_LATEST.split(";")[0]
+        return self.bytes(generate_latest(_worker(self).registry), content_type=media_type)
 
-    app.page("/metrics")(MetricsView)
-    app.page("/status")(StatusView)
-    app.page("/health")(HealthView)
-    app.page("/routers/{router_id}")(RouterView)
-    return Worker(app, processor, metrics, registry, store)
+
+class HealthView(View):
+    async def get(self, request: Request) -> Response:
+        worker = _worker(self)
+        # 503 once the worker cannot process: it is on its way out, never a zombie
+        if worker.failed is not None:
+            return self.json({"status": "failed", "error": worker.failed}, status=503)
+        return self.json({"status": "ok", "messages": worker.processor.messages})
+
+
+class StatusView(View):
+    async def get(self, request: Request) -> Response:
+        worker = _worker(self)
+        return self.json(worker.status(), status=200 if worker.failed is None else 503)
+
+
+class RouterView(View):
+    async def get(self, request: Request, router_id: str) -> Response:
+        status = _worker(self).processor.monitor.status()
+        router = status["routers"].get(router_id)
+        if router is None:
+            return self.json({"error": f"unknown router {router_id!r}"}, status=404)
+        return self.json({"router_id": router_id, "watermark": status["watermark"],
+                          **router})
+
+
+def build_worker(settings: Settings, *, registry: CollectorRegistry | None = None,
+                 monitor: Monitor | None = None) -> Worker:
+    """Wire a faust app around one :class:`Processor`, restored from its checkpoint."""
+    return Worker(settings, registry=registry, monitor=monitor)
 
 
 #: exit status of a worker that stopped because it could not process (EX_SOFTWARE)

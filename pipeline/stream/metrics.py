@@ -1,5 +1,11 @@
 """Prometheus metrics of the worker, on an injected registry.
 
+Two kinds: what happens to messages is counted as it happens (counters, histograms
+and wall-clock gauges on :class:`WorkerMetrics`); what the monitor knows (evaluation
+figures, firing alerts, thresholds, baselines, the watermark) is read from it at
+scrape time by :class:`MonitorCollector`, so a series the monitor no longer has is no
+longer exported, and nothing has to be kept in step with the monitor.
+
 Label cardinality is bounded: routers beyond ``max_routers`` and tiers beyond
 ``max_tiers`` per router are folded into ``other``, because an unbounded label
 set is a memory leak in every Prometheus server that scrapes us.
@@ -7,23 +13,22 @@ set is a memory leak in every Prometheus server that scrapes us.
 
 from __future__ import annotations
 
-import contextlib
 import time
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from pipeline.core.alerts import severity_of
 from pipeline.core.figures import alert_figures
 from pipeline.core.monitor import Monitor, Output
-from pipeline.schemas import Baseline, DeadLetter
+from pipeline.schemas import DeadLetter
 
 OTHER = "other"
 #: longest field name kept as a label value (a producer's field names are free text)
 MAX_FIELD_NAME = 64
 
-
-_SEGMENT_GAUGES = ("segment_requests", "segment_support_contacts")
-_SEGMENT_LABELS = ("router_id", "tier", "key", "value")
 
 class LabelCap:
     """Admits the first ``limit`` distinct values of a label, folds the rest into ``other``.
@@ -52,7 +57,6 @@ class WorkerMetrics:
     def __init__(self, registry: CollectorRegistry, *, max_routers: int = 50,
                  max_tiers: int = 8) -> None:
         self.registry = registry
-        self._baseline_versions: dict[str, str] = {}
         self.router = LabelCap(max_routers)
         self.tier = LabelCap(max_routers * max_tiers)
         self.events = Counter(
@@ -90,57 +94,9 @@ class WorkerMetrics:
             "tierwatch_processing_seconds", "Time to process one input message.",
             ["topic"], registry=registry,
             buckets=(1e-5, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 5e-2, 0.1, 0.5, 1.0))
-        self.baseline_version = Gauge(
-            "tierwatch_baseline_info", "The baseline in force (value 1), by router and version.",
-            ["router_id", "version"], registry=registry)
-        self.baseline_created = Gauge(
-            "tierwatch_baseline_created_timestamp_seconds",
-            "Creation time of the baseline in force.", ["router_id"], registry=registry)
-        self.alerts_firing = Gauge(
-            "tierwatch_alert_firing", "1 while a tierwatch alert fires, by kind, router, tier "
-            "and severity.", ["kind", "router_id", "tier", "severity"], registry=registry)
-        figure = ["kind", "router_id", "tier", "signal", "window", "quantity"]
-        self.alert_observed = Gauge(
-            "tierwatch_alert_observed", "While an alert fires: the value it observed "
-            "(see pipeline/core/figures.py).", figure, registry=registry)
-        self.alert_reference = Gauge(
-            "tierwatch_alert_reference", "While an alert fires: the reference its observed "
-            "value is held against.", figure, registry=registry)
-        self._figures: set[tuple[str, ...]] = set()
-        self.gauges: dict[str, Gauge] = {}
-        where = ["router_id", "tier", "window", "signal"]
-        self._gauge("drift_psi", "PSI of the window against the baseline.", where)
-        self._gauge("drift_ks", "KS distance of the window against the baseline.", where)
-        self._gauge("drift_sequential_ratio", "Largest sequential drift statistic over its "
-                    "threshold (1 or more: alarm).", ["router_id", "tier", "signal"])
-        self._gauge("support_contact_sequential_ratio", "Contact CUSUM statistic over its "
-                    "threshold (1 or more with a large enough rise: alarm).",
-                    ["router_id", "tier"])
-        self._gauge("satisfaction_ratio", "Share of good outcomes, with its interval bounds.",
-                    [*where, "bound"])
-        self._gauge("support_contact_ratio", "Support contacts per routed request.",
-                    ["router_id", "tier", "window"])
-        self._gauge("support_contacts_unattributed", "Support contacts counted against no "
-                    "request, by reason (no_decision, too_late, unjoined).",
-                    ["router_id", "reason"])
-        segment = list(_SEGMENT_LABELS)
-        # top-k values change: series of values that left the top are removed, so the
-        # cardinality stays capped at what one evaluation emits
-        self._segment_series: dict[str, set[tuple[str, ...]]] = {}
-        self._gauge("segment_requests", "Routed requests per segment value (7d; top values, "
-                    "the rest summed in value=other).", segment)
-        self._gauge("segment_support_contacts", "Support contacts per segment value (7d; top "
-                    "values, the rest summed in value=other).", segment)
-        self._gauge("minimum_detectable_drop_ratio", "Smallest satisfaction drop the window's "
-                    "feedback can detect.", where)
-        self._gauge("threshold", "Thresholds as recommended and as applied.",
-                    ["router_id", "name", "source"])
-        self._gauge("recommendation_pending", "1 while the recommendation differs from the "
-                    "applied thresholds.", ["router_id"])
-        self._gauge("economics_usd_per_day", "Cost, savings, hidden cost and net value per day.",
-                    ["router_id", "tier", "quantity"])
-        self.control_seq = Gauge("tierwatch_control_seq", "seq of the last recommendation.",
-                                 ["router_id"], registry=registry)
+        #: what the monitor knows, read from it at scrape time (see :meth:`read_from`)
+        self.monitor = MonitorCollector(self.router)
+        registry.register(self.monitor)
         self.control_published = Gauge(
             "tierwatch_control_published_timestamp_seconds",
             "Wall time of the last message published on the control topic.", ["router_id"],
@@ -149,9 +105,6 @@ class WorkerMetrics:
             "tierwatch_last_event_timestamp_seconds",
             "Wall time at which the router's last routing event was taken.", ["router_id"],
             registry=registry)
-        self.watermark = Gauge("tierwatch_watermark_timestamp_seconds",
-                               "Event-time watermark: the largest event time accepted.",
-                               registry=registry)
         self.consumer_lag = Gauge("tierwatch_consumer_lag_messages",
                                   "Messages not yet consumed, by input topic and partition.",
                                   ["topic", "partition"], registry=registry)
@@ -202,60 +155,12 @@ class WorkerMetrics:
             "tierwatch_checkpoint_failures", "Checkpoints that could not be written.",
             registry=registry)
 
-    def _gauge(self, name: str, doc: str, labels: list[str]) -> None:
-        self.gauges[name] = Gauge(f"tierwatch_{name}", doc, labels, registry=self.registry)
+    def read_from(self, source: Callable[[], Monitor | None]) -> None:
+        """Export what the monitor ``source()`` returns, as it is at each scrape.
 
-    def update_from(self, monitor: Monitor) -> None:
-        """Set every evaluation gauge from the monitor's latest evaluation."""
-        if monitor.watermark is not None:
-            self.watermark.set(monitor.watermark)
-        firing: dict[tuple[str, str, str, str], bool] = {}
-        segments: dict[str, set[tuple[str, ...]]] = {}
-        for router_id, state in monitor.routers.items():
-            router = self.router(router_id)
-            for name, labels, value in state.gauges:
-                labels = {**labels, "router_id": router}
-                self.gauges[name].labels(**labels).set(value)
-                if name in _SEGMENT_GAUGES:
-                    segments.setdefault(name, set()).add(
-                        tuple(labels[x] for x in _SEGMENT_LABELS))
-            for key, st in state.alerts.states.items():
-                k = (key.kind, router, key.tier or "", severity_of(key))
-                firing[k] = firing.get(k, False) or st.firing
-        for name in _SEGMENT_GAUGES:
-            for stale in self._segment_series.get(name, set()) - segments.get(name, set()):
-                self.gauges[name].remove(*stale)
-        self._segment_series = segments
-        for (kind, router, tier, severity), on in firing.items():
-            self.alerts_firing.labels(kind, router, tier, severity).set(1.0 if on else 0.0)
-        self._update_figures(monitor)
-        for router_id, rec in monitor.recommendations.items():
-            self.control_seq.labels(self.router(router_id)).set(rec.seq)
-
-    def _update_figures(self, monitor: Monitor) -> None:
-        """The figures of every firing alert; a resolved alert's series are removed."""
-        now: dict[tuple[str, ...], tuple[float, float | None]] = {}
-        for router_id, state in monitor.routers.items():
-            router = self.router(router_id)
-            for key, st in state.alerts.states.items():
-                alert = monitor.firing.get(key.fingerprint) if st.firing else None
-                if alert is None:
-                    continue
-                for f in alert_figures(key.kind, alert.window, alert.statistics, key.detail):
-                    now[(key.kind, router, key.tier or "", f.signal, f.window,
-                         f.quantity)] = (f.observed, f.reference)
-        for gone in self._figures - now.keys():
-            self.alert_observed.remove(*gone)
-            with contextlib.suppress(KeyError):
-                self.alert_reference.remove(*gone)
-        for labels, (observed, reference) in now.items():
-            self.alert_observed.labels(*labels).set(observed)
-            if reference is not None:
-                self.alert_reference.labels(*labels).set(reference)
-            elif labels in self._figures:
-                with contextlib.suppress(KeyError):
-                    self.alert_reference.remove(*labels)
-        self._figures = set(now)
+        A callable, because the monitor is replaced when a checkpoint is restored.
+        """
+        self.monitor.source = source
 
     def published_control(self, router_id: str) -> None:
         self.control_published.labels(self.router(router_id)).set(time.time())
@@ -298,11 +203,145 @@ class WorkerMetrics:
         if o.topic == "control":
             self.published_control(o.key)
 
-    def baseline_info(self, b: Baseline) -> None:
-        router = self.router(b.router_id)
-        old = self._baseline_versions.get(router)
-        if old is not None and old != b.version:
-            self.baseline_version.remove(router, old)
-        self._baseline_versions[router] = b.version
-        self.baseline_version.labels(router, b.version).set(1)
-        self.baseline_created.labels(router).set(b.created_at.timestamp())
+
+_WHERE = ("router_id", "tier", "window", "signal")
+_FIGURE = ("kind", "router_id", "tier", "signal", "window", "quantity")
+#: the gauges of an evaluation (``RouterState.gauges``): name (after ``tierwatch_``) →
+#: help and label names. Segment values leave the top-k: at scrape time only the values
+#: of the latest evaluation are there, so the cardinality stays what one evaluation emits.
+EVALUATION_GAUGES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "drift_psi": ("PSI of the window against the baseline.", _WHERE),
+    "drift_ks": ("KS distance of the window against the baseline.", _WHERE),
+    "drift_sequential_ratio": ("Largest sequential drift statistic over its threshold (1 or "
+                               "more: alarm).", ("router_id", "tier", "signal")),
+    "support_contact_sequential_ratio": ("Contact CUSUM statistic over its threshold (1 or "
+                                         "more with a large enough rise: alarm).",
+                                         ("router_id", "tier")),
+    "satisfaction_ratio": ("Share of good outcomes, with its interval bounds.",
+                           (*_WHERE, "bound")),
+    "support_contact_ratio": ("Support contacts per routed request.",
+                              ("router_id", "tier", "window")),
+    "support_contacts_unattributed": ("Support contacts counted against no request, by "
+                                      "reason (no_decision, too_late, unjoined).",
+                                      ("router_id", "reason")),
+    "segment_requests": ("Routed requests per segment value (7d; top values, the rest summed "
+                         "in value=other).", ("router_id", "tier", "key", "value")),
+    "segment_support_contacts": ("Support contacts per segment value (7d; top values, the "
+                                 "rest summed in value=other).",
+                                 ("router_id", "tier", "key", "value")),
+    "minimum_detectable_drop_ratio": ("Smallest satisfaction drop the window's feedback can "
+                                      "detect.", _WHERE),
+    "threshold": ("Thresholds as recommended and as applied.", ("router_id", "name", "source")),
+    "recommendation_pending": ("1 while the recommendation differs from the applied "
+                               "thresholds.", ("router_id",)),
+    "economics_usd_per_day": ("Cost, savings, hidden cost and net value per day.",
+                              ("router_id", "tier", "quantity")),
+}
+
+
+class GaugeFamily:
+    """One gauge family being collected: a sample per label set, the last one set wins
+    (routers folded into ``other`` share their label sets, as a ``Gauge`` child would)."""
+
+    def __init__(self, name: str, doc: str, labels: tuple[str, ...]) -> None:
+        self.name, self.doc, self.labels = name, doc, labels
+        self.values: dict[tuple[str, ...], float] = {}
+
+    def set(self, labels: tuple[str, ...], value: float) -> None:
+        self.values[labels] = value
+
+    def metric(self) -> GaugeMetricFamily:
+        family = GaugeMetricFamily(self.name, self.doc, labels=list(self.labels))
+        for labels, value in self.values.items():
+            family.add_metric(list(labels), value)
+        return family
+
+
+class MonitorCollector(Collector):
+    """Reads the monitor's figures at scrape time (``collect``); holds no copy of them.
+
+    ``source`` returns the monitor to read (``None``: no monitor yet, every family empty).
+    Router ids are capped by ``router`` (shared with the counters, so a router keeps its
+    label everywhere).
+    """
+
+    def __init__(self, router: LabelCap,
+                 source: Callable[[], Monitor | None] | None = None) -> None:
+        self.router = router
+        self.source = source
+
+    def describe(self) -> Iterator[Metric]:
+        """The families, empty: lets the registry refuse a second collector of a name."""
+        for family in self.families().values():
+            yield family.metric()
+
+    def collect(self) -> Iterator[Metric]:
+        families = self.families()
+        monitor = self.source() if self.source is not None else None
+        if monitor is not None:
+            self._read(monitor, families)
+        for family in families.values():
+            yield family.metric()
+
+    @staticmethod
+    def families() -> dict[str, GaugeFamily]:
+        """Every family this collector exports (empty), by short name."""
+        families = {
+            "baseline_info": GaugeFamily(
+                "tierwatch_baseline_info",
+                "The baseline in force (value 1), by router and version.",
+                ("router_id", "version")),
+            "baseline_created": GaugeFamily(
+                "tierwatch_baseline_created_timestamp_seconds",
+                "Creation time of the baseline in force.", ("router_id",)),
+            "alert_firing": GaugeFamily(
+                "tierwatch_alert_firing", "1 while a tierwatch alert fires, by kind, router, "
+                "tier and severity.", ("kind", "router_id", "tier", "severity")),
+            "alert_observed": GaugeFamily(
+                "tierwatch_alert_observed", "While an alert fires: the value it observed "
+                "(see pipeline/core/figures.py).", _FIGURE),
+            "alert_reference": GaugeFamily(
+                "tierwatch_alert_reference", "While an alert fires: the reference its "
+                "observed value is held against.", _FIGURE),
+        }
+        for name, (doc, labels) in EVALUATION_GAUGES.items():
+            families[name] = GaugeFamily(f"tierwatch_{name}", doc, labels)
+        families["control_seq"] = GaugeFamily("tierwatch_control_seq",
+                                          "seq of the last recommendation.", ("router_id",))
+        families["watermark"] = GaugeFamily(
+            "tierwatch_watermark_timestamp_seconds",
+            "Event-time watermark: the largest event time accepted.", ())
+        return families
+
+    def _read(self, monitor: Monitor, families: dict[str, GaugeFamily]) -> None:
+        router = self.router
+        for router_id, b in monitor.baselines.items():
+            r = router(router_id)
+            families["baseline_info"].set((r, b.version), 1.0)
+            families["baseline_created"].set((r,), b.created_at.timestamp())
+        firing: dict[tuple[str, str, str, str], bool] = {}
+        for router_id, state in monitor.routers.items():
+            r = router(router_id)
+            for name, gauge_labels, value in state.gauges:
+                family = families[name]
+                with_router = {**gauge_labels, "router_id": r}
+                family.set(tuple(with_router[x] for x in family.labels), value)
+            for key, st in state.alerts.states.items():
+                k: tuple[str, str, str, str] = (key.kind, r, key.tier or "", severity_of(key))
+                firing[k] = firing.get(k, False) or st.firing
+                alert = monitor.firing.get(key.fingerprint) if st.firing else None
+                if alert is None:
+                    continue
+                for f in alert_figures(key.kind, alert.window, alert.statistics, key.detail):
+                    where = (key.kind, r, key.tier or "", f.signal, f.window, f.quantity)
+                    families["alert_observed"].set(where, f.observed)
+                    if f.reference is not None:
+                        families["alert_reference"].set(where, f.reference)
+                    else:  # the last one set wins, as for every family
+                        families["alert_reference"].values.pop(where, None)
+        for alert_key, on in firing.items():
+            families["alert_firing"].set(alert_key, 1.0 if on else 0.0)
+        for router_id, rec in monitor.recommendations.items():
+            families["control_seq"].set((router(router_id),), float(rec.seq))
+        if monitor.watermark is not None:
+            families["watermark"].set((), monitor.watermark)

@@ -103,7 +103,8 @@ class Processor:
         self.monitor = monitor
         self.metrics = metrics
         self.clock = clock
-        self._evaluations_seen = 0
+        # the monitor's figures are read at scrape time, from whichever monitor is current
+        metrics.read_from(lambda: self.monitor)
         #: next offset not yet counted, per input (topic, partition): the snapshot's fence
         self.positions: dict[tuple[str, int], int] = {}
         self.messages = 0
@@ -193,10 +194,6 @@ class Processor:
         self.monitor = monitor
         self.positions = dict(snapshot.positions)
         self.messages = snapshot.messages
-        for baseline in monitor.baselines.values():
-            self.metrics.baseline_info(baseline)
-        self._evaluations_seen = monitor.evaluations
-        self.metrics.update_from(monitor)
 
     def _baseline(self, msg: InMessage, raw: bytes) -> list[OutMessage]:
         schema_id, payload = split_wire_format(raw)
@@ -209,7 +206,6 @@ class Processor:
             return [self._dead_letter(msg, Rejection("invalid_field", f"{field}: {e['msg']}",
                                                      field), raw)]
         self.monitor.set_baseline(baseline)
-        self.metrics.baseline_info(baseline)
         return []
 
     def _observe(self, msg: InMessage, raw: bytes,
@@ -290,9 +286,6 @@ class Processor:
             log.critical("the evaluations failed at watermark %s: %s: %s",
                          self.monitor.watermark, type(err).__name__, err, exc_info=err)
             raise ProcessingError(f"evaluations failed: {type(err).__name__}: {err}") from err
-        if self.monitor.evaluations != self._evaluations_seen:
-            self._evaluations_seen = self.monitor.evaluations
-            self.metrics.update_from(self.monitor)
         return out
 
     def _evaluation_errors(self) -> None:

@@ -64,9 +64,9 @@ from typing import Any
 import pytest
 from scipy import stats
 
+from pipeline.bootstrap import build_monitor
 from pipeline.control import Bounds, ThresholdSubscriber
 from pipeline.core.signing import Keyring, parse_key
-from pipeline.replay import build_monitor
 from pipeline.schemas import ThresholdRecommendation, Thresholds
 from pipeline.settings import Settings
 from pipeline.sim import Scenario, Simulator, get_scenario

@@ -107,9 +107,10 @@ def _timed(owner: Any, name: str, into: dict[str, float], label: str) -> None:
 
 def _replay(data: Path, out: Path, ttl: float | None) -> dict[str, Any]:
     import pipeline.stream.processor as processor
+    from pipeline.bootstrap import build_monitor
     from pipeline.core.monitor import Monitor
     from pipeline.core.router_state import RouterState
-    from pipeline.replay import Replay, build_monitor
+    from pipeline.replay import Replay
     from pipeline.schemas import Baseline
     from pipeline.settings import Settings
 

@@ -14,12 +14,13 @@ import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
+from pipeline.bootstrap import bootstrap
 from pipeline.codec import decode_message, split_wire_format
 from pipeline.core.monitor import Monitor
 from pipeline.replay import Replay
 from pipeline.schemas import FeedbackEvent, RoutingEvent
 from pipeline.settings import Settings
-from pipeline.stream.metrics import OTHER, WorkerMetrics
+from pipeline.stream.metrics import OTHER
 from pipeline.stream.processor import InMessage, Processor
 
 TH = {"cheap_above": 0.7, "capable_below": 0.5, "exploration_rate": 0.1}
@@ -39,7 +40,7 @@ def wire(schema_id: int, doc: Any) -> bytes:
 
 def processor(**settings: Any) -> tuple[Processor, CollectorRegistry]:
     registry = CollectorRegistry()
-    return Processor(Settings(**settings), Monitor(), WorkerMetrics(registry),
+    return bootstrap(Settings(**settings), monitor=Monitor(), registry=registry,
                      clock=None), registry
 
 

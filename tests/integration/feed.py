@@ -18,9 +18,10 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from kafka import KafkaConsumer, TopicPartition
 
+from pipeline.bootstrap import build_monitor
 from pipeline.core.monitor import Monitor
 from pipeline.demo import simulate
-from pipeline.replay import Replay, build_monitor
+from pipeline.replay import Replay
 from pipeline.schemas import Baseline
 from pipeline.settings import Settings
 from pipeline.stream.checkpoint import CheckpointStore, Snapshot

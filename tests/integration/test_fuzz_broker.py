@@ -82,9 +82,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from pipeline.replay import build_monitor
+from pipeline.bootstrap import bootstrap
 from pipeline.settings import Settings
-from pipeline.stream.metrics import WorkerMetrics
 from pipeline.stream.processor import InMessage, Processor
 from pipeline.topics import create_topics
 from tests.integration.worker_proc import http_get, running_worker
@@ -754,8 +753,8 @@ class InProcess:
 
 
 def run_in_process(settings: Settings, sent: list[Sent], offsets: list[int]) -> InProcess:
-    registry = CollectorRegistry()
-    p = Processor(settings, build_monitor(settings), WorkerMetrics(registry))  # wall clock
+    p = bootstrap(settings)  # wall clock
+    registry = p.metrics.registry
     dead: list[dict[str, Any]] = []
     for i, (m, offset) in enumerate(zip(sent, offsets, strict=True)):
         out = p.handle(m.kind, InMessage(settings.topic(m.kind), 0, offset, m.key, m.value))
@@ -775,7 +774,7 @@ def run_in_process(settings: Settings, sent: list[Sent], offsets: list[int]) -> 
 
 def run_clean(settings: Settings, truth: Truth) -> Processor:
     """A clean processor fed only the accepted events, in batches."""
-    p = Processor(settings, build_monitor(settings), WorkerMetrics(CollectorRegistry()))
+    p = bootstrap(settings)
     *routing, ttl_ends = truth.accepted["routing"]  # last: it ends every join's TTL
     offsets = {"routing": 0, "feedback": 0}
     for kind, events in (("routing", routing), ("feedback", truth.accepted["feedback"]),

@@ -25,14 +25,12 @@ from typing import Any
 import orjson
 import pytest
 from kafka import KafkaProducer
-from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from pipeline.replay import build_monitor
+from pipeline.bootstrap import bootstrap
 from pipeline.settings import Settings
 from pipeline.sim import Simulator
-from pipeline.stream.metrics import WorkerMetrics
-from pipeline.stream.processor import InMessage, Processor
+from pipeline.stream.processor import InMessage
 from pipeline.topics import create_topics
 from tests.integration.worker_proc import http_get, running_worker
 
@@ -149,8 +147,7 @@ def test_worker_and_pure_core_agree(kafka_bootstrap: str, tmp_path: Path) -> Non
     tick = _tick(router, sent["max_ts"])
 
     # the pure core, fed the same messages in the same order, in event time
-    core = Processor(settings, build_monitor(settings), WorkerMetrics(CollectorRegistry()),
-                     clock=None)
+    core = bootstrap(settings, clock=None)
     for i, (topic, key, value) in enumerate([baseline_msg, *first, *early, *rest, tick]):
         core.handle(topic, InMessage(settings.topic(topic), 0, i, key, value))
         core.flush()

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import json
 import os
 import select
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -249,6 +251,16 @@ def look(report: Path, tmp_path_factory: pytest.TempPathFactory) -> PageLook:
 
 
 # --- tests ----------------------------------------------------------------------------
+
+
+def test_render_is_byte_identical_across_processes(report: Path) -> None:
+    code = ("import hashlib, sys; from pipeline.report import render_report; "
+            "from pipeline.report.example import example_report_data; "
+            "sys.stdout.write(hashlib.sha256(render_report(example_report_data())"
+            ".encode()).hexdigest())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=300)
+    assert out.stdout == hashlib.sha256(report.read_bytes()).hexdigest()
 
 
 def test_screenshot_is_a_real_picture(screenshot: tuple[Path, str]) -> None:

@@ -12,9 +12,9 @@ from datetime import UTC, datetime
 import numpy as np
 from prometheus_client import CollectorRegistry
 
+from pipeline.bootstrap import build_monitor
 from pipeline.core.baseline import fit_baseline
 from pipeline.core.figures import alert_figures
-from pipeline.replay import build_monitor
 from pipeline.settings import Settings
 from pipeline.stream.metrics import WorkerMetrics
 from tests.unit.test_router_isolation import START, _events
@@ -35,8 +35,7 @@ def test_firing_alerts_expose_their_figures_and_lose_them_when_resolved() -> Non
         monitor.drain()
     assert monitor.firing, "the drift should fire"
     registry = CollectorRegistry()
-    metrics = WorkerMetrics(registry)
-    metrics.update_from(monitor)
+    WorkerMetrics(registry).read_from(lambda: monitor)  # read at each scrape
 
     observed = _samples(registry, "tierwatch_alert_observed")
     reference = _samples(registry, "tierwatch_alert_reference")
@@ -70,6 +69,5 @@ def test_firing_alerts_expose_their_figures_and_lose_them_when_resolved() -> Non
         for s in state.alerts.states.values():
             s.firing = False
     monitor.firing.clear()
-    metrics.update_from(monitor)
     assert not _samples(registry, "tierwatch_alert_observed")
     assert not _samples(registry, "tierwatch_alert_reference")

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
+from pipeline.bootstrap import bootstrap, build_monitor
 from pipeline.core.monitor import Monitor
-from pipeline.replay import build_monitor
 from pipeline.settings import Settings
 from pipeline.stream.app import StateUnusable, restore_state
 from pipeline.stream.checkpoint import (
@@ -34,8 +34,7 @@ def event(i: int, tier: str = "cheap") -> bytes:
 
 
 def processor(monitor: Monitor | None = None) -> Processor:
-    return Processor(Settings(), monitor or build_monitor(Settings()),
-                     WorkerMetrics(CollectorRegistry()), clock=None)
+    return bootstrap(Settings(), monitor=monitor, clock=None)
 
 
 def test_a_corrupt_latest_falls_back_to_the_previous(tmp_path: Path) -> None:

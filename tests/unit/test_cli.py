@@ -1,8 +1,9 @@
 """The command line explains itself: one-line errors with exit 2, and help that fits.
 
-Every user error runs the real ``tierwatch`` executable, so stderr is what a user sees:
-exactly one line naming the problem and what to do, status 2, no traceback, and nothing
-written before the inputs were checked. No broker is needed: an unreachable one is a
+Every user error gives exactly one line naming the problem and what to do, status 2, no
+traceback, and nothing written before the inputs were checked. Here they run in process;
+a few run through the real ``tierwatch`` executable, so stderr is what a user sees, in
+``tests/integration/test_cli_executable.py``. No broker is needed: an unreachable one is a
 closed port on this machine.
 """
 
@@ -29,14 +30,6 @@ def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])  # closed again once the socket is
-
-
-def _run(args: list[str], cwd: Path, env: dict[str, str] | None = None,
-         timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items()
-            if not k.startswith("TIERWATCH_") and k != "KAFKA_BOOTSTRAP_SERVERS"}
-    return subprocess.run([str(TIERWATCH), *args], cwd=cwd, env={**base, **(env or {})},
-                          capture_output=True, text=True, timeout=timeout, check=False)
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +99,8 @@ CASES = sorted(_cases({k: Path("/x") for k in
                        ("dir", "routing", "bad_baseline", "broken_gz", "scores")}, Path("/x")))
 
 
-#: run through the installed executable, the way a user meets them; the rest in process
+#: run through the installed executable, the way a user meets them
+#: (tests/integration/test_cli_executable.py); the rest in process, here
 REAL = {"missing input file", "malformed baseline", "no worker running",
         "no broker for control watch", "bad setting in the environment"}
 
@@ -129,15 +123,9 @@ def _in_process(argv: list[str], env: dict[str, str], cwd: Path,
     return subprocess.CompletedProcess(argv, code, out, err)
 
 
-@pytest.mark.parametrize("case", CASES)
-def test_a_user_error_is_one_line_and_exit_2(case: str, files: dict[str, Path],
-                                             tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                             capsys: pytest.CaptureFixture[str]) -> None:
-    argv, env, phrase = _cases(files, tmp_path)[case]
-    if case in REAL:
-        proc = _run(argv, cwd=tmp_path, env=env)
-    else:
-        proc = _in_process(argv, env, tmp_path, monkeypatch, capsys)
+def assert_one_line_error(proc: subprocess.CompletedProcess[str], phrase: str,
+                          cwd: Path) -> None:
+    """Status 2, one line on stderr naming the problem, nothing on stdout, nothing written."""
     assert proc.returncode == 2, (proc.returncode, proc.stderr)
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.splitlines()
@@ -146,7 +134,16 @@ def test_a_user_error_is_one_line_and_exit_2(case: str, files: dict[str, Path],
     assert ": error: " in lines[0] and phrase in lines[0], lines[0]
     assert proc.stdout == ""
     # inputs are checked before anything is written
-    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    assert sorted(p.name for p in cwd.iterdir()) == []
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c not in REAL])
+def test_a_user_error_is_one_line_and_exit_2(case: str, files: dict[str, Path],
+                                             tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    argv, env, phrase = _cases(files, tmp_path)[case]
+    assert_one_line_error(_in_process(argv, env, tmp_path, monkeypatch, capsys), phrase,
+                          tmp_path)
 
 
 # ---------------------------------------------------------------- help and flags
@@ -241,23 +238,3 @@ def test_the_control_key_can_come_from_a_file(tmp_path: Path,
     key.write_text("ab" * 32 + "\n")
     monkeypatch.setenv("TIERWATCH_CONTROL_KEY_FILE", str(key))
     assert Settings().control_key == "ab" * 32
-
-
-# ---------------------------------------------------------------- the replay summary
-def test_replay_ends_with_a_human_summary(tmp_path: Path) -> None:
-    routing = tmp_path / "routing.jsonl"
-    good = ('{"schema_version": "1", "event_id": "e%d", "request_id": "q%d", '
-            '"router_id": "support", "ts": "2026-01-01T00:0%d:00+00:00", "tier": "cheap", '
-            '"score": 0.9, "route_reason": "confident_cheap", "thresholds": '
-            '{"cheap_above": 0.7, "capable_below": 0.5, "exploration_rate": 0.0}}')
-    routing.write_text("\n".join([good % (i, i, i) for i in range(3)]
-                                 + ["{not json", '{"event_id": "x"}', "[1]"]) + "\n")
-    proc = _run(["replay", "--routing", str(routing), "--out", str(tmp_path / "audit")],
-                cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    assert "Traceback" not in proc.stderr and "{'" not in proc.stdout  # no Python dict
-    assert proc.stdout.splitlines()[0].startswith("6 events in ")
-    assert "alerts: none" in proc.stdout and "routers: support (3 routing events)" in proc.stdout
-    warning = next(line for line in proc.stderr.splitlines() if "dead letters" in line)
-    assert warning.startswith("warning: 3 dead letters (50.00% of events); top reasons: ")
-    assert "invalid_json ×1" in warning and "dlq.jsonl" in warning

@@ -20,7 +20,7 @@ import yaml
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics import MetricWrapperBase
 
-from pipeline.stream.metrics import WorkerMetrics
+from pipeline.stream.metrics import MonitorCollector, WorkerMetrics
 
 REPO = Path(__file__).resolve().parents[2]
 CATALOG = REPO / "deploy" / "metrics.md"
@@ -229,6 +229,9 @@ def test_catalog_labels_match_the_registered_metrics() -> None:
         entry = by_family.get(metric._name)
         if entry is not None:
             assert set(metric._labelnames) == entry.labels, metric._name
+    # the families read from the monitor at scrape time (MonitorCollector)
+    for family in MonitorCollector.families().values():
+        assert set(family.labels) == by_family[family.name].labels, family.name
 
 
 # ---------------------------------------------------------------- the dashboard itself

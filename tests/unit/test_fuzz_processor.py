@@ -12,11 +12,10 @@ from typing import Any
 import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from prometheus_client import CollectorRegistry
 
+from pipeline.bootstrap import bootstrap
 from pipeline.core.monitor import Monitor
 from pipeline.settings import Settings
-from pipeline.stream.metrics import WorkerMetrics
 from pipeline.stream.processor import InMessage, Processor
 
 VALID = {"event_id": "e", "request_id": "q", "router_id": "r", "tier": "cheap",
@@ -57,7 +56,7 @@ hostile = st.one_of(
 
 
 def processor() -> Processor:
-    return Processor(Settings(), Monitor(), WorkerMetrics(CollectorRegistry()), clock=None)
+    return bootstrap(Settings(), monitor=Monitor(), clock=None)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

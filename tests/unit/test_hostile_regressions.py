@@ -15,9 +15,8 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from pipeline.replay import build_monitor
+from pipeline.bootstrap import bootstrap
 from pipeline.settings import Settings
-from pipeline.stream.metrics import WorkerMetrics
 from pipeline.stream.processor import MAX_DEAD_LETTERS, InMessage, Processor
 
 TH = {"cheap_above": 0.6, "capable_below": 0.4, "exploration_rate": 0.05}
@@ -30,9 +29,7 @@ def routing(i: int, ts: str, tier: str = "cheap", score: float = 0.9) -> dict[st
 
 def processor(clock: Callable[[], float] | None = None,
               registry: CollectorRegistry | None = None) -> Processor:
-    settings = Settings()
-    return Processor(settings, build_monitor(settings),
-                     WorkerMetrics(registry or CollectorRegistry()),
+    return bootstrap(Settings(), registry=registry,
                      **({} if clock is None else {"clock": clock}))
 
 
@@ -133,8 +130,7 @@ def test_replay_survives_a_watermark_before_year_one() -> None:
     # "0001-01-01T00:00:00+14:00" is a legal aware timestamp whose UTC instant is in year 0;
     # in event time (clock=None, what `tierwatch replay` runs) the next dead letter's
     # rejected_at = datetime.fromtimestamp(watermark) raises "year 0 is out of range".
-    p = Processor(Settings(), build_monitor(Settings()), WorkerMetrics(CollectorRegistry()),
-                  clock=None)
+    p = bootstrap(Settings(), clock=None)
     send(p, "routing", routing(0, "0001-01-01T00:00:00+14:00"))
     send(p, "routing", b"not json")
 

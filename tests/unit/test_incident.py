@@ -24,8 +24,8 @@ from typing import Any
 
 import pytest
 
+from pipeline.bootstrap import build_monitor
 from pipeline.core.quality import wilson_interval
-from pipeline.replay import build_monitor
 from pipeline.schemas import Alert
 from pipeline.settings import Settings
 from pipeline.sim import Simulator

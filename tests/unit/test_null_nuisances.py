@@ -32,7 +32,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from pipeline.replay import build_monitor
+from pipeline.bootstrap import build_monitor
 from pipeline.settings import Settings
 from pipeline.sim import Scenario, Simulator, get_scenario
 from pipeline.sim import nuisances as nz

@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from pipeline.bootstrap import build_monitor
 from pipeline.core.quality import SequentialDropTest, Totals
-from pipeline.replay import build_monitor
 from pipeline.settings import Settings
 from pipeline.sim import Simulator
 from tests.sim_feed import QUALITY_KINDS, drive

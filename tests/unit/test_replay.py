@@ -13,17 +13,16 @@ import gzip
 import hashlib
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
+from pipeline.bootstrap import build_monitor
 from pipeline.cli import main
 from pipeline.demo import simulate
-from pipeline.replay import BATCH, Replay, build_monitor, messages
+from pipeline.replay import BATCH, Replay, messages
 from pipeline.schemas import DeadLetter
 from pipeline.settings import Settings
 
@@ -238,14 +237,3 @@ def test_progress_bar_is_quiet_when_stderr_is_not_a_tty(
     assert capsys.readouterr().err == ""
     Replay(settings, build_monitor(settings), tmp_path / "b").run(data["day"], progress=True)
     assert "events" in capsys.readouterr().err  # the bar itself works
-
-
-def test_the_command_writes_nothing_to_a_piped_stderr(data: dict[str, Path],
-                                                      tmp_path: Path) -> None:
-    run = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "replay", "--routing", str(data["day"]),
-         "--baseline", str(data["baseline"]), "--out", str(tmp_path / "out")],
-        capture_output=True, timeout=300, check=False)
-    assert run.returncode == 0, run.stderr.decode()[-2000:]
-    assert run.stderr == b""
-    assert b"events in" in run.stdout

@@ -9,9 +9,9 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.bootstrap import build_monitor
 from pipeline.core.baseline import fit_baseline
 from pipeline.core.monitor import Monitor
-from pipeline.replay import build_monitor
 from pipeline.schemas import RoutingEvent
 from pipeline.settings import Settings
 from tests.integration.feed import canon, differences

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.replay import build_monitor
+from pipeline.bootstrap import build_monitor
 from pipeline.schemas import Alert
 from pipeline.settings import Settings
 from pipeline.sim import Simulator

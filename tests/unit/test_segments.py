@@ -345,11 +345,9 @@ def test_segment_gauges_are_top_k_and_stale_values_are_removed() -> None:
     monitor = Monitor()
     monitor.router("r", 0.0).gauges = gauges
     registry = CollectorRegistry()
-    metrics = WorkerMetrics(registry)
-    metrics.update_from(monitor)
+    WorkerMetrics(registry).read_from(lambda: monitor)  # read at each scrape
     assert 'value="v2"' in generate_latest(registry).decode()
     monitor.routers["r"].gauges = [g for g in gauges if g[1]["value"] != "v2"]
-    metrics.update_from(monitor)
     text = generate_latest(registry).decode()
     assert 'value="v2"' not in text and 'value="v1"' in text
 

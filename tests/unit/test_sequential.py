@@ -20,10 +20,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import special, stats
 
+from pipeline.bootstrap import build_monitor
 from pipeline.core.baseline import fit_baseline
 from pipeline.core.histogram import QuantileBins
 from pipeline.core.sequential import DEFAULT_TILTS, TiltMixture, log_mgf, tilt_directions
-from pipeline.replay import build_monitor
 from pipeline.schemas import Alert, RoutingEvent
 from pipeline.settings import Settings
 
