@@ -19,7 +19,8 @@ file's path is part of the outputs (a dead letter's ``topic``, the report's
     .venv/bin/python -m tests.digests record           # rewrite tests/digests.json
     .venv/bin/python -m tests.digests check --keep DIR # keep the outputs in DIR
 
-It takes about two minutes on one core. Not collected by pytest (no ``test_`` name):
+It takes about 3 minutes of CPU (20 min wall on the shared 2-core machine). Not collected
+by pytest (no ``test_`` name):
 it is a tool for a refactoring's before/after, not a regression test of values.
 """
 

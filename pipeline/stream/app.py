@@ -1,4 +1,5 @@
-"""The faust worker: the composition root that wires topics, the processor and the web.
+"""The faust worker: topics, the ordered merge, checkpoints and the web around the
+application service that :func:`pipeline.bootstrap.bootstrap` builds (:class:`Worker`).
 
 One agent with ``concurrency=1`` reads routing, feedback and baselines, because a
 faust agent with concurrency > 1 can commit offsets past unprocessed messages

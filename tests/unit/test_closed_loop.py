@@ -32,6 +32,8 @@ from pipeline.sim import Simulator
 from pipeline.sim.simulator import Chunk
 from pipeline.stream.processor import encode
 
+pytestmark = pytest.mark.slow  # the incident with the router in the loop: 42 s on 2026-12-04
+
 DAY = 86400.0
 SCENARIO, RATE, SEED = "pareto-trap", 0.1, 7
 DAYS = 45  # the loop runs this long; the verdict is on its last week

@@ -31,6 +31,8 @@ from pipeline.settings import Settings
 from pipeline.sim import Simulator
 from tests.sim_feed import QUALITY_KINDS, drive
 
+pytestmark = pytest.mark.slow  # the incident simulated and replayed: 47 s on 2026-12-04
+
 DAY = 86400.0
 HOUR = 3600.0
 RATE = 0.2  # routing events per second: 17,280 requests a day

@@ -38,6 +38,8 @@ from pipeline.sim import Scenario, Simulator, get_scenario
 from pipeline.sim import nuisances as nz
 from tests.sim_feed import QUALITY_KINDS, drive
 
+pytestmark = pytest.mark.slow  # a null stream with its nuisances: 28 s on 2026-12-04
+
 DAYS = 28.0
 RATE = 0.1
 SEED = 11

@@ -29,6 +29,8 @@ from pipeline.settings import Settings
 from pipeline.sim import Simulator
 from tests.sim_feed import QUALITY_KINDS, drive
 
+pytestmark = pytest.mark.slow  # 60 steady days evaluated hourly: 35 s on 2026-12-04
+
 DAY = 86400.0
 DAYS = 60.0
 RATE = 0.05  # routing events per second: 4,320 requests a day
