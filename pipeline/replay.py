@@ -49,6 +49,7 @@ from prometheus_client import CollectorRegistry
 from pipeline.core.economics import Prices
 from pipeline.core.monitor import Monitor, MonitorConfig, Signer
 from pipeline.core.signing import Keyring, parse_key
+from pipeline.fastcodec import decode_line
 from pipeline.schemas import MAX_EVENT_BYTES, UNPARSED, Alert, Baseline, DeadLetter
 from pipeline.settings import Settings
 from pipeline.stream.metrics import WorkerMetrics
@@ -116,7 +117,9 @@ class Line(NamedTuple):
     line_no: int
     raw: bytes
     ok: bool
-    doc: Any = None  #: the parsed line, when ``ok``
+    #: the parsed line, when ``ok``: its JSON, or a routing event already decoded
+    #: (:func:`~pipeline.fastcodec.decode_line`)
+    doc: Any = None
 
 
 def _parse_ts(value: Any) -> float | None:
@@ -134,7 +137,19 @@ def _lines(kind: str, path: Path, max_event_bytes: int) -> Iterator[Line]:
     validation later with a precise reason)."""
     last = -math.inf
     loads, decode_error = orjson.loads, orjson.JSONDecodeError
+    # routing lines are decoded once, by the hot-path decoder, for the merge and the batch
+    fast = decode_line if kind == "routing" else None
     for n, raw in _numbered(path):
+        event = fast(raw) if fast is not None else None
+        if event is not None:
+            ok = len(raw) <= max_event_bytes
+            ts = _parse_ts(event.ts)
+            if ts is None:
+                ts = last
+            else:
+                last = ts
+            yield Line(ts, kind, n, raw, ok, event if ok else None)
+            continue
         try:
             doc = loads(raw)
         except decode_error:
