@@ -131,16 +131,16 @@ def _parse_ts(value: Any) -> float | None:
         return None
 
 
-def _lines(kind: str, path: Path, max_event_bytes: int) -> Iterator[Line]:
+def _lines(kind: str, path: Path, max_event_bytes: int, fast: bool = True) -> Iterator[Line]:
     """The lines of one file with their event time. A line without a readable ``ts`` takes
     the time of the line before it, so it keeps its place in the merge (and fails
     validation later with a precise reason)."""
     last = -math.inf
     loads, decode_error = orjson.loads, orjson.JSONDecodeError
     # routing lines are decoded once, by the hot-path decoder, for the merge and the batch
-    fast = decode_line if kind == "routing" else None
+    fast_decode = decode_line if fast and kind == "routing" else None
     for n, raw in _numbered(path):
-        event = fast(raw) if fast is not None else None
+        event = fast_decode(raw) if fast_decode is not None else None
         if event is not None:
             ok = len(raw) <= max_event_bytes
             ts = _parse_ts(event.ts)
@@ -163,12 +163,13 @@ def _lines(kind: str, path: Path, max_event_bytes: int) -> Iterator[Line]:
         yield Line(ts, kind, n, raw, ok, doc if ok else None)
 
 
-def merged(sources: dict[str, Path],
-           max_event_bytes: int = MAX_EVENT_BYTES) -> Iterator[Line]:
+def merged(sources: dict[str, Path], max_event_bytes: int = MAX_EVENT_BYTES,
+           fast: bool = True) -> Iterator[Line]:
     """Every line of every file, merged by event time; ties keep file order, then
-    ``sources`` order (stable)."""
+    ``sources`` order (stable). ``fast``: routing lines are decoded by the hot-path
+    decoder (``Line.doc`` is then a :class:`~pipeline.fastcodec.FastRouting`)."""
     order = {k: i for i, k in enumerate(sources)}
-    return heapq.merge(*(_lines(k, p, max_event_bytes) for k, p in sources.items()),
+    return heapq.merge(*(_lines(k, p, max_event_bytes, fast) for k, p in sources.items()),
                        key=lambda line: (line.ts, order[line.kind]))
 
 
@@ -205,8 +206,10 @@ class Message:
 
 
 def messages(routing: Path, feedback: Path | None = None, *, eval_every_s: float = 3600.0,
-             batch: int = BATCH, max_event_bytes: int = MAX_EVENT_BYTES) -> Iterator[Message]:
-    """The messages a replay sends, in order (see the module notes)."""
+             batch: int = BATCH, max_event_bytes: int = MAX_EVENT_BYTES,
+             fast: bool = True) -> Iterator[Message]:
+    """The messages a replay sends, in order (see the module notes); ``fast``: see
+    :func:`merged` (the messages' bytes are the same either way)."""
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch!r}")
     if not eval_every_s > 0:
@@ -227,7 +230,7 @@ def messages(routing: Path, feedback: Path | None = None, *, eval_every_s: float
                 pending[kind] = []
         n = 0
 
-    for line in merged(sources, max_event_bytes):
+    for line in merged(sources, max_event_bytes, fast):
         if n and (n >= batch or line.ts >= boundary):
             yield from window()
         if line.ts >= boundary or (boundary == math.inf and line.ts > -math.inf):
@@ -352,7 +355,8 @@ class Replay:
     def messages(self, routing: Path, feedback: Path | None = None) -> Iterator[Message]:
         """The messages :meth:`run` sends for these files, in order."""
         return messages(routing, feedback, eval_every_s=self.settings.eval_every_s,
-                        batch=self.batch, max_event_bytes=self.settings.max_event_bytes)
+                        batch=self.batch, max_event_bytes=self.settings.max_event_bytes,
+                        fast=self.processor.columnar)
 
     def run(self, routing: Path, feedback: Path | None = None,
             baselines: Iterable[Baseline] = (), progress: bool | None = None,

@@ -30,6 +30,7 @@ True
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import math
 from collections import Counter
@@ -40,7 +41,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pipeline.core.join import _EXPLORATION, _IN_BAND, _ONE, DecisionRecord
-from pipeline.schemas import RoutingEvent, Thresholds
+from pipeline.core.router_state import DAY, OFF_POLICY, RouterState
+from pipeline.core.sampling import _SCALE, DailyVolume, ReviewDecision, ReviewSampler
+from pipeline.schemas import ReviewRequest, RoutingEvent, Thresholds
 
 if TYPE_CHECKING:
     from pipeline.core.monitor import Monitor, Output
@@ -166,11 +169,10 @@ def _count(monitor: Monitor, router_id: str, rows: Sequence[Any], ts: np.ndarray
     for tier, k in Counter(tiers).items():
         key = (router_id, tier)
         routed[key] = routed.get(key, 0) + k
-    review = monitor._review
+    sigs = [ev.signals for ev in rows]
+    _review(monitor, router_id, rows, rids, tiers, ts, scores, cheap, capable, sigs, bands)
     signals: dict[str, list[tuple[float, float]]] = {}
-    for ev, t, band, th, sig in zip(rows, ts_list, bands, ths, (ev.signals for ev in rows),
-                                    strict=True):
-        review(ev, t, band, th, sig)
+    for t, sig in zip(ts_list, sigs, strict=True):
         if sig:
             for name, value in sig.items():
                 pairs = signals.get(name)
@@ -179,8 +181,209 @@ def _count(monitor: Monitor, router_id: str, rows: Sequence[Any], ts: np.ndarray
                 pairs.append((t, value))
     thresholds = [_thresholds(th) for th in ths]
     costs = [ev.cost_usd for ev in rows]
-    state.observe_routing(ts, scores, tiers, reasons, thresholds, costs, signals, bands)
+    _observe_state(state, ts, scores, tiers, reasons, thresholds, cheap, capable,
+                   np.asarray([th.exploration_rate for th in ths], dtype=np.float64), costs,
+                   signals, bands)
     seg_rows = [(tier, t, seg) for tier, t, s, seg in zip(tiers, ts_list, segments, segs,
                                                           strict=True) if s and seg is not None]
     if seg_rows:
         state.segments.observe_many(seg_rows)
+
+
+# -- review sampling ---------------------------------------------------------------------------
+def _review(monitor: Monitor, router_id: str, rows: Sequence[Any], rids: list[str],
+            tiers: list[str], ts: np.ndarray, scores: np.ndarray, cheap: np.ndarray,
+            capable: np.ndarray, sigs: list[Any], bands: list[int]) -> None:
+    """``Monitor._review`` of each row in order, on columns.
+
+    Per tier, a run of events on one event-time day at or after the tier's newest day
+    sees one daily estimate (or a running same-day projection), so priorities, inclusion
+    probabilities and the day's totals are columns; the run's first event and anything
+    out of day order are offered one by one. The uniforms are hashed per event.
+    """
+    sampler = monitor.samplers.get(router_id)
+    if sampler is None:
+        sampler = monitor.samplers[router_id] = ReviewSampler(
+            monitor.config.review_quota_per_day, seed=monitor.config.review_seed)
+    n = len(rows)
+    if sampler.ood_threshold is not None:  # not the monitor's configuration: one by one
+        for i in range(n):
+            monitor._review(rows[i], float(ts[i]), bands[i], rows[i].thresholds, sigs[i])
+        return
+    inside = (capable <= scores) & (scores < cheap)
+    dist = np.where(inside, 0.0, np.minimum(np.abs(scores - cheap), np.abs(scores - capable)))
+    z = dist / sampler.boundary_width
+    exp = math.exp
+    gauss = np.asarray([exp(x) for x in ((-0.5 * z) * z).tolist()], dtype=np.float64)
+    prio = 1.0 + (sampler.boundary_boost - 1.0) * gauss
+    seed = sampler.seed
+    blake2b = hashlib.blake2b
+    u = np.asarray([(int.from_bytes(blake2b(f"{seed}\x1f{rid}".encode(), digest_size=8)
+                                    .digest(), "big") >> 11) * _SCALE for rid in rids],
+                   dtype=np.float64)
+    days = np.floor(ts / sampler.day_seconds)
+    pi = np.zeros(n)
+    selected = np.zeros(n, dtype=bool)
+    capped = np.zeros(n, dtype=bool)
+    tier_arr = np.asarray(tiers, dtype=object)
+    for tier in dict.fromkeys(tiers):
+        idx = np.flatnonzero(tier_arr == tier) if len(set(tiers)) > 1 else np.arange(n)
+        _review_tier(sampler, tier, idx, rids, ts, days, prio, u, pi, selected, capped)
+    last = n - 1
+    sampler.last = ReviewDecision(rids[last], tiers[last], bool(selected[last]),
+                                  float(pi[last]), float(u[last]), float(prio[last]),
+                                  bool(capped[last]))
+    from pipeline.core.monitor import Output  # the monitor imports this module
+
+    for i in np.flatnonzero(selected).tolist():
+        ev = rows[i]
+        monitor._pending.append(Output("review", ev.request_id, ReviewRequest(
+            request_id=ev.request_id, router_id=ev.router_id, tier=ev.tier, score=ev.score,
+            band=bands[i], inclusion_probability=float(pi[i]),
+            reason="boundary" if prio[i] > 1.0 else "random", ts=ev.ts)))
+
+
+def _review_tier(sampler: ReviewSampler, tier: str, idx: np.ndarray, rids: list[str],
+                 ts: np.ndarray, days: np.ndarray, prio: np.ndarray, u: np.ndarray,
+                 pi: np.ndarray, selected: np.ndarray, capped: np.ndarray) -> None:
+    """One tier's rows (``idx``, in order) through ``sampler``; fills pi/selected/capped."""
+    day_of = days[idx]
+    cuts = np.flatnonzero(np.diff(day_of)) + 1
+    for run in np.split(idx, cuts):
+        first = int(run[0])
+        _offer_one(sampler, tier, first, rids, ts, prio, u, pi, selected, capped)
+        rest = run[1:]
+        if rest.size == 0:
+            continue
+        vol = sampler._volume[tier]
+        day = int(days[first])
+        if vol._head != day:  # out of day order: the rest one by one
+            for i in rest.tolist():
+                _offer_one(sampler, tier, i, rids, ts, prio, u, pi, selected, capped)
+            continue
+        _offer_run(sampler, tier, vol, day, rest, ts, prio, u, pi, selected, capped)
+
+
+def _offer_one(sampler: ReviewSampler, tier: str, i: int, rids: list[str], ts: np.ndarray,
+               prio: np.ndarray, u: np.ndarray, pi: np.ndarray, selected: np.ndarray,
+               capped: np.ndarray) -> None:
+    """``ReviewSampler.offer`` of row ``i``, its priority already known."""
+    r, t = float(prio[i]), float(ts[i])
+    p = sampler._pi(tier, t, r)
+    sel = float(u[i]) < p
+    cap = False
+    vol = sampler._volume_of(tier)
+    if sel and sampler.cap_factor is not None:
+        _, _, done = vol.totals(vol.day(t))
+        if done >= sampler.cap_factor * sampler.quota(tier):
+            sel, cap = False, True
+            sampler.n_capped += 1
+    vol.update(t, priority=r, selected=sel)
+    pi[i], selected[i], capped[i] = p, sel, cap
+
+
+def _offer_run(sampler: ReviewSampler, tier: str, vol: DailyVolume, day: int, run: np.ndarray,
+               ts: np.ndarray, prio: np.ndarray, u: np.ndarray, pi: np.ndarray,
+               selected: np.ndarray, capped: np.ndarray) -> None:
+    """Rows ``run`` of one tier, all on ``day``, the tier's newest day: columns."""
+    q = sampler.quota(tier)
+    r = prio[run]
+    row = vol._days[day]
+    total = np.add.accumulate(np.concatenate(([row[0]], r)))  # sequential, as += is
+    if q <= 0:
+        p = np.zeros(run.size)
+    else:
+        est = vol.estimate(day)
+        if est is not None and est > 0:
+            expected = np.full(run.size, est)
+        else:
+            reqs = row[1] + np.arange(1, run.size + 1, dtype=np.float64)
+            init = (None if sampler.initial_daily_volume is None
+                    else sampler.initial_daily_volume.get(tier))
+            if init is not None and init > 0:
+                expected = init * total[1:] / reqs
+            else:
+                elapsed = np.maximum(ts[run] - day * sampler.day_seconds,
+                                     sampler.min_elapsed_seconds)
+                expected = total[1:] * sampler.day_seconds / elapsed
+        p = np.minimum(1.0, q * r / expected)
+    sel = u[run] < p
+    cap = np.zeros(run.size, dtype=bool)
+    if sel.any() and sampler.cap_factor is not None:
+        done = row[2]
+        limit = sampler.cap_factor * q
+        for j in np.flatnonzero(sel).tolist():
+            if done >= limit:
+                sel[j], cap[j] = False, True
+                sampler.n_capped += 1
+            else:
+                done += 1.0
+    row[0] = float(total[-1])
+    row[1] += float(run.size)
+    row[2] += float(sel.sum())
+    pi[run], selected[run], capped[run] = p, sel, cap
+
+
+# -- the router state -------------------------------------------------------------------------
+def _observe_state(state: RouterState, ts: np.ndarray, scores: np.ndarray, tiers: list[str],
+                   reasons: list[str], thresholds: list[Thresholds], cheap: np.ndarray,
+                   capable: np.ndarray, exploration: np.ndarray, costs: list[float | None],
+                   signals: dict[str, list[tuple[float, float]]], bands: list[int]) -> None:
+    """``RouterState.observe_routing`` on columns (one policy and one day per batch is
+    the common case; anything else goes to the per-event code)."""
+    n = ts.size
+    ts_list: list[float] = ts.tolist()
+    one_policy = bool((cheap == cheap[0]).all() and (capable == capable[0]).all()
+                      and (exploration == exploration[0]).all())
+    days = ts // DAY
+    if not one_policy or bool((days != days[0]).any()):
+        state.observe_routing(ts, scores, tiers, reasons, thresholds, costs, signals, bands)
+        return
+    before = np.maximum(np.concatenate(([state.thresholds_ts], np.maximum.accumulate(ts)[:-1])),
+                        state.thresholds_ts)
+    newer = np.flatnonzero(ts >= before)
+    if newer.size:
+        i = int(newer[-1])
+        state.thresholds, state.thresholds_ts = thresholds[i], ts_list[i]
+    key = thresholds[0].key
+    policies = state.reference_policies
+    in_ref = ts < state.reference_end
+    known = key in policies or np.concatenate(([False], np.logical_or.accumulate(in_ref)[:-1]))
+    if in_ref.any():
+        policies.add(key)
+    off = ts[~in_ref & ~np.asarray(known, dtype=bool)]
+    if off.size and float(off.max()) > state.off_policy_ts:
+        state.off_policy_ts = float(off.max())
+    counts = Counter(tiers)
+    for tier, k in counts.items():
+        state.routed[tier] = state.routed.get(tier, 0) + k
+    day = int(days[0])
+    per = state.routed_day.setdefault(day, {})
+    for tier, k in counts.items():
+        per[tier] = per.get(tier, 0) + k
+    if any(c is not None for c in costs):
+        c = state.cost_day.setdefault(day, {})
+        for tier, cost in zip(tiers, costs, strict=True):
+            if cost is not None:
+                c[tier] = c.get(tier, 0.0) + cost
+    hours = (ts // 3600).astype(np.int64).tolist()
+    for (tier, band, hour), k in Counter(zip(tiers, bands, hours, strict=True)).items():
+        state.lagged.update_routed(tier, band, hour, k)
+        state.delays.add_exposure(hour, k)
+    state._lag_cache.clear()
+    state._trim_days()
+    if state.bins is None:
+        return
+    state.streams[("router", "score")].update_many(ts, scores)
+    tier_arr = np.asarray(tiers, dtype=object)
+    on_policy = np.fromiter((r not in OFF_POLICY for r in reasons), bool, n)
+    for tier in (state.config.cheap_tier, state.config.capable_tier):
+        idx = np.flatnonzero((tier_arr == tier) & on_policy)
+        if idx.size:
+            state.streams[(tier, "score")].update_many(ts[idx], scores[idx],
+                                                       [key] * idx.size)
+    for name, pairs in signals.items():
+        stream = state.streams.get(("router", name))
+        if stream is not None and pairs:
+            arr = np.asarray(pairs, dtype=np.float64)
+            stream.update_many(arr[:, 0], arr[:, 1])
