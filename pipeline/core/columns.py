@@ -36,6 +36,7 @@ import math
 from collections import Counter
 from collections.abc import Sequence
 from itertools import repeat
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -53,6 +54,48 @@ __all__ = ["as_model", "observe_routing_columns"]
 _EXPLORING = ("exploration", "uncertain_default")
 #: decoded thresholds → the contract's Thresholds (the router state keeps the latest)
 _THRESHOLDS: dict[Any, Thresholds] = {}
+
+
+_FIELDS = attrgetter("score", "thresholds", "route_reason", "tier", "segment", "propensity",
+                     "signals", "cost_usd")
+_POLICY = attrgetter("cheap_above", "capable_below", "exploration_rate")
+
+
+def _segments(join: Any, segments: list[Any]) -> list[Any]:
+    """``join._intern_segment`` of each segment; equal ones within a batch looked up once
+    (the first call interns it; the table's contents are those of calling it per event)."""
+    seen: dict[tuple[tuple[str, str], ...], Any] = {}
+    intern_segment = join._intern_segment
+    out: list[Any] = []
+    append = out.append
+    for s in segments:
+        if not s:
+            append(None)
+            continue
+        key = tuple(s.items())
+        got = seen.get(key)
+        if got is None:
+            got = seen[key] = intern_segment(s)
+        append(got)
+    return out
+
+
+def _signals(ts: list[float], sigs: list[Any]) -> dict[str, list[tuple[float, float]]]:
+    """The ``(ts, value)`` pairs of every signal name, in event order."""
+    signals: dict[str, list[tuple[float, float]]] = {}
+    if sigs and all(s is not None and len(s) == 1 for s in sigs):
+        names = {next(iter(s)) for s in sigs}
+        if len(names) == 1:  # the common case: every event carries the same one signal
+            name = names.pop()
+            return {name: list(zip(ts, [s[name] for s in sigs], strict=True))}
+    for t, sig in zip(ts, sigs, strict=True):
+        if sig:
+            for name, value in sig.items():
+                pairs = signals.get(name)
+                if pairs is None:
+                    pairs = signals[name] = []
+                pairs.append((t, value))
+    return signals
 
 
 def _thresholds(th: Any) -> Thresholds:
@@ -138,24 +181,21 @@ def _count(monitor: Monitor, router_id: str, rows: Sequence[Any], ts: np.ndarray
     n = len(rows)
     ts_list: list[float] = ts.tolist()
     state = monitor.router(router_id, ts_list[0])
-    scores = np.asarray([ev.score for ev in rows], dtype=np.float64)
+    (score_in, ths, reasons, tiers, segments, props_in, sigs,
+     costs) = (list(col) for col in zip(*map(_FIELDS, rows), strict=True))
+    scores = np.asarray(score_in, dtype=np.float64)
     score_list: list[float] = scores.tolist()
     bands: list[int] = state.bands(scores).tolist()
-    ths = [ev.thresholds for ev in rows]
-    cheap = np.asarray([th.cheap_above for th in ths], dtype=np.float64)
-    capable = np.asarray([th.capable_below for th in ths], dtype=np.float64)
-    reasons = [ev.route_reason for ev in rows]
+    cheap, capable, exploration = (np.asarray(col, dtype=np.float64)
+                                   for col in zip(*map(_POLICY, ths), strict=True))
     in_band = (capable <= scores) & (scores < cheap)
     exploring = np.fromiter((r in _EXPLORING for r in reasons), bool, n)
     flags: list[int] = (np.where(in_band, _IN_BAND, 0)
                         | np.where(exploring, _EXPLORATION, 0)).tolist()
-    tiers = [ev.tier for ev in rows]
     intern = join._intern
     interned = {t: intern(t) for t in dict.fromkeys(tiers)}
-    segments = [ev.segment for ev in rows]
-    intern_segment = join._intern_segment
-    segs = [intern_segment(s) if s else None for s in segments]
-    props = [_ONE if p == 1.0 else float(p) for p in (ev.propensity for ev in rows)]
+    segs = _segments(join, segments)
+    props = [_ONE if p == 1.0 else float(p) for p in props_in]
     records = list(map(DecisionRecord, ts_list, rids, repeat(intern(router_id), n),
                        map(interned.__getitem__, tiers), score_list, props, bands, flags,
                        segs))
@@ -169,21 +209,13 @@ def _count(monitor: Monitor, router_id: str, rows: Sequence[Any], ts: np.ndarray
     for tier, k in Counter(tiers).items():
         key = (router_id, tier)
         routed[key] = routed.get(key, 0) + k
-    sigs = [ev.signals for ev in rows]
     _review(monitor, router_id, rows, rids, tiers, ts, scores, cheap, capable, sigs, bands)
-    signals: dict[str, list[tuple[float, float]]] = {}
-    for t, sig in zip(ts_list, sigs, strict=True):
-        if sig:
-            for name, value in sig.items():
-                pairs = signals.get(name)
-                if pairs is None:
-                    pairs = signals[name] = []
-                pairs.append((t, value))
-    thresholds = [_thresholds(th) for th in ths]
-    costs = [ev.cost_usd for ev in rows]
-    _observe_state(state, ts, scores, tiers, reasons, thresholds, cheap, capable,
-                   np.asarray([th.exploration_rate for th in ths], dtype=np.float64), costs,
-                   signals, bands)
+    signals = _signals(ts_list, sigs)
+    one = _thresholds(ths[0])
+    thresholds = ([one] * n if all(th == ths[0] for th in ths)
+                  else [_thresholds(th) for th in ths])
+    _observe_state(state, ts, scores, tiers, reasons, thresholds, cheap, capable, exploration,
+                   costs, signals, bands)
     seg_rows = [(tier, t, seg) for tier, t, s, seg in zip(tiers, ts_list, segments, segs,
                                                           strict=True) if s and seg is not None]
     if seg_rows:

@@ -25,6 +25,7 @@ from pipeline.codec import Decoded, decode_message, split_wire_format
 from pipeline.core.columns import as_model
 from pipeline.core.join import Origin
 from pipeline.core.monitor import Monitor, Output
+from pipeline.fastcodec import RoutingBatch, decode_routing
 from pipeline.schemas import (
     UNPARSED,
     Baseline,
@@ -33,7 +34,6 @@ from pipeline.schemas import (
     Rejection,
     RoutingEvent,
 )
-from pipeline.fastcodec import RoutingBatch, decode_routing
 from pipeline.settings import Settings
 from pipeline.stream.checkpoint import Snapshot
 from pipeline.stream.metrics import WorkerMetrics
