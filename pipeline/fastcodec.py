@@ -11,7 +11,8 @@ of :func:`pipeline.codec.decode_message`:
   :class:`~pipeline.schemas.Thresholds` (``tests/unit/test_fastcodec.py`` fails when they
   drift apart), and forbid unknown fields;
 - what msgspec cannot state is checked on the decoded batch: ``capable_below <=
-  cheap_above``, the timestamp's instant in [2000, 2100), and the timestamp's spelling
+  cheap_above``, ``policy_seq`` at most 2**64 - 1 (orjson reads a larger integer as a
+  float, which the contract refuses), the timestamp's instant in [2000, 2100), and its spelling
   (pydantic truncates digits past the microsecond where msgspec rounds, so a timestamp
   with more than six fraction digits is left to pydantic);
 - an event msgspec refuses, or one that fails a check, is validated by pydantic alone
@@ -59,6 +60,9 @@ from pipeline.schemas import (
 
 __all__ = ["FastRouting", "FastThresholds", "RoutingBatch", "decode_line", "decode_routing"]
 
+#: the largest integer orjson reads as one (a larger one becomes a float, which the
+#: contract's strict integers refuse); msgspec reads any size, so it is checked after
+JSON_INT_MAX: Final = 2**64 - 1
 _Id = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
 _Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 _Unit = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
@@ -165,7 +169,9 @@ def _times(events: list[FastRouting]) -> tuple[list[datetime], np.ndarray] | Non
 
 
 def _ordered(events: list[FastRouting]) -> bool:
-    return all(ev.thresholds.capable_below <= ev.thresholds.cheap_above for ev in events)
+    """The rules msgspec is not told: thresholds in order, integers orjson reads whole."""
+    return all(ev.thresholds.capable_below <= ev.thresholds.cheap_above
+               and (ev.policy_seq is None or ev.policy_seq <= JSON_INT_MAX) for ev in events)
 
 
 def decode_routing(raw: bytes, *, strict: bool = False, max_event_bytes: int = MAX_EVENT_BYTES,
