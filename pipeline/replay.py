@@ -142,16 +142,16 @@ def _lines(kind: str, path: Path, max_event_bytes: int, fast: bool = True) -> It
     loads, decode_error = orjson.loads, orjson.JSONDecodeError
     # routing lines are decoded once, by the hot-path decoder, for the merge and the batch
     fast_decode = decode_line if fast and kind == "routing" else None
+    parse, new = datetime.fromisoformat, tuple.__new__  # new: Line(...) built in C
     for n, raw in _numbered(path):
         event = fast_decode(raw) if fast_decode is not None else None
-        if event is not None:
+        if event is not None:  # as _parse_ts, for the text msgspec found in "ts"
             ok = len(raw) <= max_event_bytes
-            ts = _parse_ts(event.ts)
-            if ts is None:
+            try:
+                ts = last = parse(event.ts).timestamp()
+            except ValueError:
                 ts = last
-            else:
-                last = ts
-            yield Line(ts, kind, n, raw, ok, event if ok else None)
+            yield new(Line, (ts, kind, n, raw, ok, event if ok else None))
             continue
         try:
             doc = loads(raw)

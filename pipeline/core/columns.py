@@ -196,9 +196,10 @@ def _count(monitor: Monitor, router_id: str, rows: Sequence[Any], ts: np.ndarray
     interned = {t: intern(t) for t in dict.fromkeys(tiers)}
     segs = _segments(join, segments)
     props = [_ONE if p == 1.0 else float(p) for p in props_in]
-    records = list(map(DecisionRecord, ts_list, rids, repeat(intern(router_id), n),
-                       map(interned.__getitem__, tiers), score_list, props, bands, flags,
-                       segs))
+    # tuple.__new__ builds each record in C: the same NamedTuple as DecisionRecord(...)
+    records = list(map(tuple.__new__, repeat(DecisionRecord, n), zip(
+        ts_list, rids, repeat(intern(router_id), n), map(interned.__getitem__, tiers),
+        score_list, props, bands, flags, segs, strict=True)))
     join._decisions.update(zip(rids, records, strict=True))
     heap = join._decision_heap
     push = heapq.heappush
