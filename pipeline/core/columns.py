@@ -7,8 +7,9 @@ does the same work on columns (numpy for the checks, bands and flags; the join's
 inserted in bulk), with the same effect on every piece of state and the same outputs in
 the same order, byte for byte.
 
-What is rare stays per event: a batch with a late or duplicate event, an event-time jump
-past an evaluation, or a decision that releases waiting feedback is handed back
+What is rare stays per event: late and duplicate events are screened out one by one (as
+the per-event path does, with the same dead letters); a batch with an event-time jump
+past an evaluation, or with a decision that releases waiting feedback, is handed back
 (:func:`observe_routing_columns` returns ``None``) and takes the per-event path; a
 selected review is built per event.
 
@@ -24,8 +25,10 @@ times come as a column of epoch seconds.
 []
 >>> m.counts.routed, len(m.join)
 ({('support', 'cheap'): 1}, 1)
->>> observe_routing_columns(m, [ev], np.array([ev.epoch])) is None  # a duplicate
-True
+>>> observe_routing_columns(m, [ev], np.array([ev.epoch]))  # a duplicate: counted
+[]
+>>> m.counts.duplicates
+1
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ import numpy as np
 from pipeline.core.join import _EXPLORATION, _IN_BAND, _ONE, DecisionRecord
 from pipeline.core.router_state import DAY, OFF_POLICY, RouterState
 from pipeline.core.sampling import _SCALE, DailyVolume, ReviewDecision, ReviewSampler
-from pipeline.schemas import ReviewRequest, RoutingEvent, Thresholds
+from pipeline.schemas import Rejection, ReviewRequest, RoutingEvent, Thresholds
 
 if TYPE_CHECKING:
     from pipeline.core.monitor import Monitor, Output
@@ -123,9 +126,9 @@ def observe_routing_columns(monitor: Monitor, events: Sequence[Any],
                             epochs: np.ndarray) -> list[Output] | None:
     """Count a batch of routing events as ``monitor.observe_routing(events)`` would.
 
-    ``epochs[i]``: event ``i``'s time in epoch seconds. Returns the outputs (none: no
-    event of a batch taken here is late), or ``None``, having changed nothing, when the
-    batch needs the per-event path (see the module notes).
+    ``epochs[i]``: event ``i``'s time in epoch seconds. Returns the outputs (the late
+    events' dead letters), or ``None``, having changed nothing, when the batch needs the
+    per-event path (see the module notes).
     """
     n = len(events)
     if n == 0:
@@ -133,27 +136,49 @@ def observe_routing_columns(monitor: Monitor, events: Sequence[Any],
     join = monitor.join
     decisions = join._decisions
     rids = [ev.request_id for ev in events]
-    if len(set(rids)) != n or not decisions.keys().isdisjoint(rids):
-        return None  # duplicates: counted one by one
-    if join._pending and not join._pending.keys().isdisjoint(rids):
-        return None  # waiting feedback is released, and counted, in event order
     ts = np.asarray(epochs, dtype=np.float64)
     config = monitor.config
     wm = monitor.watermark
     running = np.maximum.accumulate(ts)
+    late = False
     if wm is not None:
         before = np.maximum(np.concatenate(([wm], running[:-1])), wm)
-        if bool((ts < before - config.allowed_lateness_s).any()):
-            return None  # late events: dead-lettered one by one
+        late = bool((ts < before - config.allowed_lateness_s).any())
+    screened: tuple[list[tuple[int, Rejection]], int] | None = None
+    if late or len(set(rids)) != n or not decisions.keys().isdisjoint(rids):
+        # late or duplicate events: screened out one by one, as the per-event path does
+        keep, dead, dups = _screen(monitor, rids, ts.tolist())
+        screened = (dead, dups)
+        rows = [events[i] for i in keep]
+        rids = [rids[i] for i in keep]
+        ts = ts[keep]
+        running = np.maximum.accumulate(ts) if keep else ts
+    else:
+        rows = list(events)
+    if rids and join._pending and not join._pending.keys().isdisjoint(rids):
+        return None  # waiting feedback is released, and counted, in event order
     step = config.eval_every_s
     next_eval = monitor.next_eval
-    if next_eval is None:
-        next_eval = (math.floor(float(ts[0]) / step) + 1) * step
-        jumps = ts[1:] >= next_eval + step
-    else:
-        jumps = ts >= next_eval + step
-    if bool(jumps.any()):
-        return None  # the skipped evaluations run between two events
+    if rids:
+        if next_eval is None:
+            next_eval = (math.floor(float(ts[0]) / step) + 1) * step
+            jumps = ts[1:] >= next_eval + step
+        else:
+            jumps = ts >= next_eval + step
+        if bool(jumps.any()):
+            return None  # the skipped evaluations run between two events
+    out: list[Output] = []
+    if screened is not None:
+        from pipeline.core.monitor import Output  # the monitor imports this module
+
+        dead, dups = screened
+        monitor.counts.duplicates += dups
+        out = [Output("dlq", events[i].request_id, rejection, events[i])
+               for i, rejection in dead]
+        if not rids:
+            return out
+    events = rows
+    n = len(events)
     top = float(running[-1])
     if wm is None or top > wm:
         monitor.watermark = top
@@ -168,10 +193,37 @@ def observe_routing_columns(monitor: Monitor, events: Sequence[Any],
         for i, r in enumerate(routers):
             groups.setdefault(r, []).append(i)
     for router_id, idx in groups.items():
-        rows = events if len(groups) == 1 else [events[i] for i in idx]
-        _count(monitor, router_id, rows, ts if len(groups) == 1 else ts[idx],
+        group = events if len(groups) == 1 else [events[i] for i in idx]
+        _count(monitor, router_id, group, ts if len(groups) == 1 else ts[idx],
                rids if len(groups) == 1 else [rids[i] for i in idx])
-    return []
+    return out
+
+
+def _screen(monitor: Monitor, rids: list[str], ts: list[float],
+            ) -> tuple[list[int], list[tuple[int, Rejection]], int]:
+    """The per-event path's first pass, without changing anything: the indexes of the
+    events it takes, the late ones with their rejections, and the number of duplicates."""
+    wm = monitor.watermark
+    lateness = monitor.config.allowed_lateness_s
+    decisions = monitor.join._decisions
+    seen: set[str] = set()
+    keep: list[int] = []
+    dead: list[tuple[int, Rejection]] = []
+    dups = 0
+    for i, (rid, t) in enumerate(zip(rids, ts, strict=True)):
+        if wm is not None and t < wm - lateness:
+            rejection = monitor._late(t, wm)
+            if rejection is not None:
+                dead.append((i, rejection))
+                continue
+        if rid in decisions or rid in seen:
+            dups += 1
+            continue
+        seen.add(rid)
+        keep.append(i)
+        if wm is None or t > wm:
+            wm = t
+    return keep, dead, dups
 
 
 def _count(monitor: Monitor, router_id: str, rows: Sequence[Any], ts: np.ndarray,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -77,8 +78,9 @@ def _hostile(src: Path, dst: Path, seed: int = 5) -> None:
                                "exploration_rate": 0.05}
             out.append(orjson.dumps(d))
         elif x < 0.081:
+            early = datetime.fromisoformat(d["ts"]) - timedelta(hours=4)  # clock skew:
             fb = {"event_id": f"early-{i}", "request_id": d["request_id"], "kind": "thumbs",
-                  "value": 0.0, "ts": d["ts"]}
+                  "value": 0.0, "ts": early.isoformat()}  # it waits for its decision
             early_feedback.append(orjson.dumps(fb))
             out.append(orjson.dumps(d))
         elif x < 0.1:
@@ -152,12 +154,16 @@ def test_columnar_path_changes_no_output_and_no_state(sims: dict[str, Path], tmp
     assert want == have, "\n".join(list(differences(want, have))[:20])
 
 
-def test_batch_with_a_duplicate_is_left_to_the_per_event_path() -> None:
+def test_duplicates_are_screened_and_a_release_is_left_to_the_per_event_path() -> None:
     from pipeline.core.monitor import _example_event
 
     m = Monitor()
     ev = _example_event()
-    assert observe_routing_columns(m, [ev, ev], np.array([ev.epoch, ev.epoch])) is None
-    assert len(m.join) == 0 and m.watermark is None, "nothing changed"
-    assert m.observe_routing([ev, ev], np.array([ev.epoch, ev.epoch])) == []
+    assert observe_routing_columns(m, [ev, ev], np.array([ev.epoch, ev.epoch])) == []
     assert m.counts.duplicates == 1 and len(m.join) == 1
+    other = ev.model_copy(update={"request_id": "r2", "event_id": "e2"})
+    m.join.add_feedback("f", "r2", "thumbs", 1.0, ts=ev.epoch)  # waits for r2
+    assert observe_routing_columns(m, [other], np.array([ev.epoch])) is None
+    assert len(m.join) == 1, "nothing changed"
+    assert m.observe_routing([other], np.array([ev.epoch])) == []
+    assert len(m.join) == 2 and m.counts.feedback == {("support", "thumbs"): 1}
