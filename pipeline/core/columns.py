@@ -145,7 +145,8 @@ def observe_routing_columns(monitor: Monitor, events: Sequence[Any],
         before = np.maximum(np.concatenate(([wm], running[:-1])), wm)
         late = bool((ts < before - config.allowed_lateness_s).any())
     screened: tuple[list[tuple[int, Rejection]], int] | None = None
-    if late or len(set(rids)) != n or not decisions.keys().isdisjoint(rids):
+    # (dict_keys.isdisjoint(list) walks the whole dict: membership per id is O(batch))
+    if late or len(set(rids)) != n or any(map(decisions.__contains__, rids)):
         # late or duplicate events: screened out one by one, as the per-event path does
         keep, dead, dups = _screen(monitor, rids, ts.tolist())
         screened = (dead, dups)
@@ -155,7 +156,7 @@ def observe_routing_columns(monitor: Monitor, events: Sequence[Any],
         running = np.maximum.accumulate(ts) if keep else ts
     else:
         rows = list(events)
-    if rids and join._pending and not join._pending.keys().isdisjoint(rids):
+    if rids and join._pending and any(map(join._pending.__contains__, rids)):
         return None  # waiting feedback is released, and counted, in event order
     step = config.eval_every_s
     next_eval = monitor.next_eval
