@@ -158,11 +158,11 @@ def _lines(kind: str, path: Path, max_event_bytes: int, fast: bool = True) -> It
         except decode_error:
             doc = None
         ok = isinstance(doc, dict) and len(raw) <= max_event_bytes
-        ts = _parse_ts(doc.get("ts")) if isinstance(doc, dict) else None
-        if ts is None:
+        parsed = _parse_ts(doc.get("ts")) if isinstance(doc, dict) else None
+        if parsed is None:
             ts = last
         else:
-            last = ts
+            ts = last = parsed
         yield Line(ts, kind, n, raw, ok, doc if ok else None)
 
 
