@@ -101,7 +101,15 @@ def _signals(ts: list[float], sigs: list[Any]) -> dict[str, list[tuple[float, fl
     return signals
 
 
+def _own_thresholds(th: Any) -> Thresholds:
+    """The contract's Thresholds of one event's thresholds, never shared."""
+    if isinstance(th, Thresholds):
+        return th
+    return Thresholds.model_validate({f: getattr(th, f) for f in Thresholds.model_fields})
+
+
 def _thresholds(th: Any) -> Thresholds:
+    """:func:`_own_thresholds`, shared between equal thresholds (no signed zero in them)."""
     if isinstance(th, Thresholds):
         return th
     got = _THRESHOLDS.get(th)
@@ -265,11 +273,19 @@ def _count(monitor: Monitor, router_id: str, rows: Sequence[Any], ts: np.ndarray
         routed[key] = routed.get(key, 0) + k
     _review(monitor, router_id, rows, rids, tiers, ts, scores, cheap, capable, sigs, bands)
     signals = _signals(ts_list, sigs)
-    one = _thresholds(ths[0])
-    thresholds = ([one] * n if all(th == ths[0] for th in ths)
-                  else [_thresholds(th) for th in ths])
+    # -0.0 == 0.0, but the two are written differently: a batch holding one (or a
+    # cascade's escalate_below) keeps each event's own thresholds, as the per-event path
+    signed = bool(np.signbit(cheap).any() or np.signbit(capable).any()
+                  or np.signbit(exploration).any()) or any(
+        th.escalate_below is not None for th in ths)
+    if signed:
+        thresholds = [_own_thresholds(th) for th in ths]
+    elif all(th == ths[0] for th in ths):
+        thresholds = [_thresholds(ths[0])] * n
+    else:
+        thresholds = [_thresholds(th) for th in ths]
     _observe_state(state, ts, scores, tiers, reasons, thresholds, cheap, capable, exploration,
-                   costs, signals, bands)
+                   costs, signals, bands, exact=not signed)
     seg_rows = [(tier, t, seg) for tier, t, s, seg in zip(tiers, ts_list, segments, segs,
                                                           strict=True) if s and seg is not None]
     if seg_rows:
@@ -414,13 +430,15 @@ def _offer_run(sampler: ReviewSampler, tier: str, vol: DailyVolume, day: int, ru
 def _observe_state(state: RouterState, ts: np.ndarray, scores: np.ndarray, tiers: list[str],
                    reasons: list[str], thresholds: list[Thresholds], cheap: np.ndarray,
                    capable: np.ndarray, exploration: np.ndarray, costs: list[float | None],
-                   signals: dict[str, list[tuple[float, float]]], bands: list[int]) -> None:
+                   signals: dict[str, list[tuple[float, float]]], bands: list[int],
+                   exact: bool = True) -> None:
     """``RouterState.observe_routing`` on columns (one policy and one day per batch is
-    the common case; anything else goes to the per-event code)."""
+    the common case; anything else, or ``exact=False``: signed zeros in the thresholds,
+    goes to the per-event code)."""
     n = ts.size
     ts_list: list[float] = ts.tolist()
-    one_policy = bool((cheap == cheap[0]).all() and (capable == capable[0]).all()
-                      and (exploration == exploration[0]).all())
+    one_policy = exact and bool((cheap == cheap[0]).all() and (capable == capable[0]).all()
+                                and (exploration == exploration[0]).all())
     days = ts // DAY
     if not one_policy or bool((days != days[0]).any()):
         state.observe_routing(ts, scores, tiers, reasons, thresholds, costs, signals, bands)

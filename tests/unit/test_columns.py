@@ -167,3 +167,26 @@ def test_duplicates_are_screened_and_a_release_is_left_to_the_per_event_path() -
     assert len(m.join) == 1, "nothing changed"
     assert m.observe_routing([other], np.array([ev.epoch])) == []
     assert len(m.join) == 2 and m.counts.feedback == {("support", "thumbs"): 1}
+
+
+@pytest.mark.parametrize("zero", ["0.0", "-0.0"])
+def test_signed_zeros_in_thresholds_are_kept_as_written(zero: str) -> None:
+    """-0.0 == 0.0, but a recommendation's ``previous`` would be written differently."""
+    from pipeline.core.monitor import _example_event
+    from pipeline.fastcodec import decode_routing
+
+    base = _example_event().model_dump(mode="json")
+    docs = [{**base, "event_id": f"e{i}", "request_id": f"r{i}",
+             "thresholds": {"cheap_above": 0.7, "capable_below": 0.0 if i % 2 else -0.0,
+                            "exploration_rate": 0.1}} for i in range(4)]
+    raw = orjson.dumps(docs).replace(b'"capable_below":0.0', f'"capable_below":{zero}'
+                                     .encode(), 1)
+    batch = decode_routing(raw)
+    per_event, columnar = Monitor(), Monitor()
+    per_event.observe_routing([RoutingEvent.model_validate(d) for d in orjson.loads(raw)])
+    columnar.observe_routing(batch.events, batch.epochs)
+    want, have = _state(per_event), _state(columnar)
+    assert want == have
+    th = columnar.routers["support"].thresholds
+    assert th is not None and repr(th.capable_below) == repr(
+        per_event.routers["support"].thresholds.capable_below)  # type: ignore[union-attr]
