@@ -102,7 +102,7 @@ def _epoch(line: bytes) -> float:
 def _replay(data: Path, out: Path, columnar: bool,
             taken: list[bool] | None = None,
             monkeypatch: pytest.MonkeyPatch | None = None) -> tuple[dict[str, bytes], Monitor]:
-    settings = Settings(eval_every_s=10800, join_ttl_s=172800)
+    settings = Settings(eval_every_s=10800, join_ttl_s=86400)
     monitor = build_monitor(settings)
     monitor.config = dataclasses.replace(monitor.config, review_quota_per_day=400.0)
     replay = Replay(settings, monitor, out)
@@ -122,7 +122,7 @@ def _replay(data: Path, out: Path, columnar: bool,
 @pytest.fixture(scope="module")
 def sims(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("columns")
-    simulate("pareto-trap", root / "clean", days=3.0, rate=0.08, seed=3)
+    simulate("pareto-trap", root / "clean", days=2.2, rate=0.08, seed=3)
     _hostile(root / "clean", root / "hostile")
     return {"clean": root / "clean", "hostile": root / "hostile"}
 
