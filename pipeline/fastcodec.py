@@ -153,14 +153,16 @@ def _times(events: list[FastRouting]) -> tuple[list[datetime], np.ndarray] | Non
     """The batch's timestamps parsed at once, or ``None`` if any needs pydantic."""
     if not events:
         return [], np.empty(0, np.float64)
-    text = '","'.join([ev.ts for ev in events])
-    if _SUB_MICRO.search(text) is not None:
-        return None
+    stamps = [ev.ts for ev in events]
+    text = '","'.join(stamps)
+    if (_SUB_MICRO.search(text) is not None or "\\" in text
+            or text.count('"') != 2 * (len(stamps) - 1)):
+        return None  # more than six fraction digits, or a quote or backslash in a ts
     try:
         times = _TS_DECODER.decode(f'["{text}"]'.encode())
     except (msgspec.ValidationError, msgspec.DecodeError):
         return None
-    if len(times) != len(events):  # a quote or a backslash in a ts: not plain text
+    if len(times) != len(events):  # cannot happen after the check above; kept as a guard
         return None
     epochs = np.fromiter((t.timestamp() for t in times), np.float64, len(times))
     if epochs.min() < _LO or epochs.max() >= _HI:

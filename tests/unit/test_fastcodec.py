@@ -314,6 +314,10 @@ def test_fast_decoder_gives_what_the_contract_gives(docs: list[dict[str, Any]], 
     b'[' + b','.join([_dumps(BASE)] * 3) + b']',
     b'[' + _dumps({**BASE, "policy_seq": 2**64}) + b']',  # orjson: a float, refused
     b'[' + _dumps({**BASE, "policy_seq": 2**64 - 1}) + b']',
+    # timestamps that would break the batch's joined text: each is decided on its own
+    b'[' + _dumps({**BASE, "ts": '2026-01-01T00:00:00Z","2026-01-02T00:00:00Z'}) + b','
+    + _dumps({**BASE, "request_id": "r2", "ts": "2026-01-01T00:00:00Z\\"}) + b','
+    + _dumps({**BASE, "request_id": "r3"}) + b']',
     b'[]', b'{}', b'[1, "a", null]', b'not json', b'',
 ])
 @pytest.mark.parametrize("strict", [False, True])
