@@ -41,6 +41,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from operator import attrgetter
 from pathlib import Path
 from typing import IO, Any, NamedTuple, cast
 
@@ -171,9 +172,9 @@ def merged(sources: dict[str, Path], max_event_bytes: int = MAX_EVENT_BYTES,
     """Every line of every file, merged by event time; ties keep file order, then
     ``sources`` order (stable). ``fast``: routing lines are decoded by the hot-path
     decoder (``Line.doc`` is then a :class:`~pipeline.fastcodec.FastRouting`)."""
-    order = {k: i for i, k in enumerate(sources)}
+    # heapq.merge breaks ties between its inputs by their order: sources order
     return heapq.merge(*(_lines(k, p, max_event_bytes, fast) for k, p in sources.items()),
-                       key=lambda line: (line.ts, order[line.kind]))
+                       key=attrgetter("ts"))
 
 
 @dataclass(frozen=True, slots=True)
