@@ -256,8 +256,11 @@ class Processor:
                     kept.append(i)
             if batch is not None and len(kept) < len(events):
                 epochs = batch.epochs[kept]
-        routing = [e for e in accepted if not isinstance(e, FeedbackEvent)]
-        feedback = [e for e in accepted if isinstance(e, FeedbackEvent)]
+        if batch is not None:  # a routing message, decoded as columns
+            routing, feedback = accepted, []
+        else:
+            routing = [e for e in accepted if not isinstance(e, FeedbackEvent)]
+            feedback = [e for e in accepted if isinstance(e, FeedbackEvent)]
         counts = self.monitor.counts
         outputs = []
         # metrics count what the monitor took: late and duplicate events are not valid
