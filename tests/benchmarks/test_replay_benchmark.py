@@ -196,6 +196,7 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.mark.benchmark
+@pytest.mark.timeout(2 * 3600)  # 5M events simulated and replayed; the suite's 900 s is for tests
 def test_replay_throughput_and_memory(inputs: dict[str, Path], tmp_path: Path,
                                       write_report: Callable[[str, str], Path],
                                       markdown_table: Callable[..., str]) -> None:
