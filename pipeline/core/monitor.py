@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -27,6 +27,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from pipeline.core.alerts import runbook_link, severity_of
+from pipeline.core.columns import as_model, observe_routing_columns
 from pipeline.core.join import UNJOINED_REASON, FeedbackJoin, JoinedFeedback, Origin
 from pipeline.core.quality import outcome
 from pipeline.core.router_state import MonitorConfig, RouterState, Transition
@@ -195,8 +196,22 @@ class Monitor:
             self.next_eval = (math.floor(ts / step) + 1) * step
 
     # -- routing -------------------------------------------------------------------------
-    def observe_routing(self, events: Sequence[RoutingEvent]) -> list[Output]:
-        """Count a batch of routing decisions; late ones come back as DLQ outputs."""
+    def observe_routing(self, events: Sequence[RoutingEvent],
+                        epochs: np.ndarray | None = None) -> list[Output]:
+        """Count a batch of routing decisions; late ones come back as DLQ outputs.
+
+        ``epochs``: the events' times as a column (epoch seconds), when the caller has
+        it; the batch is then counted on columns when it can be (``core/columns.py``),
+        with the same effect, and ``events`` may be the hot-path decoder's structs.
+        """
+        if epochs is not None:
+            taken = observe_routing_columns(self, events, epochs)
+            if taken is not None:
+                return taken
+            models = [as_model(ev) for ev in events]
+            originals = {id(m): ev for m, ev in zip(models, events, strict=True)}
+            return [o if o.event is None else replace(o, event=originals.get(id(o.event), o.event))
+                    for o in self.observe_routing(models)]
         # The per-event hot path of the replay and the worker: the lateness check, the
         # watermark and the counters are inlined, with the same effect as _late/_advance.
         out: list[Output] = []

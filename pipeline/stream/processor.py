@@ -22,8 +22,10 @@ import orjson
 from pydantic import BaseModel, ValidationError
 
 from pipeline.codec import Decoded, decode_message, split_wire_format
+from pipeline.core.columns import as_model
 from pipeline.core.join import Origin
 from pipeline.core.monitor import Monitor, Output
+from pipeline.fastcodec import RoutingBatch, decode_routing
 from pipeline.schemas import (
     UNPARSED,
     Baseline,
@@ -94,11 +96,17 @@ class Processor:
     ``kind`` of an input message is its short topic name: ``routing``, ``feedback``
     or ``baselines``. ``clock`` is wall time; ``None`` runs in event time (replay):
     no "from the future" check, and dead letters are stamped with the watermark, so
-    outputs depend on the input alone.
+    outputs depend on the input alone. ``columnar``: routing messages are decoded by
+    the hot-path decoder (``pipeline/fastcodec.py``) and counted on columns
+    (``core/columns.py``); ``False`` keeps the per-event path (the same outputs, slower).
     """
 
     def __init__(self, settings: Settings, monitor: Monitor, metrics: WorkerMetrics,
-                 clock: Callable[[], float] | None = time.time) -> None:
+                 clock: Callable[[], float] | None = time.time, *,
+                 columnar: bool = True) -> None:
+        self.columnar = columnar
+        #: the routing message being handled, decoded as columns (columnar only)
+        self._batch: RoutingBatch | None = None
         self.settings = settings
         self.monitor = monitor
         self.metrics = metrics
@@ -140,11 +148,18 @@ class Processor:
                 out = self._baseline(msg, raw)
             else:
                 model = RoutingEvent if kind == "routing" else FeedbackEvent
-                decoded: Decoded[RoutingEvent] | Decoded[FeedbackEvent]
-                decoded = decode_message(  # type: ignore[assignment]
-                    raw, model, strict=self.settings.strict,
-                    max_event_bytes=self.settings.max_event_bytes,
-                    max_message_bytes=self.settings.max_message_bytes, parsed=parsed)
+                decoded: Decoded[Any]
+                if kind == "routing" and self.columnar:
+                    self._batch = decode_routing(
+                        raw, strict=self.settings.strict,
+                        max_event_bytes=self.settings.max_event_bytes,
+                        max_message_bytes=self.settings.max_message_bytes, parsed=parsed)
+                    decoded = self._batch.decoded
+                else:
+                    decoded = decode_message(
+                        raw, model, strict=self.settings.strict,
+                        max_event_bytes=self.settings.max_event_bytes,
+                        max_message_bytes=self.settings.max_message_bytes, parsed=parsed)
                 self.metrics.decoded(kind, decoded.schema_id, decoded.unknown_fields)
                 out = self._rejections(msg, decoded.rejections, raw)
                 out.extend(self._observe(msg, raw, decoded.events, decoded.rejections))
@@ -153,6 +168,7 @@ class Processor:
             out = self._internal_error(kind, msg, raw, err)
         finally:
             self._index = {}
+            self._batch = None
             self._evaluation_errors()
         self.metrics.processing.labels(kind).observe(time.perf_counter() - started)
         return out
@@ -216,26 +232,37 @@ class Processor:
         self._index = _indexes(split_wire_format(raw)[1], events, rejections)
         if self._fault:
             self._inject(events)
-        accepted: list[RoutingEvent | FeedbackEvent] = list(events)
+        batch = self._batch
+        accepted: list[Any] = list(events)
+        epochs = None if batch is None else batch.epochs
         if self.clock is not None:  # in event time (replay) nothing is from the future
             horizon = self.clock() + self.settings.max_future_s
             accepted = []
-            for ev in events:
-                if ev.epoch > horizon:
-                    rejection = Rejection("future", f"ts: {ev.ts.isoformat()} is more than "
+            kept: list[int] = []
+            for i, ev in enumerate(events):
+                epoch = ev.epoch if batch is None else float(batch.epochs[i])
+                if epoch > horizon:
+                    ts = ev.ts if batch is None else batch.times[i]
+                    rejection = Rejection("future", f"ts: {ts.isoformat()} is more than "
                                           f"{self.settings.max_future_s:g}s ahead of now", "ts",
                                           self._index.get(id(ev)))
                     out.append(self._dead_letter(msg, rejection, self._event_bytes(raw, ev)))
                 else:
                     accepted.append(ev)
-        routing = [e for e in accepted if isinstance(e, RoutingEvent)]
-        feedback = [e for e in accepted if isinstance(e, FeedbackEvent)]
+                    kept.append(i)
+            if batch is not None and len(kept) < len(events):
+                epochs = batch.epochs[kept]
+        if batch is not None:  # a routing message, decoded as columns
+            routing, feedback = accepted, []
+        else:
+            routing = [e for e in accepted if not isinstance(e, FeedbackEvent)]
+            feedback = [e for e in accepted if isinstance(e, FeedbackEvent)]
         counts = self.monitor.counts
         outputs = []
         # metrics count what the monitor took: late and duplicate events are not valid
         if routing:
             before, dups = dict(counts.routed), counts.duplicates
-            outputs = self.monitor.observe_routing(routing)
+            outputs = self.monitor.observe_routing(routing, epochs)
             self.metrics.observed_routing(_delta(before, counts.routed),
                                           counts.duplicates - dups)
         if feedback:
@@ -300,7 +327,7 @@ class Processor:
                       type(err).__name__, err, exc_info=err)
         errors.clear()
 
-    def _event_bytes(self, raw: bytes, ev: BaseModel) -> bytes:
+    def _event_bytes(self, raw: bytes, ev: Any) -> bytes:
         """The original bytes of one event of the current message.
 
         The whole message for a single event (a Schema Registry header included); for a
@@ -311,7 +338,9 @@ class Processor:
         if index is None:
             return raw
         sliced = self._element(raw, index)
-        return encode(ev) if sliced is None else sliced
+        if sliced is None:
+            return encode(ev if isinstance(ev, BaseModel) else as_model(ev))
+        return sliced
 
     def _element(self, raw: bytes, index: int) -> bytes | None:
         """Element ``index`` of the current batch as sent, sliced from the JSON payload

@@ -11,11 +11,15 @@ reports its CPU time and its peak RSS (``VmHWM``, and ``ru_maxrss``):
 * ``validate``: the same plus pydantic validation of every event, the floor under any
   replay that validates its input (rule: bad input goes to the dead-letter file);
 * ``replay``: ``Replay.run`` over the same files, as ``tierwatch replay`` runs it (the
-  monitor records its history for the report), with a timing breakdown per stage.
+  monitor records its history for the report), with a timing breakdown per stage: the
+  columnar path (the msgspec decoder of ``pipeline/fastcodec.py`` and ``core/columns.py``);
+* ``replay per-event`` (1M only): the same with ``Processor(columnar=False)``, the
+  per-event path (pydantic, one event at a time) that the columnar one replaced: the
+  "before" of the ratio (the outputs are the same bytes: ``tests/unit/test_columns.py``).
 
 Throughput is reported as events/s and as the ratio replay / bare, on wall time and on
 CPU time (this machine is shared; CPU time is the steadier of the two). The target is a
-ratio of 0.5.
+ratio of 0.35 (issue #17; the moonshot is 0.5).
 
 Memory: the replay streams its inputs, so what stays is the monitor's state, which is
 bounded by event time, not by the number of events: the join keeps each routing decision
@@ -47,7 +51,7 @@ RATE = 18.5  # routing events/s
 DAYS = {"1M": 0.61, "5M": 3.05}
 SEED = 7
 TTL_S = 6 * 3600.0
-TARGET = 0.5
+TARGET = 0.35  # issue #17: 0.35 of the bare read; the moonshot is 0.5
 
 
 # --- the child process -----------------------------------------------------------------------
@@ -105,7 +109,9 @@ def _timed(owner: Any, name: str, into: dict[str, float], label: str) -> None:
     setattr(owner, name, wrapper)
 
 
-def _replay(data: Path, out: Path, ttl: float | None) -> dict[str, Any]:
+def _replay(data: Path, out: Path, ttl: float | None, columnar: bool = True) -> dict[str, Any]:
+    import pipeline.core.columns as columns
+    import pipeline.replay as replay_module
     import pipeline.stream.processor as processor
     from pipeline.bootstrap import build_monitor
     from pipeline.core.monitor import Monitor
@@ -116,9 +122,14 @@ def _replay(data: Path, out: Path, ttl: float | None) -> dict[str, Any]:
 
     # per-message and per-evaluation stages only: the per-event calls stay unwrapped
     stages: dict[str, float] = {}
-    _timed(processor, "decode_events", stages, "decode + validate (pydantic)")
+    _timed(processor, "decode_message", stages, "decode + validate (pydantic)")
+    _timed(processor, "decode_routing", stages, "decode routing (msgspec; pydantic if refused)")
+    _timed(replay_module, "decode_line", stages, "  decode routing lines (msgspec, in the read)")
+    _timed(columns, "_segments", stages, "  of which segments interned")
+    _timed(columns, "_review", stages, "  of which review sampling")
+    _timed(columns, "_observe_state", stages, "  of which router state (counts, histograms)")
     _timed(Monitor, "observe_routing", stages, "monitor: routing (join, review, counts)")
-    _timed(RouterState, "observe_routing", stages, "  of which router state (histograms)")
+    _timed(RouterState, "observe_routing", stages, "  of which router state, per event")
     _timed(Monitor, "observe_feedback", stages, "monitor: feedback (join, counts)")
     _timed(Monitor, "evaluate", stages, "evaluations (hourly)")
     _timed(processor.Processor, "handle", stages,
@@ -128,8 +139,10 @@ def _replay(data: Path, out: Path, ttl: float | None) -> dict[str, Any]:
     baseline = Baseline.model_validate_json((data / "baseline.json").read_bytes())
     rss_before = _status_kb("VmRSS")
     cpu = time.process_time()
-    result = Replay(settings, monitor, out).run(data / "routing.jsonl", data / "feedback.jsonl",
-                                                [baseline], progress=False)
+    replay = Replay(settings, monitor, out)
+    replay.processor.columnar = columnar
+    result = replay.run(data / "routing.jsonl", data / "feedback.jsonl", [baseline],
+                        progress=False)
     cpu = time.process_time() - cpu
     stages["replay: read, merge, batch, write, flush"] = cpu - stages.get(
         "processor.handle (all of the above but evaluations)", 0.0) - stages.get(
@@ -148,7 +161,7 @@ def _child_main(argv: list[str]) -> None:
         res = _validate(data)
     else:
         ttl = None if argv[3] == "default" else float(argv[3])
-        res = _replay(data, Path(argv[2]), ttl)
+        res = _replay(data, Path(argv[2]), ttl, columnar=argv[4:] != ["per-event"])
     res["vmhwm_kb"] = _status_kb("VmHWM")
     res["ru_maxrss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps(res))
@@ -184,6 +197,7 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.mark.benchmark
+@pytest.mark.timeout(2 * 3600)  # 5M events simulated and replayed; the suite's 900 s is for tests
 def test_replay_throughput_and_memory(inputs: dict[str, Path], tmp_path: Path,
                                       write_report: Callable[[str, str], Path],
                                       markdown_table: Callable[..., str]) -> None:
@@ -195,13 +209,17 @@ def test_replay_throughput_and_memory(inputs: dict[str, Path], tmp_path: Path,
                                             str(TTL_S))
     runs["replay 1M, default TTL"] = _run_child("replay", str(inputs["1M"]),
                                                 str(tmp_path / "1M-default"), "default")
+    runs["replay per-event 1M"] = _run_child("replay", str(inputs["1M"]),
+                                             str(tmp_path / "1M-per-event"), str(TTL_S),
+                                             "per-event")
 
     def mb(kb: float) -> str:
         return f"{kb / 1024:,.0f}"
 
     rows = []
     for name, r in runs.items():
-        size = name.split()[-1] if name.startswith("validate") else name.split()[1].rstrip(",")
+        size = (name.split()[-1] if name.startswith(("validate", "replay per-event"))
+                else name.split()[1].rstrip(","))
         bare = runs[f"bare {size}"]
         replay = not name.startswith("bare")
         measured = name.startswith("replay")
@@ -220,15 +238,29 @@ def test_replay_throughput_and_memory(inputs: dict[str, Path], tmp_path: Path,
     total = runs["replay 5M"]["cpu"]
     n5 = runs["replay 5M"]["events"]
     order = ["replay: read, merge, batch, write, flush",
+             "  decode routing lines (msgspec, in the read)",
              "processor.handle (all of the above but evaluations)",
+             "decode routing (msgspec; pydantic if refused)",
              "decode + validate (pydantic)", "monitor: routing (join, review, counts)",
-             "  of which router state (histograms)", "monitor: feedback (join, counts)",
+             "  of which segments interned", "  of which review sampling",
+             "  of which router state (counts, histograms)",
+             "  of which router state, per event", "monitor: feedback (join, counts)",
              "evaluations (hourly)"]
+    before = runs["replay per-event 1M"]
+    n1 = before["events"]
+
+    def cells(st: dict[str, float], k: str, n: int, tot: float) -> list[str]:
+        v = st.get(k, 0.0)
+        return [f"{v:.1f}", f"{v / n * 1e6:.2f}", f"{v / tot:.0%}"]
+
     breakdown = markdown_table(
-        ["stage (replay 5M)", "cpu s", "µs/event", "share"],
-        [[k, f"{stages.get(k, 0.0):.1f}", f"{stages.get(k, 0.0) / n5 * 1e6:.1f}",
-          f"{stages.get(k, 0.0) / total:.0%}"] for k in order])
+        ["stage", "replay 5M cpu s", "µs/event", "share", "per-event 1M cpu s", "µs/event",
+         "share"],
+        [[k, *cells(stages, k, n5, total), *cells(before["stages"], k, n1, before["cpu"])]
+         for k in order])
     ratio = runs["bare 5M"]["cpu"] / runs["replay 5M"]["cpu"]
+    ratio_1m = runs["bare 1M"]["cpu"] / runs["replay 1M"]["cpu"]
+    ratio_before = runs["bare 1M"]["cpu"] / before["cpu"]
     ceiling = runs["bare 5M"]["cpu"] / runs["validate only 5M"]["cpu"]
     peak_1m, peak_5m = runs["replay 1M"]["vmhwm_kb"], runs["replay 5M"]["vmhwm_kb"]
     text = (f"## Replay throughput and memory\n\n`steady` scenario at {RATE} routing "
@@ -236,6 +268,8 @@ def test_replay_throughput_and_memory(inputs: dict[str, Path], tmp_path: Path,
             f"{table}\n\nWhere the replay's CPU time goes:\n\n{breakdown}\n\n"
             f"Ratio replay/bare (cpu) {ratio:.3f} against a target of {TARGET}: "
             f"{'met' if ratio >= TARGET else 'NOT met'}.\n"
+            f"Before (the per-event path, 1M) {ratio_before:.3f}; after (columnar, 1M) "
+            f"{ratio_1m:.3f}: {ratio_1m / ratio_before:.1f}x.\n"
             f"Validation alone (read, decode, pydantic; no processing) reaches {ceiling:.3f} "
             f"of the bare rate: the ceiling of any replay that validates every event.\n"
             f"Peak RSS 1M {mb(peak_1m)} MB, 5M {mb(peak_5m)} MB "

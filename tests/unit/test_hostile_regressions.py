@@ -211,11 +211,11 @@ def test_an_exception_in_the_monitor_dead_letters_the_message(
     calls = {"n": 0}
     original = p.monitor.observe_routing
 
-    def flaky(events: Any) -> Any:
+    def flaky(events: Any, *columns: Any) -> Any:
         calls["n"] += 1
         if calls["n"] == 2:
             raise KeyError("boom")
-        return original(events)
+        return original(events, *columns)
 
     monkeypatch.setattr(p.monitor, "observe_routing", flaky)
     send(p, "routing", routing(0, "2026-05-01T00:00:00Z"))
@@ -235,7 +235,7 @@ def test_every_message_failing_stops_the_processor(monkeypatch: pytest.MonkeyPat
 
     p = processor()
 
-    def broken(events: Any) -> Any:
+    def broken(events: Any, *columns: Any) -> Any:
         raise RuntimeError("broken")
 
     monkeypatch.setattr(p.monitor, "observe_routing", broken)

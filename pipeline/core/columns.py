@@ -1,0 +1,493 @@
+"""The columnar routing path: a batch of decoded routing events counted at once.
+
+:meth:`Monitor.observe_routing <pipeline.core.monitor.Monitor.observe_routing>` takes
+events one at a time in Python: lateness, dedupe, watermark, the join, review sampling,
+counters. Most batches hold nothing but new, timely decisions, and for those this module
+does the same work on columns (numpy for the checks, bands and flags; the join's records
+inserted in bulk), with the same effect on every piece of state and the same outputs in
+the same order, byte for byte.
+
+What is rare stays per event: late and duplicate events are screened out one by one (as
+the per-event path does, with the same dead letters); a batch with an event-time jump
+past an evaluation, or with a decision that releases waiting feedback, is handed back
+(:func:`observe_routing_columns` returns ``None``) and takes the per-event path; a
+selected review is built per event.
+
+Events are read by attribute (``request_id``, ``router_id``, ``tier``, ``score``,
+``route_reason``, ``propensity``, ``thresholds``, ``cost_usd``, ``segment``, ``signals``):
+a :class:`~pipeline.schemas.RoutingEvent` or the hot-path decoder's struct; their event
+times come as a column of epoch seconds.
+
+>>> from pipeline.core.monitor import Monitor, _example_event
+>>> m = Monitor()
+>>> ev = _example_event()
+>>> observe_routing_columns(m, [ev], np.array([ev.epoch]))
+[]
+>>> m.counts.routed, len(m.join)
+({('support', 'cheap'): 1}, 1)
+>>> observe_routing_columns(m, [ev], np.array([ev.epoch]))  # a duplicate: counted
+[]
+>>> m.counts.duplicates
+1
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import math
+from collections import Counter
+from collections.abc import Sequence
+from itertools import repeat
+from operator import attrgetter
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from pipeline.core.join import _EXPLORATION, _IN_BAND, _ONE, DecisionRecord
+from pipeline.core.router_state import DAY, OFF_POLICY, RouterState
+from pipeline.core.sampling import _SCALE, DailyVolume, ReviewDecision, ReviewSampler
+from pipeline.schemas import Rejection, ReviewRequest, RoutingEvent, Thresholds
+
+if TYPE_CHECKING:
+    from pipeline.core.monitor import Monitor, Output
+
+__all__ = ["as_model", "observe_routing_columns"]
+
+_EXPLORING = ("exploration", "uncertain_default")
+#: decoded thresholds → the contract's Thresholds (the router state keeps the latest)
+_THRESHOLDS: dict[Any, Thresholds] = {}
+
+
+_FIELDS = attrgetter("score", "thresholds", "route_reason", "tier", "segment", "propensity",
+                     "signals", "cost_usd")
+_POLICY = attrgetter("cheap_above", "capable_below", "exploration_rate")
+
+
+def _segments(join: Any, segments: list[Any]) -> list[Any]:
+    """``join._intern_segment`` of each segment; equal ones within a batch looked up once
+    (the first call interns it; the table's contents are those of calling it per event)."""
+    seen: dict[tuple[tuple[str, str], ...], Any] = {}
+    intern_segment = join._intern_segment
+    out: list[Any] = []
+    append = out.append
+    for s in segments:
+        if not s:
+            append(None)
+            continue
+        key = tuple(s.items())
+        got = seen.get(key)
+        if got is None:
+            got = seen[key] = intern_segment(s)
+        append(got)
+    return out
+
+
+def _signals(ts: list[float], sigs: list[Any]) -> dict[str, list[tuple[float, float]]]:
+    """The ``(ts, value)`` pairs of every signal name, in event order."""
+    signals: dict[str, list[tuple[float, float]]] = {}
+    if sigs and all(s is not None and len(s) == 1 for s in sigs):
+        names = {next(iter(s)) for s in sigs}
+        if len(names) == 1:  # the common case: every event carries the same one signal
+            name = names.pop()
+            return {name: list(zip(ts, [s[name] for s in sigs], strict=True))}
+    for t, sig in zip(ts, sigs, strict=True):
+        if sig:
+            for name, value in sig.items():
+                pairs = signals.get(name)
+                if pairs is None:
+                    pairs = signals[name] = []
+                pairs.append((t, value))
+    return signals
+
+
+def _own_thresholds(th: Any) -> Thresholds:
+    """The contract's Thresholds of one event's thresholds, never shared."""
+    if isinstance(th, Thresholds):
+        return th
+    return Thresholds.model_validate({f: getattr(th, f) for f in Thresholds.model_fields})
+
+
+def _thresholds(th: Any) -> Thresholds:
+    """:func:`_own_thresholds`, shared between equal thresholds (no signed zero in them)."""
+    if isinstance(th, Thresholds):
+        return th
+    got = _THRESHOLDS.get(th)
+    if got is None:
+        if len(_THRESHOLDS) > 4096:
+            _THRESHOLDS.clear()
+        got = _THRESHOLDS[th] = Thresholds.model_validate(
+            {f: getattr(th, f) for f in Thresholds.model_fields})
+    return got
+
+
+def as_model(ev: Any) -> RoutingEvent:
+    """The contract's RoutingEvent of a decoded event (itself, if it is one already)."""
+    if isinstance(ev, RoutingEvent):
+        return ev
+    doc = {f: getattr(ev, f) for f in RoutingEvent.model_fields}
+    doc["thresholds"] = _thresholds(ev.thresholds)
+    return RoutingEvent.model_validate(doc)
+
+
+def observe_routing_columns(monitor: Monitor, events: Sequence[Any],
+                            epochs: np.ndarray) -> list[Output] | None:
+    """Count a batch of routing events as ``monitor.observe_routing(events)`` would.
+
+    ``epochs[i]``: event ``i``'s time in epoch seconds. Returns the outputs (the late
+    events' dead letters), or ``None``, having changed nothing, when the batch needs the
+    per-event path (see the module notes).
+    """
+    n = len(events)
+    if n == 0:
+        return []
+    join = monitor.join
+    decisions = join._decisions
+    rids = [ev.request_id for ev in events]
+    ts = np.asarray(epochs, dtype=np.float64)
+    config = monitor.config
+    wm = monitor.watermark
+    running = np.maximum.accumulate(ts)
+    late = False
+    if wm is not None:
+        before = np.maximum(np.concatenate(([wm], running[:-1])), wm)
+        late = bool((ts < before - config.allowed_lateness_s).any())
+    screened: tuple[list[tuple[int, Rejection]], int] | None = None
+    # (dict_keys.isdisjoint(list) walks the whole dict: membership per id is O(batch))
+    if late or len(set(rids)) != n or any(map(decisions.__contains__, rids)):
+        # late or duplicate events: screened out one by one, as the per-event path does
+        keep, dead, dups = _screen(monitor, rids, ts.tolist())
+        screened = (dead, dups)
+        rows = [events[i] for i in keep]
+        rids = [rids[i] for i in keep]
+        ts = ts[keep]
+        running = np.maximum.accumulate(ts) if keep else ts
+    else:
+        rows = list(events)
+    if rids and join._pending and any(map(join._pending.__contains__, rids)):
+        return None  # waiting feedback is released, and counted, in event order
+    step = config.eval_every_s
+    next_eval = monitor.next_eval
+    if rids:
+        if next_eval is None:
+            next_eval = (math.floor(float(ts[0]) / step) + 1) * step
+            jumps = ts[1:] >= next_eval + step
+        else:
+            jumps = ts >= next_eval + step
+        if bool(jumps.any()):
+            return None  # the skipped evaluations run between two events
+    out: list[Output] = []
+    if screened is not None:
+        from pipeline.core.monitor import Output  # the monitor imports this module
+
+        dead, dups = screened
+        monitor.counts.duplicates += dups
+        out = [Output("dlq", events[i].request_id, rejection, events[i])
+               for i, rejection in dead]
+        if not rids:
+            return out
+    events = rows
+    n = len(events)
+    top = float(running[-1])
+    if wm is None or top > wm:
+        monitor.watermark = top
+    if monitor.next_eval is None:
+        monitor.next_eval = next_eval
+    routers = [ev.router_id for ev in events]
+    first = routers[0]
+    if routers.count(first) == n:
+        groups: dict[str, list[int]] = {first: list(range(n))}
+    else:
+        groups = {}
+        for i, r in enumerate(routers):
+            groups.setdefault(r, []).append(i)
+    for router_id, idx in groups.items():
+        group = events if len(groups) == 1 else [events[i] for i in idx]
+        _count(monitor, router_id, group, ts if len(groups) == 1 else ts[idx],
+               rids if len(groups) == 1 else [rids[i] for i in idx])
+    return out
+
+
+def _screen(monitor: Monitor, rids: list[str], ts: list[float],
+            ) -> tuple[list[int], list[tuple[int, Rejection]], int]:
+    """The per-event path's first pass, without changing anything: the indexes of the
+    events it takes, the late ones with their rejections, and the number of duplicates."""
+    wm = monitor.watermark
+    lateness = monitor.config.allowed_lateness_s
+    decisions = monitor.join._decisions
+    seen: set[str] = set()
+    keep: list[int] = []
+    dead: list[tuple[int, Rejection]] = []
+    dups = 0
+    for i, (rid, t) in enumerate(zip(rids, ts, strict=True)):
+        if wm is not None and t < wm - lateness:
+            rejection = monitor._late(t, wm)
+            if rejection is not None:
+                dead.append((i, rejection))
+                continue
+        if rid in decisions or rid in seen:
+            dups += 1
+            continue
+        seen.add(rid)
+        keep.append(i)
+        if wm is None or t > wm:
+            wm = t
+    return keep, dead, dups
+
+
+def _count(monitor: Monitor, router_id: str, rows: Sequence[Any], ts: np.ndarray,
+           rids: list[str]) -> None:
+    """``Monitor._count_routing`` of one router's rows, on columns."""
+    join = monitor.join
+    n = len(rows)
+    ts_list: list[float] = ts.tolist()
+    state = monitor.router(router_id, ts_list[0])
+    (score_in, ths, reasons, tiers, segments, props_in, sigs,
+     costs) = (list(col) for col in zip(*map(_FIELDS, rows), strict=True))
+    scores = np.asarray(score_in, dtype=np.float64)
+    score_list: list[float] = scores.tolist()
+    bands: list[int] = state.bands(scores).tolist()
+    cheap, capable, exploration = (np.asarray(col, dtype=np.float64)
+                                   for col in zip(*map(_POLICY, ths), strict=True))
+    in_band = (capable <= scores) & (scores < cheap)
+    exploring = np.fromiter((r in _EXPLORING for r in reasons), bool, n)
+    flags: list[int] = (np.where(in_band, _IN_BAND, 0)
+                        | np.where(exploring, _EXPLORATION, 0)).tolist()
+    intern = join._intern
+    interned = {t: intern(t) for t in dict.fromkeys(tiers)}
+    segs = _segments(join, segments)
+    props = [_ONE if p == 1.0 else float(p) for p in props_in]
+    # tuple.__new__ builds each record in C: the same NamedTuple as DecisionRecord(...)
+    records = list(map(tuple.__new__, repeat(DecisionRecord, n), zip(
+        ts_list, rids, repeat(intern(router_id), n), map(interned.__getitem__, tiers),
+        score_list, props, bands, flags, segs, strict=True)))
+    join._decisions.update(zip(rids, records, strict=True))
+    heap = join._decision_heap
+    push = heapq.heappush
+    for rec in records:
+        push(heap, rec)
+    join._counts["decisions"] += n
+    routed = monitor.counts.routed
+    for tier, k in Counter(tiers).items():
+        key = (router_id, tier)
+        routed[key] = routed.get(key, 0) + k
+    _review(monitor, router_id, rows, rids, tiers, ts, scores, cheap, capable, sigs, bands)
+    signals = _signals(ts_list, sigs)
+    # -0.0 == 0.0, but the two are written differently: a batch holding one (or a
+    # cascade's escalate_below) keeps each event's own thresholds, as the per-event path
+    signed = bool(np.signbit(cheap).any() or np.signbit(capable).any()
+                  or np.signbit(exploration).any()) or any(
+        th.escalate_below is not None for th in ths)
+    if signed:
+        thresholds = [_own_thresholds(th) for th in ths]
+    elif all(th == ths[0] for th in ths):
+        thresholds = [_thresholds(ths[0])] * n
+    else:
+        thresholds = [_thresholds(th) for th in ths]
+    _observe_state(state, ts, scores, tiers, reasons, thresholds, cheap, capable, exploration,
+                   costs, signals, bands, exact=not signed)
+    seg_rows = [(tier, t, seg) for tier, t, s, seg in zip(tiers, ts_list, segments, segs,
+                                                          strict=True) if s and seg is not None]
+    if seg_rows:
+        state.segments.observe_many(seg_rows)
+
+
+# -- review sampling ---------------------------------------------------------------------------
+def _review(monitor: Monitor, router_id: str, rows: Sequence[Any], rids: list[str],
+            tiers: list[str], ts: np.ndarray, scores: np.ndarray, cheap: np.ndarray,
+            capable: np.ndarray, sigs: list[Any], bands: list[int]) -> None:
+    """``Monitor._review`` of each row in order, on columns.
+
+    Per tier, a run of events on one event-time day at or after the tier's newest day
+    sees one daily estimate (or a running same-day projection), so priorities, inclusion
+    probabilities and the day's totals are columns; the run's first event and anything
+    out of day order are offered one by one. The uniforms are hashed per event.
+    """
+    sampler = monitor.samplers.get(router_id)
+    if sampler is None:
+        sampler = monitor.samplers[router_id] = ReviewSampler(
+            monitor.config.review_quota_per_day, seed=monitor.config.review_seed)
+    n = len(rows)
+    if sampler.ood_threshold is not None:  # not the monitor's configuration: one by one
+        for i in range(n):
+            monitor._review(rows[i], float(ts[i]), bands[i], rows[i].thresholds, sigs[i])
+        return
+    inside = (capable <= scores) & (scores < cheap)
+    dist = np.where(inside, 0.0, np.minimum(np.abs(scores - cheap), np.abs(scores - capable)))
+    z = dist / sampler.boundary_width
+    exp = math.exp
+    gauss = np.asarray([exp(x) for x in ((-0.5 * z) * z).tolist()], dtype=np.float64)
+    prio = 1.0 + (sampler.boundary_boost - 1.0) * gauss
+    seed = sampler.seed
+    blake2b = hashlib.blake2b
+    u = np.asarray([(int.from_bytes(blake2b(f"{seed}\x1f{rid}".encode(), digest_size=8)
+                                    .digest(), "big") >> 11) * _SCALE for rid in rids],
+                   dtype=np.float64)
+    days = np.floor(ts / sampler.day_seconds)
+    pi = np.zeros(n)
+    selected = np.zeros(n, dtype=bool)
+    capped = np.zeros(n, dtype=bool)
+    tier_arr = np.asarray(tiers, dtype=object)
+    for tier in dict.fromkeys(tiers):
+        idx = np.flatnonzero(tier_arr == tier) if len(set(tiers)) > 1 else np.arange(n)
+        _review_tier(sampler, tier, idx, rids, ts, days, prio, u, pi, selected, capped)
+    last = n - 1
+    sampler.last = ReviewDecision(rids[last], tiers[last], bool(selected[last]),
+                                  float(pi[last]), float(u[last]), float(prio[last]),
+                                  bool(capped[last]))
+    from pipeline.core.monitor import Output  # the monitor imports this module
+
+    for i in np.flatnonzero(selected).tolist():
+        ev = rows[i]
+        monitor._pending.append(Output("review", ev.request_id, ReviewRequest(
+            request_id=ev.request_id, router_id=ev.router_id, tier=ev.tier, score=ev.score,
+            band=bands[i], inclusion_probability=float(pi[i]),
+            reason="boundary" if prio[i] > 1.0 else "random", ts=ev.ts)))
+
+
+def _review_tier(sampler: ReviewSampler, tier: str, idx: np.ndarray, rids: list[str],
+                 ts: np.ndarray, days: np.ndarray, prio: np.ndarray, u: np.ndarray,
+                 pi: np.ndarray, selected: np.ndarray, capped: np.ndarray) -> None:
+    """One tier's rows (``idx``, in order) through ``sampler``; fills pi/selected/capped."""
+    day_of = days[idx]
+    cuts = np.flatnonzero(np.diff(day_of)) + 1
+    for run in np.split(idx, cuts):
+        first = int(run[0])
+        _offer_one(sampler, tier, first, rids, ts, prio, u, pi, selected, capped)
+        rest = run[1:]
+        if rest.size == 0:
+            continue
+        vol = sampler._volume[tier]
+        day = int(days[first])
+        if vol._head != day:  # out of day order: the rest one by one
+            for i in rest.tolist():
+                _offer_one(sampler, tier, i, rids, ts, prio, u, pi, selected, capped)
+            continue
+        _offer_run(sampler, tier, vol, day, rest, ts, prio, u, pi, selected, capped)
+
+
+def _offer_one(sampler: ReviewSampler, tier: str, i: int, rids: list[str], ts: np.ndarray,
+               prio: np.ndarray, u: np.ndarray, pi: np.ndarray, selected: np.ndarray,
+               capped: np.ndarray) -> None:
+    """``ReviewSampler.offer`` of row ``i``, its priority already known."""
+    r, t = float(prio[i]), float(ts[i])
+    p = sampler._pi(tier, t, r)
+    sel = float(u[i]) < p
+    cap = False
+    vol = sampler._volume_of(tier)
+    if sel and sampler.cap_factor is not None:
+        _, _, done = vol.totals(vol.day(t))
+        if done >= sampler.cap_factor * sampler.quota(tier):
+            sel, cap = False, True
+            sampler.n_capped += 1
+    vol.update(t, priority=r, selected=sel)
+    pi[i], selected[i], capped[i] = p, sel, cap
+
+
+def _offer_run(sampler: ReviewSampler, tier: str, vol: DailyVolume, day: int, run: np.ndarray,
+               ts: np.ndarray, prio: np.ndarray, u: np.ndarray, pi: np.ndarray,
+               selected: np.ndarray, capped: np.ndarray) -> None:
+    """Rows ``run`` of one tier, all on ``day``, the tier's newest day: columns."""
+    q = sampler.quota(tier)
+    r = prio[run]
+    row = vol._days[day]
+    total = np.add.accumulate(np.concatenate(([row[0]], r)))  # sequential, as += is
+    if q <= 0:
+        p = np.zeros(run.size)
+    else:
+        est = vol.estimate(day)
+        if est is not None and est > 0:
+            expected = np.full(run.size, est)
+        else:
+            reqs = row[1] + np.arange(1, run.size + 1, dtype=np.float64)
+            init = (None if sampler.initial_daily_volume is None
+                    else sampler.initial_daily_volume.get(tier))
+            if init is not None and init > 0:
+                expected = init * total[1:] / reqs
+            else:
+                elapsed = np.maximum(ts[run] - day * sampler.day_seconds,
+                                     sampler.min_elapsed_seconds)
+                expected = total[1:] * sampler.day_seconds / elapsed
+        p = np.minimum(1.0, q * r / expected)
+    sel = u[run] < p
+    cap = np.zeros(run.size, dtype=bool)
+    if sel.any() and sampler.cap_factor is not None:
+        done = row[2]
+        limit = sampler.cap_factor * q
+        for j in np.flatnonzero(sel).tolist():
+            if done >= limit:
+                sel[j], cap[j] = False, True
+                sampler.n_capped += 1
+            else:
+                done += 1.0
+    row[0] = float(total[-1])
+    row[1] += float(run.size)
+    row[2] += float(sel.sum())
+    pi[run], selected[run], capped[run] = p, sel, cap
+
+
+# -- the router state -------------------------------------------------------------------------
+def _observe_state(state: RouterState, ts: np.ndarray, scores: np.ndarray, tiers: list[str],
+                   reasons: list[str], thresholds: list[Thresholds], cheap: np.ndarray,
+                   capable: np.ndarray, exploration: np.ndarray, costs: list[float | None],
+                   signals: dict[str, list[tuple[float, float]]], bands: list[int],
+                   exact: bool = True) -> None:
+    """``RouterState.observe_routing`` on columns (one policy and one day per batch is
+    the common case; anything else, or ``exact=False``: signed zeros in the thresholds,
+    goes to the per-event code)."""
+    n = ts.size
+    ts_list: list[float] = ts.tolist()
+    one_policy = exact and bool((cheap == cheap[0]).all() and (capable == capable[0]).all()
+                                and (exploration == exploration[0]).all())
+    days = ts // DAY
+    if not one_policy or bool((days != days[0]).any()):
+        state.observe_routing(ts, scores, tiers, reasons, thresholds, costs, signals, bands)
+        return
+    before = np.maximum(np.concatenate(([state.thresholds_ts], np.maximum.accumulate(ts)[:-1])),
+                        state.thresholds_ts)
+    newer = np.flatnonzero(ts >= before)
+    if newer.size:
+        i = int(newer[-1])
+        state.thresholds, state.thresholds_ts = thresholds[i], ts_list[i]
+    key = thresholds[0].key
+    policies = state.reference_policies
+    in_ref = ts < state.reference_end
+    known = key in policies or np.concatenate(([False], np.logical_or.accumulate(in_ref)[:-1]))
+    if in_ref.any():
+        policies.add(key)
+    off = ts[~in_ref & ~np.asarray(known, dtype=bool)]
+    if off.size and float(off.max()) > state.off_policy_ts:
+        state.off_policy_ts = float(off.max())
+    counts = Counter(tiers)
+    for tier, k in counts.items():
+        state.routed[tier] = state.routed.get(tier, 0) + k
+    day = int(days[0])
+    per = state.routed_day.setdefault(day, {})
+    for tier, k in counts.items():
+        per[tier] = per.get(tier, 0) + k
+    if any(c is not None for c in costs):
+        c = state.cost_day.setdefault(day, {})
+        for tier, cost in zip(tiers, costs, strict=True):
+            if cost is not None:
+                c[tier] = c.get(tier, 0.0) + cost
+    hours = (ts // 3600).astype(np.int64).tolist()
+    for (tier, band, hour), k in Counter(zip(tiers, bands, hours, strict=True)).items():
+        state.lagged.update_routed(tier, band, hour, k)
+        state.delays.add_exposure(hour, k)
+    state._lag_cache.clear()
+    state._trim_days()
+    if state.bins is None:
+        return
+    state.streams[("router", "score")].update_many(ts, scores)
+    tier_arr = np.asarray(tiers, dtype=object)
+    on_policy = np.fromiter((r not in OFF_POLICY for r in reasons), bool, n)
+    for tier in (state.config.cheap_tier, state.config.capable_tier):
+        idx = np.flatnonzero((tier_arr == tier) & on_policy)
+        if idx.size:
+            state.streams[(tier, "score")].update_many(ts[idx], scores[idx],
+                                                       [key] * idx.size)
+    for name, pairs in signals.items():
+        stream = state.streams.get(("router", name))
+        if stream is not None and pairs:
+            arr = np.asarray(pairs, dtype=np.float64)
+            stream.update_many(arr[:, 0], arr[:, 1])
