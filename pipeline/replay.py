@@ -46,6 +46,7 @@ from typing import IO, Any, NamedTuple, cast
 import orjson
 from prometheus_client import CollectorRegistry
 
+from pipeline.core.decision_store import DecisionStore
 from pipeline.core.economics import Prices
 from pipeline.core.monitor import Monitor, MonitorConfig, Signer
 from pipeline.core.signing import Keyring, parse_key
@@ -228,12 +229,13 @@ def messages(routing: Path, feedback: Path | None = None, *, eval_every_s: float
 
 # -- the monitor -----------------------------------------------------------------------------
 def build_monitor(settings: Settings, config: MonitorConfig | None = None,
-                  record: bool = False) -> Monitor:
-    """The monitor of these settings, signing with the configured control key."""
+                  record: bool = False, decisions: DecisionStore | None = None) -> Monitor:
+    """The monitor of these settings, signing with the configured control key; its join
+    keeps its decisions in ``decisions`` (in memory when ``None``)."""
     keyring = Keyring({settings.control_key_id: parse_key(settings.control_key)})
     return Monitor(config or monitor_config(settings),
                    signer=Signer(keyring, settings.control_key_id, settings.control_mode),
-                   record=record)
+                   record=record, decisions=decisions)
 
 
 def monitor_config(settings: Settings) -> MonitorConfig:

@@ -416,8 +416,11 @@ class RocksDecisionStore:
         return self._n_seen
 
     def seen_items(self) -> Iterator[tuple[str, float]]:
-        for key, v in self.db.items(from_key=b"s", read_opt=_bounded(b"t")):
-            yield key[1:].decode(), _from_t(v)
+        db = self.db
+        for key in self._scan(b"s", b"t"):
+            v = db.get(key)
+            if v is not None:
+                yield key[1:].decode(), _from_t(v)
 
     def disk_bytes(self) -> int:
         """Bytes of the live database's files (SST, logs, manifest)."""
@@ -425,12 +428,6 @@ class RocksDecisionStore:
 
     def __repr__(self) -> str:
         return f"RocksDecisionStore({str(self.root)!r}, decisions={self._n})"
-
-
-def _bounded(hi: bytes) -> ReadOptions:
-    opts = ReadOptions()
-    opts.set_iterate_upper_bound(hi)
-    return opts
 
 
 def _from_t(b: bytes) -> float:

@@ -76,6 +76,7 @@ from pipeline.core.monitor import Monitor
 from pipeline.core.signing import parse_key
 from pipeline.replay import build_monitor
 from pipeline.settings import Settings
+from pipeline.store.rocks import RocksDecisionStore
 from pipeline.stream.assignor import OneActiveAssignor
 from pipeline.stream.checkpoint import (
     DEFAULT_KEY,
@@ -213,9 +214,14 @@ def build_worker(settings: Settings, *, registry: CollectorRegistry | None = Non
     registry = registry if registry is not None else CollectorRegistry()
     scrape: CollectorRegistry = registry
     metrics = WorkerMetrics(registry)
-    processor = Processor(settings, monitor or build_monitor(settings), metrics)
-    store = CheckpointStore(settings.checkpoint_dir
-                            or Path(".run/checkpoints") / settings.app_id,
+    directory = settings.checkpoint_dir or Path(".run/checkpoints") / settings.app_id
+    # the join's decisions on disk, checkpointed with each snapshot (opened on first use,
+    # after a restore has pointed it at the snapshot's checkpoint)
+    decisions = (RocksDecisionStore(directory / "join-store")
+                 if monitor is None and settings.join_store == "rocksdb" else None)
+    processor = Processor(settings, monitor or build_monitor(settings, decisions=decisions),
+                          metrics)
+    store = CheckpointStore(directory,
                             key=parse_key(settings.checkpoint_key)
                             if settings.checkpoint_key else DEFAULT_KEY)
     try:

@@ -4,6 +4,7 @@ one, and its checkpoints restore exactly the state they were taken at."""
 from __future__ import annotations
 
 import pickle
+import shutil
 from pathlib import Path
 
 import pytest
@@ -52,7 +53,8 @@ def _run(store: DecisionStore, ops: list[tuple[str, int, int, int]]) -> list[obj
     return out
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ops=_ops)
 def test_rocks_store_equals_memory_store(ops: list, tmp_path_factory: pytest.TempPathFactory
                                          ) -> None:
@@ -111,7 +113,7 @@ def test_checkpoint_restores_exactly_its_state(tmp_path: Path) -> None:
     _fill(store, 50, 30)
     store.pop_expired(T0 + 40 * H)
     assert list(store.records()) != at_checkpoint[2]
-    restored = pickle.loads(blob)  # noqa: S301 (our own test pickle)
+    restored = pickle.loads(blob)
     assert (len(restored), restored.n_seen, list(restored.records()),
             list(restored.seen_items())) == at_checkpoint
     with pytest.raises(RuntimeError, match="closed"):
@@ -142,7 +144,6 @@ def test_missing_checkpoint_is_refused_and_old_ones_are_deleted(tmp_path: Path) 
     blob = pickle.dumps(store)
     store.close()
     for d in (tmp_path / "s").glob("ckpt-*"):
-        import shutil
         shutil.rmtree(d)
     with pytest.raises(ValueError, match="missing"):
-        pickle.loads(blob)  # noqa: S301
+        pickle.loads(blob)
