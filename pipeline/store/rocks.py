@@ -149,6 +149,7 @@ class RocksDecisionStore:
         self._n_seen = 0
         self._low = -math.inf  # everything below was expired (and its index dropped)
         self._late = math.inf  # the earliest ts put below _low since (TTL < lateness)
+        self._dropped_day = b""  # segment dictionary days before this one are dropped
         self._gen: int | None = None  # the checkpoint the state is (to be) rebuilt from
         self._dirty = False  # written since the last checkpoint
         self._db: Rdict | None = None
@@ -242,6 +243,7 @@ class RocksDecisionStore:
                              "call checkpoint() first (pipeline.stream.checkpoint does)")
         return {"root": str(self.root), "gen": self._gen, "n": self._n,
                 "n_seen": self._n_seen, "low": self._low, "late": self._late,
+                "dropped_day": self._dropped_day,
                 "memtable_bytes": self.memtable_bytes, "cache_bytes": self.cache_bytes}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -254,6 +256,7 @@ class RocksDecisionStore:
                              "is missing")
         self._n, self._n_seen = int(state["n"]), int(state["n_seen"])
         self._low, self._late = float(state["low"]), float(state["late"])
+        self._dropped_day = bytes(state["dropped_day"])
         self._kept = [self._gen]
 
     # -- records -------------------------------------------------------------------------
@@ -330,9 +333,7 @@ class RocksDecisionStore:
     def __contains__(self, request_id: object) -> bool:
         if not isinstance(request_id, str):
             return False
-        key = b"d" + request_id.encode()
-        db = self.db
-        return bool(db.key_may_exist(key)) and db.get(key) is not None
+        return self.db.get(b"d" + request_id.encode()) is not None
 
     def __len__(self) -> int:
         return self._n
@@ -355,26 +356,30 @@ class RocksDecisionStore:
         start = min(self._low, self._late)
         lo, hi = _t(start) if start > -math.inf else b"", _t(cutoff)
         wb = WriteBatch(raw_mode=True)
-        n = 0
+        n = seen = 0
+        # point deletes: a range tombstone per evaluation would pile up by the thousand
+        # and every read would have to step over them
         for key in self._scan(b"t" + lo, b"t" + hi):
             wb.delete(b"d" + key[9:])
+            wb.delete(key)
             n += 1
-        seen = 0
         for key in self._scan(b"u" + lo, b"u" + hi):
             sk = b"s" + key[9:]
-            v = db.get(sk)
-            if v is not None and v == key[1:9]:  # not replaced by a later ts
+            if db.get(sk) == key[1:9]:  # not replaced by a later ts
                 wb.delete(sk)
                 seen += 1
-        wb.delete_range(b"t", b"t" + hi)
-        wb.delete_range(b"u", b"u" + hi)
-        wb.delete_range(b"g", b"g" + _day(cutoff))
-        db.write(wb)
+            wb.delete(key)
+        day = _day(cutoff)
+        if day > self._dropped_day:  # whole days of the segment dictionary: once a day
+            wb.delete_range(b"g", b"g" + day)
+            self._dropped_day = day
+        if len(wb):
+            db.write(wb)
+            self._dirty = True
         self._low = cutoff
         self._late = math.inf
         self._n -= n
         self._n_seen -= seen
-        self._dirty = True
         return n
 
     def _scan(self, lo: bytes, hi: bytes) -> Iterator[bytes]:
