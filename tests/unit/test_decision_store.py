@@ -147,3 +147,36 @@ def test_missing_checkpoint_is_refused_and_old_ones_are_deleted(tmp_path: Path) 
         shutil.rmtree(d)
     with pytest.raises(ValueError, match="missing"):
         pickle.loads(blob)
+
+
+def test_worker_snapshot_checkpoints_the_store_and_restores_it(tmp_path: Path) -> None:
+    """The forked snapshot refers to a store checkpoint taken at the fork: writes after
+    the fork are not in it, and only the two latest snapshots' checkpoints stay."""
+    from pipeline.core.monitor import Monitor
+    from pipeline.stream.checkpoint import CheckpointStore, Snapshot
+
+    store = RocksDecisionStore(tmp_path / "cp" / "join-store")
+    monitor = Monitor(decisions=store)
+    for r in range(40):
+        monitor.join.add_decision(f"r{r}", "a", "cheap", 0.5, T0 + r * H,
+                                  segment={"intent": "billing"})
+    at_fork = list(store.records())
+    checkpoints = CheckpointStore(tmp_path / "cp")
+    pid = checkpoints.fork_save(Snapshot({("routing", 0): 40}, monitor, messages=40))
+    for r in range(40, 60):  # the worker goes on while the child writes
+        monitor.join.add_decision(f"r{r}", "a", "cheap", 0.5, T0 + r * H)
+    checkpoints.reap(pid)
+    latest = tmp_path / "cp" / CheckpointStore.LATEST
+    restored = CheckpointStore.decode(latest.read_bytes()).state  # a restart
+    assert list(restored.join.store.records()) == at_fork  # not the 20 after the fork
+    with pytest.raises(RuntimeError, match="closed"):
+        store.get("r0")  # the restored store took the live directory over
+    for k in range(3):  # later snapshots: older store checkpoints are deleted
+        restored.join.add_decision(f"x{k}", "a", "cheap", 0.5, T0 + (100 + k) * H)
+        checkpoints.reap(checkpoints.fork_save(Snapshot({("routing", 0): 41 + k}, restored)))
+    assert len(list((tmp_path / "cp" / "join-store").glob("ckpt-*"))) == 2
+    checkpoints.close()
+    previous = (tmp_path / "cp" / CheckpointStore.PREVIOUS).read_bytes()
+    state = CheckpointStore.decode(previous).state
+    assert [r.request_id for r in state.join.store.records()] == [
+        *(r.request_id for r in at_fork), "x0", "x1"]
