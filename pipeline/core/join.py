@@ -22,7 +22,13 @@ Expiry is driven by binary heaps ordered by ``(ts, id)``, so one call costs
 
 Memory
 ------
-A decision is one :class:`DecisionRecord` tuple (9 slots), three floats
+The decisions and the seen feedback ids live in a
+:class:`~pipeline.core.decision_store.DecisionStore`: in memory by default
+(:class:`~pipeline.core.decision_store.MemoryDecisionStore`), or on disk in the worker
+(:class:`pipeline.store.rocks.RocksDecisionStore`, about 110-140 bytes of disk and no
+memory per decision), for a join TTL of 90 to 180 days. Both behave identically.
+
+In memory, a decision is one :class:`DecisionRecord` tuple (10 slots), three floats
 (``ts``, ``score``, ``propensity``; a propensity of exactly 1.0 shares one
 float object), one dict slot and one heap slot; ``router_id`` and ``tier``
 strings are interned per join, so a million decisions share a handful of
@@ -33,7 +39,8 @@ Measured with :mod:`tracemalloc` (``tests/unit/test_join.py``; 284 bytes
 at one million live decisions): about **290 bytes per decision** including a
 36-character ``request_id`` string, i.e. roughly 290 MB per million live
 decisions (a 30-day TTL at 1M decisions/day holds 30M decisions: ~9 GB,
-spread over the stage-1 partitions).
+spread over the stage-1 partitions). Pending feedback (waiting for its decision) stays
+in memory with either store.
 
 Partitioning
 ------------

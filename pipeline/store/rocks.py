@@ -237,6 +237,11 @@ class RocksDecisionStore:
             if d.name not in keep and d.name != f"ckpt-{self._gen}":
                 shutil.rmtree(d, ignore_errors=True)
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> RocksDecisionStore:
+        # a copy would open the same live directory and take it over from this one
+        raise TypeError("an on-disk decision store cannot be copied (merge joins whose "
+                        "stores are in memory)")
+
     def __getstate__(self) -> dict[str, Any]:
         if self._dirty or self._gen is None:
             raise ValueError("a RocksDecisionStore pickles as a reference to a checkpoint: "
