@@ -254,10 +254,11 @@ class FeedbackJoin:
     def _intern(self, s: str) -> str:
         return self._strings.setdefault(s, s)
 
-    def _intern_segment(self, segment: Mapping[str, str] | Iterable[Iterable[str]] | None,
-                        ) -> tuple[tuple[str, str], ...] | None:
-        """One shared tuple per distinct segment; the table stops growing at
-        :data:`_MAX_SEGMENTS` (a per-user value would otherwise grow it without bound)."""
+    def intern_segment(self, segment: Mapping[str, str] | Iterable[Iterable[str]] | None,
+                       ) -> tuple[tuple[str, str], ...] | None:
+        """A segment as the join stores it: sorted pairs, one shared tuple per distinct
+        segment; the table stops growing at :data:`_MAX_SEGMENTS` (a per-user value
+        would otherwise grow it without bound)."""
         if not segment:
             return None
         items = segment.items() if isinstance(segment, Mapping) else segment
@@ -330,7 +331,7 @@ class FeedbackJoin:
             _ONE if propensity == 1.0 else float(propensity),
             int(band),
             flags,
-            self._intern_segment(segment),
+            self.intern_segment(segment),
             subject,
         )
         self.store.put(rec)
@@ -522,7 +523,7 @@ class FeedbackJoin:
             if rec.request_id not in self.store:
                 self.store.put(rec._replace(
                     router_id=self._intern(rec.router_id), tier=self._intern(rec.tier),
-                    segment=self._intern_segment(rec.segment)))
+                    segment=self.intern_segment(rec.segment)))
         for rid, fbs in other._pending.items():
             mine_fb = self._pending.setdefault(rid, [])
             have = {fb.event_id for fb in mine_fb}
@@ -583,7 +584,7 @@ class FeedbackJoin:
                 _ONE if prop == 1.0 else float(prop),
                 int(band),
                 int(flags),
-                j._intern_segment(more[0] if more else None),
+                j.intern_segment(more[0] if more else None),
                 base64.b64decode(more[1]) if len(more) > 1 else None,
             )
             j.store.put(rec)

@@ -269,9 +269,10 @@ class Monitor:
                     exploration=reason == "exploration" or reason == "uncertain_default",
                     segment=ev.segment)
                 if ev.segment:
-                    rec = decisions.get(ev.request_id)  # its interned segment tuple
-                    if rec is not None and rec.segment is not None:
-                        segs.append((tier, ts, rec.segment))
+                    # the tuple the join stored (interned): no read back from its store
+                    seg = decisions.intern_segment(ev.segment)
+                    if seg is not None:
+                        segs.append((tier, ts, seg))
                 k = (router_id, tier)
                 routed[k] = routed.get(k, 0) + 1
                 for fb in released:
