@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry
 
+from pipeline.core.decision_store import DecisionStore
 from pipeline.core.economics import Prices
 from pipeline.core.monitor import Monitor, MonitorConfig, Signer
 from pipeline.core.signing import Keyring, parse_key
@@ -44,15 +45,16 @@ def monitor_config(settings: Settings) -> MonitorConfig:
 
 
 def build_monitor(settings: Settings, config: MonitorConfig | None = None,
-                  record: bool = False) -> Monitor:
+                  record: bool = False, decisions: DecisionStore | None = None) -> Monitor:
     """The monitor of these settings, signing with the configured control key.
 
-    ``record`` keeps each evaluation's history (the report needs it).
+    ``record`` keeps each evaluation's history (the report needs it); the join keeps its
+    decisions in ``decisions`` (in memory when ``None``).
     """
     keyring = Keyring({settings.control_key_id: parse_key(settings.control_key)})
     return Monitor(config or monitor_config(settings),
                    signer=Signer(keyring, settings.control_key_id, settings.control_mode),
-                   record=record)
+                   record=record, decisions=decisions)
 
 
 def bootstrap(settings: Settings, *, monitor: Monitor | None = None,

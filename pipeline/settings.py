@@ -120,8 +120,18 @@ class Settings(BaseSettings):
     max_future_s: float = Field(300, ge=0, description="How far ahead of wall time an event "
                                 "may be before it is dead-lettered as from the future.",
         json_schema_extra={"group": "input"})
-    join_ttl_s: float = Field(30 * 86400, gt=0, description="Feedback↔routing join TTL.",
+    join_ttl_s: float = Field(30 * 86400, gt=0, description="Feedback↔routing join TTL "
+        "(event time): how long a decision waits for its feedback. 90-180 days (7776000-"
+        "15552000) joins surveys and churn months later; the worker keeps the decisions on "
+        "disk (join_store), about 110 bytes each.",
         json_schema_extra={"group": "statistics"})
+    # -- join horizon (issue 18): the join's decisions on disk ----------------------------
+    join_store: Literal["rocksdb", "memory"] = Field(
+        "rocksdb", description="Where the worker's join keeps its decisions: rocksdb (on "
+        "disk, under <checkpoint_dir>/join-store, checkpointed with every snapshot by hard "
+        "links; memory stays bounded whatever join_ttl_s) or memory (pickled whole into "
+        "every snapshot: short TTLs only). The replay keeps them in memory; both give the "
+        "same results.", json_schema_extra={"group": "worker"})
     eval_every_s: float = Field(3600, gt=0, description="Event-time evaluation cadence.",
         json_schema_extra={"group": "statistics"})
     false_alarms_per_30d: float = Field(

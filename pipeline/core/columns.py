@@ -34,7 +34,6 @@ times come as a column of epoch seconds.
 from __future__ import annotations
 
 import hashlib
-import heapq
 import math
 from collections import Counter
 from collections.abc import Sequence
@@ -142,7 +141,7 @@ def observe_routing_columns(monitor: Monitor, events: Sequence[Any],
     if n == 0:
         return []
     join = monitor.join
-    decisions = join._decisions
+    decisions = join.store
     rids = [ev.request_id for ev in events]
     ts = np.asarray(epochs, dtype=np.float64)
     config = monitor.config
@@ -214,7 +213,7 @@ def _screen(monitor: Monitor, rids: list[str], ts: list[float],
     events it takes, the late ones with their rejections, and the number of duplicates."""
     wm = monitor.watermark
     lateness = monitor.config.allowed_lateness_s
-    decisions = monitor.join._decisions
+    decisions = monitor.join.store
     seen: set[str] = set()
     keep: list[int] = []
     dead: list[tuple[int, Rejection]] = []
@@ -260,12 +259,8 @@ def _count(monitor: Monitor, router_id: str, rows: Sequence[Any], ts: np.ndarray
     # tuple.__new__ builds each record in C: the same NamedTuple as DecisionRecord(...)
     records = list(map(tuple.__new__, repeat(DecisionRecord, n), zip(
         ts_list, rids, repeat(intern(router_id), n), map(interned.__getitem__, tiers),
-        score_list, props, bands, flags, segs, strict=True)))
-    join._decisions.update(zip(rids, records, strict=True))
-    heap = join._decision_heap
-    push = heapq.heappush
-    for rec in records:
-        push(heap, rec)
+        score_list, props, bands, flags, segs, repeat(None, n), strict=True)))
+    join.store.put_many(records)
     join._counts["decisions"] += n
     routed = monitor.counts.routed
     for tier, k in Counter(tiers).items():

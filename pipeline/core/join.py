@@ -22,7 +22,13 @@ Expiry is driven by binary heaps ordered by ``(ts, id)``, so one call costs
 
 Memory
 ------
-A decision is one :class:`DecisionRecord` tuple (9 slots), three floats
+The decisions and the seen feedback ids live in a
+:class:`~pipeline.core.decision_store.DecisionStore`: in memory by default
+(:class:`~pipeline.core.decision_store.MemoryDecisionStore`), or on disk in the worker
+(:class:`pipeline.store.rocks.RocksDecisionStore`, about 110-140 bytes of disk and no
+memory per decision), for a join TTL of 90 to 180 days. Both behave identically.
+
+In memory, a decision is one :class:`DecisionRecord` tuple (10 slots), three floats
 (``ts``, ``score``, ``propensity``; a propensity of exactly 1.0 shares one
 float object), one dict slot and one heap slot; ``router_id`` and ``tier``
 strings are interned per join, so a million decisions share a handful of
@@ -33,7 +39,8 @@ Measured with :mod:`tracemalloc` (``tests/unit/test_join.py``; 284 bytes
 at one million live decisions): about **290 bytes per decision** including a
 36-character ``request_id`` string, i.e. roughly 290 MB per million live
 decisions (a 30-day TTL at 1M decisions/day holds 30M decisions: ~9 GB,
-spread over the stage-1 partitions).
+spread over the stage-1 partitions). Pending feedback (waiting for its decision) stays
+in memory with either store.
 
 Partitioning
 ------------
@@ -52,9 +59,18 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple, Self
 
+from pipeline.core.decision_store import (
+    _EXPLORATION,
+    _IN_BAND,
+    DecisionRecord,
+    DecisionStore,
+    MemoryDecisionStore,
+)
+
 __all__ = [
     "UNJOINED_REASON",
     "DecisionRecord",
+    "DecisionStore",
     "Feedback",
     "FeedbackJoin",
     "JoinedFeedback",
@@ -67,38 +83,6 @@ UNJOINED_REASON = "no routing decision with this request_id arrived within the j
 _ONE = 1.0  # shared float object for the (very common) propensity of exactly 1
 
 _MAX_SEGMENTS = 65536  # distinct segment tuples interned per join
-_IN_BAND = 1
-_EXPLORATION = 2
-
-
-class DecisionRecord(NamedTuple):
-    """The compact part of a routing decision that feedback needs.
-
-    Field order matters: records are stored in an expiry heap and compare by
-    ``(ts, request_id)``.
-    """
-
-    ts: float
-    request_id: str
-    router_id: str
-    tier: str
-    score: float
-    propensity: float
-    band: int
-    flags: int
-    #: the decision's ``segment`` as a sorted tuple of pairs, interned per join (equal
-    #: segments share one tuple), or ``None``: 8 bytes per decision without segments
-    segment: tuple[tuple[str, str], ...] | None = None
-
-    @property
-    def in_band(self) -> bool:
-        """Whether the score was inside the uncertain band."""
-        return bool(self.flags & _IN_BAND)
-
-    @property
-    def exploration(self) -> bool:
-        """Whether the request was routed by the exploration coin flip."""
-        return bool(self.flags & _EXPLORATION)
 
 
 class Origin(NamedTuple):
@@ -192,13 +176,13 @@ def _origin_from_list(row: list[Any] | None) -> Origin | None:
     return Origin(topic, partition, offset, index,
                   None if key is None else base64.b64decode(key), base64.b64decode(raw))
 def _decision_row(r: DecisionRecord) -> list[Any]:
-    """A decision as a JSON row; the segment column only when there is one, so
-    states without segments serialize as before."""
-    row: list[Any] = list(r)
-    if r.segment is None:
-        row.pop()
-    else:
-        row[-1] = [list(p) for p in r.segment]
+    """A decision as a JSON row; the segment and subject columns only when there are
+    any, so states without them serialize as before."""
+    row: list[Any] = list(r[:8])
+    if r.segment is not None or r.subject is not None:
+        row.append(None if r.segment is None else [list(p) for p in r.segment])
+    if r.subject is not None:
+        row.append(base64.b64encode(r.subject).decode("ascii"))
     return row
 
 
@@ -252,16 +236,15 @@ class FeedbackJoin:
     (0, 0)
     """
 
-    def __init__(self, ttl_seconds: float = 30 * 86400.0) -> None:
+    def __init__(self, ttl_seconds: float = 30 * 86400.0,
+                 store: DecisionStore | None = None) -> None:
         if not (ttl_seconds > 0 and math.isfinite(ttl_seconds)):
             raise ValueError(f"ttl_seconds must be a positive finite number, got {ttl_seconds!r}")
         self.ttl_seconds = float(ttl_seconds)
-        self._decisions: dict[str, DecisionRecord] = {}
-        self._decision_heap: list[DecisionRecord] = []
+        #: decisions and seen feedback ids: in memory by default, on disk in the worker
+        self.store: DecisionStore = MemoryDecisionStore() if store is None else store
         self._pending: dict[str, list[Feedback]] = {}
         self._pending_heap: list[Feedback] = []  # lazy deletion: released items stay until ts
-        self._seen: dict[str, float] = {}  # event_id -> feedback ts
-        self._seen_heap: list[tuple[float, str]] = []
         self._watermark: float | None = None
         self._counts: dict[str, int] = dict.fromkeys(_COUNTERS, 0)
         self._strings: dict[str, str] = {}
@@ -271,10 +254,11 @@ class FeedbackJoin:
     def _intern(self, s: str) -> str:
         return self._strings.setdefault(s, s)
 
-    def _intern_segment(self, segment: Mapping[str, str] | Iterable[Iterable[str]] | None,
-                        ) -> tuple[tuple[str, str], ...] | None:
-        """One shared tuple per distinct segment; the table stops growing at
-        :data:`_MAX_SEGMENTS` (a per-user value would otherwise grow it without bound)."""
+    def intern_segment(self, segment: Mapping[str, str] | Iterable[Iterable[str]] | None,
+                       ) -> tuple[tuple[str, str], ...] | None:
+        """A segment as the join stores it: sorted pairs, one shared tuple per distinct
+        segment; the table stops growing at :data:`_MAX_SEGMENTS` (a per-user value
+        would otherwise grow it without bound)."""
         if not segment:
             return None
         items = segment.items() if isinstance(segment, Mapping) else segment
@@ -300,6 +284,7 @@ class FeedbackJoin:
         in_band: bool = False,
         exploration: bool = False,
         segment: Mapping[str, str] | None = None,
+        subject: bytes | None = None,
     ) -> list[JoinedFeedback]:
         """Store a routing decision; return the pending feedback it releases.
 
@@ -317,6 +302,9 @@ class FeedbackJoin:
         segment
             The event's ``segment``: feedback that arrives hours later is
             counted against the decision's segment values.
+        subject
+            Room for a pseudonymous subject key (a hash of ``subject_id``), stored with
+            the decision; ``None`` when the router sends none.
 
         Returns
         -------
@@ -330,7 +318,7 @@ class FeedbackJoin:
                 f"propensity must be in (0, 1], got {propensity!r}: a zero propensity "
                 "would give an infinite inverse-propensity weight"
             )
-        if request_id in self._decisions:
+        if request_id in self.store:
             self._counts["duplicate_decisions"] += 1
             return []
         flags = (_IN_BAND if in_band else 0) | (_EXPLORATION if exploration else 0)
@@ -343,10 +331,10 @@ class FeedbackJoin:
             _ONE if propensity == 1.0 else float(propensity),
             int(band),
             flags,
-            self._intern_segment(segment),
+            self.intern_segment(segment),
+            subject,
         )
-        self._decisions[request_id] = rec
-        heapq.heappush(self._decision_heap, rec)
+        self.store.put(rec)
         self._counts["decisions"] += 1
         waiting = self._pending.pop(request_id, None)
         if not waiting:
@@ -382,12 +370,11 @@ class FeedbackJoin:
             duplicate (see :attr:`stats`) or now waits for its decision
             (see :attr:`n_pending`).
         """
-        if event_id in self._seen:
+        if self.store.seen(event_id) is not None:
             self._counts["duplicate_feedback"] += 1
             return None
         ts = float(ts)
-        self._seen[event_id] = ts
-        heapq.heappush(self._seen_heap, (ts, event_id))
+        self.store.add_seen(event_id, ts)
         self._counts["feedback"] += 1
         fb = Feedback(
             ts,
@@ -420,7 +407,7 @@ class FeedbackJoin:
                 in_band=None,
                 exploration=None,
             )
-        rec = self._decisions.get(request_id)
+        rec = self.store.get(request_id)
         if rec is not None:
             self._counts["joined"] += 1
             return _join(fb, rec)
@@ -450,11 +437,7 @@ class FeedbackJoin:
             return []
         self._watermark = float(now)
         cutoff = now - self.ttl_seconds
-        dh = self._decision_heap
-        while dh and dh[0].ts < cutoff:
-            rec = heapq.heappop(dh)
-            del self._decisions[rec.request_id]
-            self._counts["expired_decisions"] += 1
+        self._counts["expired_decisions"] += self.store.pop_expired(cutoff)
         expired: list[Feedback] = []
         ph = self._pending_heap
         while ph and ph[0].ts < cutoff:
@@ -473,28 +456,23 @@ class FeedbackJoin:
             expired.append(fb)
         self._counts["pending"] -= len(expired)
         self._counts["expired_feedback"] += len(expired)
-        sh = self._seen_heap
-        while sh and sh[0][0] < cutoff:
-            ts, event_id = heapq.heappop(sh)
-            if self._seen.get(event_id) == ts:
-                del self._seen[event_id]
         return expired
 
     # ------------------------------------------------------------------ reads
     def __len__(self) -> int:
         """Number of stored decisions."""
-        return len(self._decisions)
+        return len(self.store)
 
     def __contains__(self, request_id: object) -> bool:
-        return request_id in self._decisions
+        return request_id in self.store
 
     def get(self, request_id: str) -> DecisionRecord | None:
         """The stored decision for ``request_id``, if any."""
-        return self._decisions.get(request_id)
+        return self.store.get(request_id)
 
     def seen(self, event_id: str) -> bool:
         """Whether feedback ``event_id`` was seen within the TTL."""
-        return event_id in self._seen
+        return self.store.seen(event_id) is not None
 
     @property
     def n_pending(self) -> int:
@@ -530,24 +508,22 @@ class FeedbackJoin:
         """
         if other.ttl_seconds != self.ttl_seconds:
             raise ValueError("cannot merge joins with different ttl_seconds")
-        for rid, rec in other._decisions.items():
-            mine = self._decisions.get(rid)
+        theirs = list(other.store.records())
+        for rec in theirs:
+            rid = rec.request_id
+            mine = self.store.get(rid)
             if mine is not None and mine != rec:
                 raise ValueError(f"request_id {rid!r} has different decisions in both partitions")
             if rid in self._pending:
                 raise ValueError(f"request_id {rid!r}: decision and pending feedback are split")
         for rid in other._pending:
-            if rid in self._decisions:
+            if rid in self.store:
                 raise ValueError(f"request_id {rid!r}: decision and pending feedback are split")
-        for rid, rec in other._decisions.items():
-            if rid not in self._decisions:
-                rec = rec._replace(
+        for rec in theirs:
+            if rec.request_id not in self.store:
+                self.store.put(rec._replace(
                     router_id=self._intern(rec.router_id), tier=self._intern(rec.tier),
-                    segment=self._intern_segment(rec.segment),
-                )
-                self._decisions[rid] = rec
-                self._decision_heap.append(rec)
-        heapq.heapify(self._decision_heap)
+                    segment=self.intern_segment(rec.segment)))
         for rid, fbs in other._pending.items():
             mine_fb = self._pending.setdefault(rid, [])
             have = {fb.event_id for fb in mine_fb}
@@ -557,11 +533,10 @@ class FeedbackJoin:
                     self._pending_heap.append(fb)
         heapq.heapify(self._pending_heap)
         self._counts["pending"] = sum(len(v) for v in self._pending.values())
-        for eid, ts in other._seen.items():
-            if self._seen.get(eid, -math.inf) < ts:
-                self._seen[eid] = ts
-                self._seen_heap.append((ts, eid))
-        heapq.heapify(self._seen_heap)
+        for eid, ts in other.store.seen_items():
+            mine_ts = self.store.seen(eid)
+            if mine_ts is None or mine_ts < ts:
+                self.store.add_seen(eid, ts)
         for k in _COUNTERS:
             if k != "pending":
                 self._counts[k] += other._counts[k]
@@ -585,20 +560,21 @@ class FeedbackJoin:
         return {
             "ttl_seconds": self.ttl_seconds,
             "watermark": self._watermark,
-            "decisions": [_decision_row(r) for r in sorted(self._decisions.values())],
+            "decisions": [_decision_row(r) for r in self.store.records()],
             "pending": [[*f[:-1], _origin_to_list(f.origin)] for f in self.pending],
-            "seen": sorted([eid, ts] for eid, ts in self._seen.items()),
+            "seen": [[eid, ts] for eid, ts in self.store.seen_items()],
             "counts": dict(self._counts),
         }
 
     @classmethod
-    def from_dict(cls, state: Mapping[str, Any]) -> FeedbackJoin:
-        """Rebuild a join from :meth:`to_dict` output."""
-        j = cls(ttl_seconds=float(state["ttl_seconds"]))
+    def from_dict(cls, state: Mapping[str, Any],
+                  store: DecisionStore | None = None) -> FeedbackJoin:
+        """Rebuild a join from :meth:`to_dict` output (into ``store``, empty, if given)."""
+        j = cls(ttl_seconds=float(state["ttl_seconds"]), store=store)
         wm = state.get("watermark")
         j._watermark = None if wm is None else float(wm)
         decisions: Iterable[list[Any]] = state["decisions"]
-        for ts, rid, router, tier, score, prop, band, flags, *seg in decisions:
+        for ts, rid, router, tier, score, prop, band, flags, *more in decisions:
             rec = DecisionRecord(
                 float(ts),
                 rid,
@@ -608,11 +584,10 @@ class FeedbackJoin:
                 _ONE if prop == 1.0 else float(prop),
                 int(band),
                 int(flags),
-                j._intern_segment(seg[0] if seg else None),
+                j.intern_segment(more[0] if more else None),
+                base64.b64decode(more[1]) if len(more) > 1 else None,
             )
-            j._decisions[rid] = rec
-            j._decision_heap.append(rec)
-        heapq.heapify(j._decision_heap)
+            j.store.put(rec)
         for row in state["pending"]:
             ts, eid, rid, kind, value, router, tier, score, weight, source = row[:10]
             fb = Feedback(
@@ -625,9 +600,7 @@ class FeedbackJoin:
             j._pending_heap.append(fb)
         heapq.heapify(j._pending_heap)
         for eid, ts in state["seen"]:
-            j._seen[eid] = float(ts)
-            j._seen_heap.append((float(ts), eid))
-        heapq.heapify(j._seen_heap)
+            j.store.add_seen(eid, float(ts))
         counts = state.get("counts", {})
         j._counts = {k: int(counts.get(k, 0)) for k in _COUNTERS}
         return j

@@ -28,6 +28,7 @@ from pydantic import BaseModel
 
 from pipeline.core.alerts import runbook_link, severity_of
 from pipeline.core.columns import as_model, observe_routing_columns
+from pipeline.core.decision_store import DecisionStore
 from pipeline.core.join import UNJOINED_REASON, FeedbackJoin, JoinedFeedback, Origin
 from pipeline.core.quality import outcome
 from pipeline.core.router_state import MonitorConfig, RouterState, Transition
@@ -112,15 +113,18 @@ class Monitor:
     record
         Keep every evaluation's snapshot (the replay's report needs the history; the
         worker keeps only the latest, for ``/status``).
+    decisions
+        Where the join keeps its decisions: in memory by default; the worker passes an
+        on-disk store for a long join TTL (see :meth:`stores`).
     """
 
     def __init__(self, config: MonitorConfig | None = None, *, signer: Signer | None = None,
-                 record: bool = False) -> None:
+                 record: bool = False, decisions: DecisionStore | None = None) -> None:
         self.config = config or MonitorConfig()
         self.signer = signer
         self.record = record
         self.counts = EventCounts()
-        self.join = FeedbackJoin(self.config.join_ttl_s)
+        self.join = FeedbackJoin(self.config.join_ttl_s, store=decisions)
         self.routers: dict[str, RouterState] = {}
         self.baselines: dict[str, Baseline] = {}
         # one sampler per router: each router's tiers get their own daily quota, so a
@@ -155,6 +159,10 @@ class Monitor:
         c = self.config
         return (max(max(c.quality.windows), max(c.drift_windows))
                 + c.quality.contact_max_delay_days * 86400.0 + 2 * c.eval_every_s)
+
+    def stores(self) -> tuple[DecisionStore, ...]:
+        """The stores that hold part of this state (a snapshot checkpoints those on disk)."""
+        return (self.join.store,)
 
     def __getstate__(self) -> dict[str, Any]:
         # a snapshot must never carry the signing key; its owner re-attaches a signer
@@ -276,9 +284,10 @@ class Monitor:
                     exploration=reason == "exploration" or reason == "uncertain_default",
                     segment=ev.segment)
                 if ev.segment:
-                    rec = decisions.get(ev.request_id)  # its interned segment tuple
-                    if rec is not None and rec.segment is not None:
-                        segs.append((tier, ts, rec.segment))
+                    # the tuple the join stored (interned): no read back from its store
+                    seg = decisions.intern_segment(ev.segment)
+                    if seg is not None:
+                        segs.append((tier, ts, seg))
                 k = (router_id, tier)
                 routed[k] = routed.get(k, 0) + 1
                 for fb in released:

@@ -71,11 +71,12 @@ from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from pipeline import kafka_clients
-from pipeline.bootstrap import bootstrap
+from pipeline.bootstrap import bootstrap, build_monitor
 from pipeline.core.merge import OrderedMerge
 from pipeline.core.monitor import Monitor
 from pipeline.core.signing import parse_key
 from pipeline.settings import Settings
+from pipeline.store.rocks import RocksDecisionStore
 from pipeline.stream.assignor import OneActiveAssignor
 from pipeline.stream.checkpoint import (
     DEFAULT_KEY,
@@ -215,10 +216,15 @@ class Worker:
                  monitor: Monitor | None = None) -> None:
         self.settings = settings
         self.registry = registry if registry is not None else CollectorRegistry()
+        directory = settings.checkpoint_dir or Path(".run/checkpoints") / settings.app_id
+        # the join's decisions on disk, checkpointed with each snapshot (opened on first
+        # use, after a restore has pointed it at the snapshot's checkpoint)
+        if monitor is None and settings.join_store == "rocksdb":
+            monitor = build_monitor(settings, decisions=RocksDecisionStore(
+                directory / "join-store"))
         self.processor = bootstrap(settings, monitor=monitor, registry=self.registry)
         self.metrics = self.processor.metrics
-        self.store = CheckpointStore(settings.checkpoint_dir
-                                     or Path(".run/checkpoints") / settings.app_id,
+        self.store = CheckpointStore(directory,
                                      key=parse_key(settings.checkpoint_key)
                                      if settings.checkpoint_key else DEFAULT_KEY)
         try:

@@ -21,6 +21,17 @@ only, and the directory must be as trusted as the worker's code). A file is unpi
 after its HMAC verifies. The control signing key is never written (the signer is
 re-attached from the settings on restore).
 
+State too large to pickle lives in a store on disk (the join's decisions:
+:class:`~pipeline.store.rocks.RocksDecisionStore`). Such a store is a
+:class:`DurableStore`: the state lists it (``state.stores()``), the snapshot asks it for a
+checkpoint of itself just before the fork (:meth:`DurableStore.checkpoint`, in the
+parent, between messages), and it pickles as a reference to that checkpoint. So the
+snapshot file and the store's checkpoint are one state at one set of offsets; restoring
+the file rebuilds the store from its checkpoint, and the writes the crashed worker made
+after it are discarded and done again from the re-read inputs. Once a snapshot is
+durable, the store deletes the checkpoints that neither it nor the previous snapshot
+file refers to (:meth:`DurableStore.retain`).
+
 A snapshot that cannot be used is never silently replaced by an empty state:
 :meth:`CheckpointStore.load` falls back from a corrupt latest file to the previous one
 (the caller then seeks every input partition back to *that* snapshot's offsets), and
@@ -42,14 +53,14 @@ import struct
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol, runtime_checkable
 
 log = logging.getLogger("tierwatch.checkpoint")
 
 MAGIC = b"TWCP"
 #: bump whenever a pickled class of the state changes shape (see "Upgrading tierwatch" in
 #: deploy/runbook.md): a snapshot of another version is refused, never half-restored
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: the join's decisions behind a store (pipeline.core.decision_store)
 HEADER = struct.Struct(">4sH32s")  # magic, format version, HMAC-SHA256 of the body
 #: the key when none is configured: the HMAC then guards integrity only
 DEFAULT_KEY = b"tierwatch-checkpoint-integrity-only"
@@ -70,6 +81,28 @@ class IncompatibleCheckpoint(CheckpointError):
     def __init__(self, message: str, version: int | None) -> None:
         super().__init__(message)
         self.version = version
+
+
+@runtime_checkable
+class DurableStore(Protocol):
+    """A part of the state kept on disk and checkpointed with the snapshot."""
+
+    def checkpoint(self) -> int:
+        """Make a durable checkpoint of the current state; returns its generation. The
+        store then pickles as a reference to it."""
+        ...
+
+    def retain(self, gen: int) -> None:
+        """The snapshot referring to ``gen`` is durable: drop checkpoints no longer needed."""
+        ...
+
+
+def durable_stores(state: Any) -> list[DurableStore]:
+    """The on-disk stores of ``state`` (what its ``stores()`` lists, if it has one)."""
+    stores = getattr(state, "stores", None)
+    if not callable(stores):
+        return []
+    return [s for s in stores() if isinstance(s, DurableStore)]
 
 
 @dataclass
@@ -109,6 +142,8 @@ class CheckpointStore:
         #: which file :meth:`load` restored: "latest", "previous" or "none"
         self.loaded_from = "none"
         directory.mkdir(parents=True, exist_ok=True)
+        #: per forked writer: the store checkpoints its snapshot refers to
+        self._checkpoints: dict[int, list[tuple[DurableStore, int]]] = {}
         self._lock: IO[bytes] | None = (directory / "lock").open("ab")
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -162,8 +197,12 @@ class CheckpointStore:
         return snapshot
 
     def save(self, snapshot: Snapshot) -> int:
-        """Write ``snapshot`` durably; returns its size in bytes."""
-        return self.write(self.encode(snapshot, self.key))
+        """Write ``snapshot`` (and its stores' checkpoints) durably; returns its size."""
+        gens = [(s, s.checkpoint()) for s in durable_stores(snapshot.state)]
+        size = self.write(self.encode(snapshot, self.key))
+        for s, gen in gens:
+            s.retain(gen)
+        return size
 
     def write(self, blob: bytes) -> int:
         """Durably replace the latest snapshot with ``blob`` (from :meth:`encode`)."""
@@ -186,10 +225,14 @@ class CheckpointStore:
     def fork_save(self, snapshot: Snapshot) -> int:
         """Write ``snapshot`` from a forked child; returns its pid (see :meth:`reap`).
 
-        Call it between messages: the child sees the state as it is at the fork.
+        Call it between messages: the child sees the state as it is at the fork. The
+        state's on-disk stores are checkpointed first, here in the parent: the child only
+        pickles references to those checkpoints, and never touches a database.
         """
+        gens = [(s, s.checkpoint()) for s in durable_stores(snapshot.state)]
         pid = os.fork()
         if pid:
+            self._checkpoints[pid] = gens
             return pid
         code = 1
         try:  # the child: no logging, no event loop, no cleanup handlers
@@ -204,8 +247,11 @@ class CheckpointStore:
     def reap(self, pid: int) -> int:
         """Wait for a :meth:`fork_save` child; returns the snapshot's size or raises."""
         _, status = os.waitpid(pid, 0)
+        gens = self._checkpoints.pop(pid, [])
         if not os.WIFEXITED(status) or os.WEXITSTATUS(status) != 0:
             raise RuntimeError(f"checkpoint writer {pid} failed (wait status {status})")
+        for s, gen in gens:
+            s.retain(gen)
         return (self.directory / self.LATEST).stat().st_size
 
     def load(self) -> Snapshot | None:

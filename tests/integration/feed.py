@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaProducer
 from kafka import KafkaConsumer, TopicPartition
 
 from pipeline.bootstrap import build_monitor
+from pipeline.core.decision_store import DecisionStore
 from pipeline.core.monitor import Monitor
 from pipeline.demo import simulate
 from pipeline.replay import Replay
@@ -56,9 +57,10 @@ class Feed:
         return sum(len(orjson.loads(v)) if v.startswith(b"[") else 1
                    for _, _, v in self.messages)
 
-    def replay(self) -> tuple[Monitor, dict[str, list[bytes]]]:
-        """The replay's monitor at the end (an uninterrupted run) and its output lines."""
-        settings = Settings(max_future_s=1e10)
+    def replay(self, **overrides: Any) -> tuple[Monitor, dict[str, list[bytes]]]:
+        """The replay's monitor at the end (an uninterrupted run) and its output lines;
+        ``overrides``: settings the worker runs with too (e.g. ``join_ttl_s``)."""
+        settings = Settings(max_future_s=1e10, **overrides)
         replay = Replay(settings, build_monitor(settings), self.replay_dir)
         replay.run(self.routing, self.feedback, self.baselines, progress=False)
         return replay.monitor, {k: (self.replay_dir / f"{k}.jsonl").read_bytes().splitlines()
@@ -219,6 +221,9 @@ def canon(obj: Any, depth: int = 0) -> Any:
         return (type(obj).__name__, [canon(x, depth + 1) for x in obj])
     if hasattr(obj, "model_dump"):
         return (type(obj).__name__, obj.model_dump(mode="json"))
+    if isinstance(obj, DecisionStore):  # in memory or on disk: compared by content
+        return ("DecisionStore", len(obj), obj.n_seen,
+                [canon(r, depth + 1) for r in obj.records()], list(obj.seen_items()))
     fields: dict[str, Any] = {}
     if type(obj).__getstate__ is not object.__getstate__:  # what a checkpoint holds
         state = obj.__getstate__()

@@ -1,0 +1,182 @@
+"""The join's decision stores: the on-disk RocksDB one behaves exactly as the in-memory
+one, and its checkpoints restore exactly the state they were taken at."""
+
+from __future__ import annotations
+
+import pickle
+import shutil
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pipeline.core.decision_store import DecisionRecord, DecisionStore, MemoryDecisionStore
+from pipeline.core.join import FeedbackJoin
+from pipeline.store.rocks import RocksDecisionStore, _from_t, _t
+
+T0 = 1_700_000_000.0
+H = 3600.0
+SEGMENTS = [None, (("intent", "billing"),), (("intent", "billing"), ("locale", "fr")),
+            (("intent", "refund"),)]
+
+# (op, request/event number, hour offset, variant)
+_ops = st.lists(st.tuples(st.sampled_from(["put", "seen", "expire", "get"]),
+                          st.integers(0, 12), st.integers(-30, 80), st.integers(0, 3)),
+                max_size=80)
+
+
+def _record(r: int, h: int, v: int) -> DecisionRecord:
+    return DecisionRecord(T0 + h * H + v / 7, f"r{r}", f"router-{v % 2}", "cheap" if v % 2
+                          else "capable", (r + 1) / 14, 1.0 if v < 2 else 0.1 * v, v - 1, v,
+                          SEGMENTS[(r + v) % 4], b"\x01" * 16 if v == 3 else None)
+
+
+def _run(store: DecisionStore, ops: list[tuple[str, int, int, int]]) -> list[object]:
+    out: list[object] = []
+    low = -1e18
+    for op, r, h, v in ops:
+        if op == "put":
+            rec = _record(r, h, v)
+            if rec.request_id not in store:
+                store.put(rec)
+        elif op == "seen":
+            store.add_seen(f"e{r}", T0 + h * H)
+        elif op == "expire":
+            cutoff = T0 + h * H
+            if cutoff > low:  # the join calls it with increasing cutoffs only
+                low = cutoff
+                out.append(store.pop_expired(cutoff))
+        else:
+            out.append((store.get(f"r{r}"), store.seen(f"e{r}")))
+    out.append((len(store), store.n_seen, list(store.records()), list(store.seen_items())))
+    return out
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=_ops)
+def test_rocks_store_equals_memory_store(ops: list, tmp_path_factory: pytest.TempPathFactory
+                                         ) -> None:
+    rocks = RocksDecisionStore(tmp_path_factory.mktemp("rocks"))
+    try:
+        assert _run(rocks, ops) == _run(MemoryDecisionStore(), ops)
+    finally:
+        rocks.close()
+
+
+def test_order_preserving_time_encoding() -> None:
+    xs = [-1e12, -3.5, -0.0, 0.0, 1e-9, 1.0, T0, T0 + 0.5, 1e15]
+    encoded = [_t(x) for x in xs]
+    assert encoded == sorted(encoded)
+    assert [_from_t(b) for b in encoded] == xs
+
+
+def test_join_on_rocks_equals_join_in_memory(tmp_path: Path) -> None:
+    """The same feedback and decisions give the same joins, expiries and state."""
+    rocks = RocksDecisionStore(tmp_path / "s")
+    a, b = FeedbackJoin(ttl_seconds=10 * H, store=rocks), FeedbackJoin(ttl_seconds=10 * H)
+    out_a: list[object] = []
+    out_b: list[object] = []
+    for i in range(300):
+        ts = T0 + i * 600.0
+        for j, out in ((a, out_a), (b, out_b)):
+            if i % 3 != 1:
+                out.append(j.add_decision(f"r{i}", "x", "cheap" if i % 2 else "capable",
+                                          i / 300, ts, band=i % 5,
+                                          segment={"intent": f"i{i % 4}"}))
+            out.append(j.add_feedback(f"f{i}", f"r{i - 5}", "thumbs", 1.0, ts + 1))
+            out.append(j.add_feedback(f"f{i}", f"r{i - 5}", "thumbs", 1.0, ts + 1))  # dup
+            if i % 10 == 0:
+                out.append(j.expire(ts))
+    assert out_a == out_b
+    assert a.to_dict() == b.to_dict()
+    rocks.close()
+
+
+def _fill(store: RocksDecisionStore, start: int, n: int) -> None:
+    for r in range(start, start + n):
+        store.put(_record(r, r, r % 4))
+        store.add_seen(f"e{r}", T0 + r * H)
+
+
+def test_checkpoint_restores_exactly_its_state(tmp_path: Path) -> None:
+    store = RocksDecisionStore(tmp_path / "s")
+    _fill(store, 0, 50)
+    store.pop_expired(T0 + 10 * H)
+    with pytest.raises(ValueError, match="checkpoint"):
+        pickle.dumps(store)  # unwritten changes: no silent reference to an old state
+    store.checkpoint()
+    blob = pickle.dumps(store)
+    at_checkpoint = (len(store), store.n_seen, list(store.records()), list(store.seen_items()))
+    # after the checkpoint: more writes and an expiry, which a crash must undo
+    _fill(store, 50, 30)
+    store.pop_expired(T0 + 40 * H)
+    assert list(store.records()) != at_checkpoint[2]
+    restored = pickle.loads(blob)
+    assert (len(restored), restored.n_seen, list(restored.records()),
+            list(restored.seen_items())) == at_checkpoint
+    with pytest.raises(RuntimeError, match="closed"):
+        store.get("r1")  # the restore took over the live directory
+    # and it goes on exactly as the original did from the checkpoint
+    replay = MemoryDecisionStore()
+    for rec in at_checkpoint[2]:
+        replay.put(rec)
+    for eid, ts in at_checkpoint[3]:
+        replay.add_seen(eid, ts)
+    for s in (restored, replay):
+        _fill(s, 50, 30)  # type: ignore[arg-type]
+        s.pop_expired(T0 + 40 * H)
+    assert list(restored.records()) == list(replay.records())
+    assert list(restored.seen_items()) == list(replay.seen_items())
+    restored.close()
+
+
+def test_missing_checkpoint_is_refused_and_old_ones_are_deleted(tmp_path: Path) -> None:
+    store = RocksDecisionStore(tmp_path / "s")
+    gens = []
+    for k in range(4):
+        _fill(store, k * 10, 10)
+        gens.append(store.checkpoint())
+        store.retain(gens[-1])
+    kept = sorted(p.name for p in (tmp_path / "s").glob("ckpt-*"))
+    assert kept == [f"ckpt-{g}" for g in gens[-2:]]  # the latest snapshot's and the previous
+    blob = pickle.dumps(store)
+    store.close()
+    for d in (tmp_path / "s").glob("ckpt-*"):
+        shutil.rmtree(d)
+    with pytest.raises(ValueError, match="missing"):
+        pickle.loads(blob)
+
+
+def test_worker_snapshot_checkpoints_the_store_and_restores_it(tmp_path: Path) -> None:
+    """The forked snapshot refers to a store checkpoint taken at the fork: writes after
+    the fork are not in it, and only the two latest snapshots' checkpoints stay."""
+    from pipeline.core.monitor import Monitor
+    from pipeline.stream.checkpoint import CheckpointStore, Snapshot
+
+    store = RocksDecisionStore(tmp_path / "cp" / "join-store")
+    monitor = Monitor(decisions=store)
+    for r in range(40):
+        monitor.join.add_decision(f"r{r}", "a", "cheap", 0.5, T0 + r * H,
+                                  segment={"intent": "billing"})
+    at_fork = list(store.records())
+    checkpoints = CheckpointStore(tmp_path / "cp")
+    pid = checkpoints.fork_save(Snapshot({("routing", 0): 40}, monitor, messages=40))
+    for r in range(40, 60):  # the worker goes on while the child writes
+        monitor.join.add_decision(f"r{r}", "a", "cheap", 0.5, T0 + r * H)
+    checkpoints.reap(pid)
+    latest = tmp_path / "cp" / CheckpointStore.LATEST
+    restored = CheckpointStore.decode(latest.read_bytes()).state  # a restart
+    assert list(restored.join.store.records()) == at_fork  # not the 20 after the fork
+    with pytest.raises(RuntimeError, match="closed"):
+        store.get("r0")  # the restored store took the live directory over
+    for k in range(3):  # later snapshots: older store checkpoints are deleted
+        restored.join.add_decision(f"x{k}", "a", "cheap", 0.5, T0 + (100 + k) * H)
+        checkpoints.reap(checkpoints.fork_save(Snapshot({("routing", 0): 41 + k}, restored)))
+    assert len(list((tmp_path / "cp" / "join-store").glob("ckpt-*"))) == 2
+    checkpoints.close()
+    previous = (tmp_path / "cp" / CheckpointStore.PREVIOUS).read_bytes()
+    state = CheckpointStore.decode(previous).state
+    assert [r.request_id for r in state.join.store.records()] == [
+        *(r.request_id for r in at_fork), "x0", "x1"]
