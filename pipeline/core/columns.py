@@ -64,10 +64,10 @@ _POLICY = attrgetter("cheap_above", "capable_below", "exploration_rate")
 
 
 def _segments(join: Any, segments: list[Any]) -> list[Any]:
-    """``join._intern_segment`` of each segment; equal ones within a batch looked up once
+    """``join.intern_segment`` of each segment; equal ones within a batch looked up once
     (the first call interns it; the table's contents are those of calling it per event)."""
     seen: dict[tuple[tuple[str, str], ...], Any] = {}
-    intern_segment = join._intern_segment
+    intern_segment = join.intern_segment
     out: list[Any] = []
     append = out.append
     for s in segments:
