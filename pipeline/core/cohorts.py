@@ -82,14 +82,15 @@ class CohortConfig:
     looks: int = 6
     floors: dict[str, float] = field(default_factory=lambda: {"survey": 0.03,
                                                               "retention": 0.02})
-    ticket_false_alarms_per_30d: float = 1.0
-    info_false_alarms_per_30d: float = 1.0
+    # a delayed gap is news about months ago, never a page: small budgets, one per level
+    ticket_false_alarms_per_30d: float = 0.1
+    info_false_alarms_per_30d: float = 0.1
 
     def alpha(self, budget: float) -> float:
         """Level of one look for a budget of false findings per router per 30 days.
 
-        >>> round(CohortConfig().alpha(1.0), 5)
-        0.01944
+        >>> round(CohortConfig().alpha(0.1), 6)
+        0.001944
         """
         cohorts_per_30d = 30.0 / 7.0
         return budget / (cohorts_per_30d * len(self.outcomes) * self.looks)
