@@ -368,8 +368,9 @@ class CohortCurves:
     def snapshot(self, now: float, cheap: str, capable: str) -> dict[str, Any]:
         """The cohort curves (every tier and per tier) for ``/status`` and the report."""
         out: dict[str, Any] = {}
+        horizon = self.config.max_age_days + 7
         for kind in self.config.outcomes:
-            weeks = self.weeks(kind)[-12:]
+            weeks = [w for w in self.weeks(kind) if self.maturity(w, now) <= horizon]
             rows = []
             for w in weeks:
                 age = self.maturity(w, now)

@@ -260,6 +260,7 @@ class RouterState:
         self.segments = SegmentCounts(ref, config.segments)
         # outcomes months later: cohort curves, subjects, delayed_outcome_gap (issue #18)
         self.delayed = DelayedOutcomes(config.delayed, config.cheap_tier, config.capable_tier)
+        self._delayed_snapshot: dict[str, Any] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_lag_cache": {}}  # a cache, not state
@@ -489,7 +490,7 @@ class RouterState:
         self._segment_shifts(ev, at)
         self._delayed_gaps(ev, now)
         ev.snapshot = self._snapshot(now, drift, quality, econ)
-        ev.snapshot["delayed"] = self.delayed.snapshot(now)
+        ev.snapshot["delayed"] = self._delayed_snapshot
         self.last_contacts = {"unattributed": dict(self.unattributed),
                               "delay": self.delay_summary(now - 1e-6)}
         tiers = (self.config.cheap_tier, self.config.capable_tier)
@@ -502,13 +503,15 @@ class RouterState:
 
     def _delayed_gaps(self, ev: Evaluation, now: float) -> None:
         """``delayed_outcome_gap``: looked at once a day (cohorts are weeks)."""
-        if now % DAY >= self.config.eval_every_s:
+        if now % DAY >= self.config.eval_every_s and self._delayed_snapshot:
             return
         for kind, level, cond, summary, stats in self.delayed.alerts(now):
             key = AlertKey(DELAYED_GAP, self.router_id, None, kind,
                            "info" if level == "info" else "")
             self._transition(ev, key, cond, "cohort", summary, stats)
         self.delayed.trim(now)
+        # daily: the snapshot is shared by the day's evaluations (recorded histories too)
+        self._delayed_snapshot = self.delayed.snapshot(now)
 
     def _segment_shifts(self, ev: Evaluation, at: float) -> None:
         """``segment_share_shift``: a value whose share of the cheap tier jumped."""

@@ -49,7 +49,7 @@ log = logging.getLogger("tierwatch.checkpoint")
 MAGIC = b"TWCP"
 #: bump whenever a pickled class of the state changes shape (see "Upgrading tierwatch" in
 #: deploy/runbook.md): a snapshot of another version is refused, never half-restored
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: RouterState.delayed (issue #18 cohorts and subjects)
 HEADER = struct.Struct(">4sH32s")  # magic, format version, HMAC-SHA256 of the body
 #: the key when none is configured: the HMAC then guards integrity only
 DEFAULT_KEY = b"tierwatch-checkpoint-integrity-only"
