@@ -220,7 +220,8 @@ class CohortCurves:
         return sorted({w for k, w, _ in self.cells if k == kind})
 
     def tiers(self) -> list[str]:
-        return sorted({t for _, t in self.routed})
+        """Every tier seen, routed or with outcomes."""
+        return sorted({t for _, t in self.routed} | {t for _, _, t in self.cells})
 
     def totals(self, kind: str, weeks: Iterable[int], age: int,
                tier: str | None = None) -> np.ndarray:
@@ -286,6 +287,19 @@ class CohortCurves:
         alpha = {"ticket": c.alpha(c.ticket_false_alarms_per_30d),
                  "info": c.alpha(c.info_false_alarms_per_30d)}
         new: list[Finding] = []
+        cum: dict[tuple[str, int], np.ndarray] = {}  # (kind, week) → cumulative by age
+
+        def within(kind: str, weeks: list[int], age: int) -> np.ndarray:
+            out = np.zeros(4)
+            for w in weeks:
+                rows = cum.get((kind, w))
+                if rows is None:
+                    rows = cum[(kind, w)] = np.cumsum(sum(
+                        (cell for (k, wk, _), cell in self.cells.items()
+                         if k == kind and wk == w), np.zeros((self._n_age, 4))), axis=0)
+                out += rows[min(age, c.max_age_days)]
+            return out
+
         for kind in c.outcomes:
             for week in self.weeks(kind):
                 key = (kind, week)
@@ -295,8 +309,8 @@ class CohortCurves:
                 ref_weeks, change_ts, change = self.reference_weeks(week)
                 if not ref_weeks:
                     continue
-                cur = self.totals(kind, [week], age)
-                ref = self.totals(kind, ref_weeks, age)
+                cur = within(kind, [week], age)
+                ref = within(kind, ref_weeks, age)
                 done = self.looks.get(key, 0)
                 n_cur = cur[W] ** 2 / cur[W2] if cur[W2] > 0 else 0.0
                 n_ref = ref[W] ** 2 / ref[W2] if ref[W2] > 0 else 0.0
