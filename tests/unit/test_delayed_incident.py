@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import copy
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
+from pipeline.cohort_status import render_cohorts
 from pipeline.core.cohorts import week_of, week_start
 from pipeline.replay import build_monitor
 from pipeline.schemas import Alert, Thresholds
@@ -121,9 +123,13 @@ def test_rollout_cohort_survey_gap_is_flagged_once_matured(runs: dict[str, Any])
     snap = run["monitor"].routers[run["router"]].last_snapshot["delayed"]
     flagged = [c for c in snap["survey"]["cohorts"] if c["flagged"]]
     assert flagged and all(c["curve"] for c in flagged)
-    # subject outcomes were attributed by exposure: the most exposed churn more
-    rows = {r["exposure"]: r for r in snap["exposure"]}
-    assert rows["none"]["subjects"] > 100 and rows[">75%"]["subjects"] > 100
+    # every request named its subject; no 6-month retention is due within 145 days
+    assert snap["subjects"] > 10_000 and snap["retention"]["cohorts"] == []
+    # `tierwatch status --by cohort` shows the flagged cohort
+    text = render_cohorts(run["monitor"].status(), run["router"])
+    week = datetime.fromtimestamp(s["cohort_week_start"], UTC).date().isoformat()
+    assert any(line.strip().startswith(week) and line.endswith("ticket")
+               for line in text.splitlines()), text
 
 
 def test_no_change_run_flags_no_delayed_gap(runs: dict[str, Any]) -> None:
