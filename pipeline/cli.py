@@ -42,6 +42,7 @@ GROUP_TITLES = {
     "input": "input limits",
     "statistics": "statistics",
     "economics": "economics",
+    "delayed": "outcomes months later",
     "control": "control topic (signing)",
     "alerting": "alerting",
     "worker": "worker",
