@@ -21,6 +21,9 @@ before the last **change** at or before it (a routing policy never seen before: 
 thresholds, a new classifier version, the rollout), or before the cohort itself when
 nothing changed. The per-tier curves and the in-band IPW contrast are reported beside it.
 
+A cohort flagged ``info`` is still looked at, and becomes a ``ticket`` finding if a
+later look passes the floor; a ``ticket`` finding is final.
+
 **False alarms.** Each cohort is looked at no more than ``looks`` times: when its
 outcome weight first reaches ``min_n``, ``2·min_n``, ``4·min_n``..., and once at full
 maturity (``max_age_days``). A look is a one-sided z-test of the bad rates (ratio
@@ -323,14 +326,15 @@ class CohortCurves:
                     continue
                 self.looks[key] = max(done, passed)
                 cmp = compare(cur, ref)
-                if cmp is None or key in self.findings:
-                    continue
+                earlier = self.findings.get(key)
+                if cmp is None or (earlier is not None and earlier.level == "ticket"):
+                    continue  # an info finding may still grow into a ticket
                 level = None
                 if cmp.p_value < alpha["ticket"] and cmp.gap >= c.floors.get(kind, 0.0):
                     level = "ticket"
                 elif cmp.p_value < alpha["info"]:
                     level = "info"
-                if level is None:
+                if level is None or (earlier is not None and level == earlier.level):
                     continue
                 stats_ = {
                     "outcome": kind, "cohort_week_start": week_start(week),

@@ -303,3 +303,19 @@ def test_null_simulation_holds_the_false_finding_budget() -> None:
     for level in ("ticket", "info"):
         # within budget with room for chance: the Poisson 95 % upper bound of the count
         assert found[level] <= stats.poisson.ppf(0.95, budget * days_tested / 30)
+
+
+def test_an_info_finding_grows_into_a_ticket() -> None:
+    """A gap that is certain but below the floor is info; once later outcomes push it past
+    the floor, the same cohort becomes a ticket finding (and a ticket is final)."""
+    rng = np.random.default_rng(13)
+    c = CohortCurves(CohortConfig(outcomes=("survey",), floors={"survey": 0.06}))
+    w0 = week_of(MONDAY)
+    for w in range(w0, w0 + 4):
+        _fill(c, w, 6000, rng, 0.10)
+    _fill(c, w0 + 4, 6000, rng, 0.30, early_bad=0.14)  # later responders much worse
+    levels = []
+    for day in range(0, 130):
+        levels += [f.level for f in c.evaluate(week_start(w0 + 5) + day * DAY)]
+    assert levels == ["info", "ticket"]
+    assert c.findings[("survey", w0 + 4)].level == "ticket"
