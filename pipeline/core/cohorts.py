@@ -186,6 +186,10 @@ class CohortCurves:
         """Count one routed request; a policy never seen before is a change."""
         k = (week_of(ts), tier)
         self.routed[k] = self.routed.get(k, 0) + 1
+        self.observe_policy(ts, policy)
+
+    def observe_policy(self, ts: float, policy: Hashable) -> None:
+        """A request routed under ``policy`` at ``ts`` (a new policy is a change)."""
         first = self.policies.get(policy)
         if first is None:
             if self.policies:

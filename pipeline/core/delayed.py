@@ -31,7 +31,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from pipeline.core.cohorts import DAY, CohortConfig, CohortCurves, Finding
+from pipeline.core.cohorts import (
+    DAY,
+    WEEK,
+    CohortConfig,
+    CohortCurves,
+    Finding,
+    week_of,
+    week_start,
+)
 from pipeline.core.subjects import SubjectLedger
 
 KIND = "delayed_outcome_gap"
@@ -67,9 +75,23 @@ class DelayedOutcomes:
         self.bad_below = config.cohorts.bad_below
 
     def observe_routing(self, rows: Sequence[RoutedRow]) -> None:
+        """Count a batch of routed requests (the per-event hot path: the week and the
+        policy of the previous row are reused while they hold)."""
         curves, ledger = self.curves, self.ledger
+        routed = curves.routed
+        lo = hi = 0.0
+        week = 0
+        last: Hashable = None
         for ts, tier, policy, subject, propensity, explored in rows:
-            curves.observe_routing(ts, tier, policy)
+            if not lo <= ts < hi:
+                week = week_of(ts)
+                lo = week_start(week)
+                hi = lo + WEEK
+            k = (week, tier)
+            routed[k] = routed.get(k, 0) + 1
+            if policy != last:
+                curves.observe_policy(ts, policy)
+                last = policy
             if subject is not None:
                 ledger.observe(subject, ts, tier, propensity, explored)
 

@@ -85,10 +85,11 @@ class SubjectLedger:
                 explored: bool) -> None:
         """Record one interaction of ``subject`` (kept in time order)."""
         rows = self.subjects.get(subject)
-        if rows is None:
-            rows = self.subjects[subject] = []
         item = Interaction(ts, tier, propensity, explored)
-        if not rows or rows[-1].ts <= ts:
+        if rows is None:
+            self.subjects[subject] = [item]
+            return
+        if rows[-1].ts <= ts:
             rows.append(item)
         else:
             bisect.insort(rows, item)
