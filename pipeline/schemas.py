@@ -130,7 +130,7 @@ AlertKind = Literal[
 SUBJECT_ID_PATTERN: Final = (r"^(?![+]?[0-9().-]+(?![\s\S]))[A-Za-z0-9_:.=+/-]{16,128}"
                              r"(?![\s\S])")
 _SUBJECT_ID_RE = re.compile(SUBJECT_ID_PATTERN)
-_PHONE_RE = re.compile(r"[+]?[0-9().-]+")
+_PHONE_RE = re.compile(r"[+]?[0-9() .-]*[0-9][0-9() .-]*")  # spaces too: "(030) 1234"
 
 
 def _pseudonymous(value: str) -> str:
@@ -145,12 +145,12 @@ def _pseudonymous(value: str) -> str:
     if "@" in value:
         raise ValueError("subject_id looks like an email address (PII): send a pseudonymous "
                          "hash")
-    if any(c.isspace() for c in value):
-        raise ValueError("subject_id contains whitespace, like a person's name (PII): send a "
-                         "pseudonymous hash")
     if _PHONE_RE.fullmatch(value):
         raise ValueError("subject_id looks like a phone number (PII): send a pseudonymous "
                          "hash")
+    if any(c.isspace() for c in value):
+        raise ValueError("subject_id contains whitespace, like a person's name (PII): send a "
+                         "pseudonymous hash")
     if not _SUBJECT_ID_RE.match(value):
         raise ValueError("subject_id must be a pseudonymous hash: 16 to 128 characters of "
                          "A-Z a-z 0-9 _ : . = + / -")
