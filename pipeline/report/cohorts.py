@@ -99,15 +99,17 @@ def _pct(x: float | None) -> str:
 
 
 def cohort_table(data: ReportData) -> str:
-    """The newest cohorts that have outcomes, with their latest bad share (at most
-    :data:`MAX_ROWS` per outcome); empty without cohorts."""
+    """The newest cohorts that have outcomes (:data:`MAX_ROWS` per outcome) and every
+    flagged one, with their latest bad share; empty without cohorts."""
     rep = data.delayed
     if rep is None:
         return ""
     rows = []
     for panel in rep.panels:
-        shown = [c for c in sorted(panel.cohorts, key=lambda c: -c.week_start)
-                 if c.points][:MAX_ROWS]
+        newest = [c for c in sorted(panel.cohorts, key=lambda c: -c.week_start) if c.points]
+        keep = {c.week_start for c in newest[:MAX_ROWS]} | {c.week_start for c in newest
+                                                          if c.flagged}
+        shown = [c for c in newest if c.week_start in keep]
         if not shown:
             rows.append(f"<tr><td>{esc(panel.outcome)}</td><td colspan=\"7\">no cohort has "
                         "outcomes yet</td></tr>")

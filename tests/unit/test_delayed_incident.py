@@ -27,6 +27,8 @@ import pytest
 from pipeline.cohort_status import render_cohorts
 from pipeline.core.cohorts import week_of, week_start
 from pipeline.replay import build_monitor
+from pipeline.report import render_report
+from pipeline.report.build import report_data
 from pipeline.schemas import Alert, Thresholds
 from pipeline.settings import Settings
 from pipeline.sim import Simulator
@@ -66,7 +68,7 @@ def _chunks(sim: Simulator, onset: float | None) -> Any:
 def runs() -> dict[str, dict[str, Any]]:
     started = time.perf_counter()
     settings = Settings(join_ttl_s=110 * DAY, eval_every_s=DAY, sequential_drift=False)
-    monitor = build_monitor(settings)
+    monitor = build_monitor(settings, record=True)  # daily snapshots, for the report
     sims = [Simulator("steady", rate=RATE, seed=11) for _ in range(2)]
     monitor.set_baseline(sims[0].baseline())
     start = sims[0].start
@@ -130,6 +132,20 @@ def test_rollout_cohort_survey_gap_is_flagged_once_matured(runs: dict[str, Any])
     week = datetime.fromtimestamp(s["cohort_week_start"], UTC).date().isoformat()
     assert any(line.strip().startswith(week) and line.endswith("ticket")
                for line in text.splitlines()), text
+
+
+def test_the_report_draws_the_flagged_cohort(runs: dict[str, Any]) -> None:
+    run = runs["incident"]
+    data = report_data(run["monitor"], run["router"], run["alerts"], onset_ts=run["onset"],
+                       generated_from="test")
+    assert data.delayed is not None and data.delayed.change_ts is not None
+    survey = next(p for p in data.delayed.panels if p.outcome == "survey")
+    flagged = [c for c in survey.cohorts if c.flagged == "ticket"]
+    before = [c for c in survey.cohorts if c.before_change and c.points]
+    assert flagged and before and all(not c.before_change for c in flagged)
+    page = render_report(data)
+    section = page[page.index('id="delayed"'):page.index('id="blindness"')]
+    assert section.count("<svg") == 1 and "ticket" in section
 
 
 def test_no_change_run_flags_no_delayed_gap(runs: dict[str, Any]) -> None:
