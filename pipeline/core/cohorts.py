@@ -55,6 +55,9 @@ DAY = 86400.0
 WEEK = 7 * DAY
 # 1970-01-01 was a Thursday; weeks start on Monday 00:00 UTC
 _MONDAY_OFFSET = 4 * DAY
+#: a published curve starts once this many outcomes (by weight) are in: before, a rate
+#: of a handful of early outcomes is noise
+CURVE_MIN_N = 30.0
 #: the columns of a cell: Σw, Σw·y, Σw², Σw²·y (y ∈ {0, 1}: a bad outcome)
 W, WY, W2, W2Y = range(4)
 
@@ -245,9 +248,10 @@ class CohortCurves:
         return out
 
     def curve(self, kind: str, week: int, tier: str | None = None,
-              until: float | None = None) -> list[float | None]:
-        """The cohort's bad rate among outcomes known by each age (``None``: none yet);
-        ``until``: only ages the whole cohort has reached by then."""
+              until: float | None = None, min_n: float = 0.0) -> list[float | None]:
+        """The cohort's bad rate among outcomes known by each age (``None``: none yet, or
+        fewer than ``min_n`` by weight); ``until``: only ages the whole cohort has reached
+        by then."""
         last = self.config.max_age_days
         if until is not None:
             last = min(last, self.maturity(week, until))
@@ -257,7 +261,7 @@ class CohortCurves:
             if cell is not None:
                 rows += cell
         cum = np.cumsum(rows, axis=0)
-        return [float(cum[a, WY] / cum[a, W]) if cum[a, W] > 0 else None
+        return [float(cum[a, WY] / cum[a, W]) if cum[a, W] > max(min_n, 0.0) else None
                 for a in range(max(last + 1, 0))]
 
     @staticmethod
@@ -402,8 +406,8 @@ class CohortCurves:
                 rows.append({
                     "week_start": week_start(w), "maturity_days": age, "requests": total,
                     "cheap_share": self.routed.get((w, cheap), 0) / total if total else None,
-                    "curve": _thin(self.curve(kind, w, until=now)),
-                    "tiers": {t: _thin(self.curve(kind, w, t, until=now))
+                    "curve": _thin(self.curve(kind, w, until=now, min_n=CURVE_MIN_N)),
+                    "tiers": {t: _thin(self.curve(kind, w, t, until=now, min_n=CURVE_MIN_N))
                               for t in (cheap, capable)},
                     "flagged": (self.findings[(kind, w)].level
                                 if (kind, w) in self.findings else None)})
