@@ -21,7 +21,9 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry
 
+from pipeline.core.cohorts import CohortConfig
 from pipeline.core.decision_store import DecisionStore
+from pipeline.core.delayed import DelayedConfig
 from pipeline.core.economics import Prices
 from pipeline.core.monitor import Monitor, MonitorConfig, Signer
 from pipeline.core.signing import Keyring, parse_key
@@ -41,7 +43,15 @@ def monitor_config(settings: Settings) -> MonitorConfig:
         ticket_false_alarms_per_30d=settings.ticket_false_alarms_per_30d,
         info_false_alarms_per_30d=settings.info_false_alarms_per_30d,
         prices=Prices(cost_per_support_contact=settings.support_contact_cost_usd,
-                      cost_per_bad_outcome=settings.bad_outcome_cost_usd))
+                      cost_per_bad_outcome=settings.bad_outcome_cost_usd,
+                      cost_per_bad_survey=settings.bad_survey_cost_usd,
+                      cost_per_churned_subject=settings.churned_subject_cost_usd),
+        delayed=DelayedConfig(
+            lookback_days=settings.subject_lookback_days,
+            cohorts=CohortConfig(
+                max_age_days=settings.delayed_max_age_days,
+                ticket_false_alarms_per_30d=settings.delayed_ticket_false_alarms_per_30d,
+                info_false_alarms_per_30d=settings.delayed_info_false_alarms_per_30d)))
 
 
 def build_monitor(settings: Settings, config: MonitorConfig | None = None,

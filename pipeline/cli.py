@@ -42,6 +42,7 @@ GROUP_TITLES = {
     "input": "input limits",
     "statistics": "statistics",
     "economics": "economics",
+    "delayed": "outcomes months later",
     "control": "control topic (signing)",
     "alerting": "alerting",
     "worker": "worker",
@@ -590,8 +591,9 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--url", default=None,
                         help="the worker's base URL (default: http://127.0.0.1:<web port>)")
     status.add_argument("--router-id", default=None, help="only this router")
-    status.add_argument("--by", choices=["segment"], default=None,
-                        help="break the tiers down by segment value (top values, 7d)")
+    status.add_argument("--by", choices=["segment", "cohort"], default=None,
+                        help="break the tiers down by segment value (top values, 7d), or "
+                        "show the delayed outcomes by weekly cohort")
     settings(status)
 
     rules = family("rules", "Prometheus alert rules")

@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import re
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,6 +34,7 @@ from typing import Annotated, Any, Final, Literal, TypeVar
 
 import orjson
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -105,7 +107,8 @@ RouteReason = Literal[
     "fallback",
     "override",
 ]
-FeedbackKind = Literal["thumbs", "rating", "review", "shadow", "support_contact", "survey"]
+FeedbackKind = Literal["thumbs", "rating", "review", "shadow", "support_contact", "survey",
+                       "retention"]
 AlertKind = Literal[
     "confidence_drift",
     "tier_confidence_drift",
@@ -117,7 +120,45 @@ AlertKind = Literal[
     "feedback_starvation",
     "pareto_trap",
     "segment_share_shift",
+    "delayed_outcome_gap",
 ]
+
+
+#: A pseudonymous subject id (issue #18): 16-128 characters of ``[A-Za-z0-9_:.=+/-]``, not
+#: made of digits and phone punctuation alone. The same ECMA-262/Python pattern is published
+#: in the schemas and checked by :func:`_pseudonymous`, which names the PII it refuses.
+SUBJECT_ID_PATTERN: Final = (r"^(?![+]?[0-9().-]+(?![\s\S]))[A-Za-z0-9_:.=+/-]{16,128}"
+                             r"(?![\s\S])")
+_SUBJECT_ID_RE = re.compile(SUBJECT_ID_PATTERN)
+_PHONE_RE = re.compile(r"[+]?[0-9() .-]*[0-9][0-9() .-]*")  # spaces too: "(030) 1234"
+
+
+def _pseudonymous(value: str) -> str:
+    """Refuse a subject id that is obviously personal data, naming what it looks like.
+
+    >>> _pseudonymous("sha256:9f86d081884c7d65")
+    'sha256:9f86d081884c7d65'
+    >>> _pseudonymous("ann@example.com")
+    Traceback (most recent call last):
+    ValueError: subject_id looks like an email address (PII): send a pseudonymous hash
+    """
+    if "@" in value:
+        raise ValueError("subject_id looks like an email address (PII): send a pseudonymous "
+                         "hash")
+    if _PHONE_RE.fullmatch(value):
+        raise ValueError("subject_id looks like a phone number (PII): send a pseudonymous "
+                         "hash")
+    if any(c.isspace() for c in value):
+        raise ValueError("subject_id contains whitespace, like a person's name (PII): send a "
+                         "pseudonymous hash")
+    if not _SUBJECT_ID_RE.match(value):
+        raise ValueError("subject_id must be a pseudonymous hash: 16 to 128 characters of "
+                         "A-Z a-z 0-9 _ : . = + / -")
+    return value
+
+
+SubjectId = Annotated[str, AfterValidator(_pseudonymous), Field(
+    json_schema_extra={"pattern": SUBJECT_ID_PATTERN, "minLength": 16, "maxLength": 128})]
 
 
 class Strict(BaseModel):
@@ -218,6 +259,11 @@ class RoutingEvent(_Event):
         default=None, description=f"Further monitored numbers by name (e.g. ood_distance, the "
         f"cheap model's self_confidence), at most {MAX_MAP_ITEMS}; each is watched for drift "
         f"against the baseline's distribution of the same name.")
+    subject_id: SubjectId | None = Field(
+        default=None, description="Pseudonymous id of the person (or account) served, for "
+        "outcomes that come months later (6-month retention): a salted hash the router "
+        "computes, never an email, phone number or name (those are dead-lettered). 16 to 128 "
+        "characters of A-Z a-z 0-9 _ : . = + / -, not digits alone.")
 
 
 #: each feedback kind's value range, and whether its values are whole numbers
@@ -228,8 +274,11 @@ _KIND_RANGES: dict[str, tuple[float, float]] = {
     "shadow": (0.0, 1.0),
     "support_contact": (1.0, 1.0),
     "survey": (0.0, 1.0),
+    "retention": (0.0, 1.0),
 }
-_WHOLE_KINDS = ("thumbs", "rating")
+_WHOLE_KINDS = ("thumbs", "rating", "retention")
+#: kinds about a subject, not a request: they carry subject_id (and are not joined)
+SUBJECT_KINDS: Final = ("retention",)
 
 
 def _kind_rules() -> list[JsonValue]:
@@ -239,8 +288,12 @@ def _kind_rules() -> list[JsonValue]:
         value: dict[str, JsonValue] = {"minimum": lo, "maximum": hi}
         if kind in _WHOLE_KINDS:
             value["multipleOf"] = 1
+        then: dict[str, JsonValue] = {"properties": {"value": value}}
+        if kind in SUBJECT_KINDS:
+            then["required"] = ["subject_id"]
+            then["properties"] = {"value": value, "subject_id": {"type": "string"}}
         rules.append({"if": {"properties": {"kind": {"const": kind}}, "required": ["kind"]},
-                      "then": {"properties": {"value": value}}})
+                      "then": then})
     return rules
 
 
@@ -256,7 +309,8 @@ class FeedbackEvent(_Event):
                                "(1 to 5), review (human score in [0,1]), shadow (agreement "
                                "between the cheap and capable answers in [0,1]), "
                                "support_contact (always 1: the user needed a human), survey "
-                               "([0,1]).")
+                               "([0,1]), retention (1 the subject stayed, 0 it churned; "
+                               "about subject_id, not a request).")
     value: float = Field(description="The signal, in the range of its kind (see kind); higher "
                          "is better except for support_contact.")
     tier: Name | None = Field(
@@ -270,6 +324,11 @@ class FeedbackEvent(_Event):
     source: Id | None = Field(
         default=None, description="Where the signal came from (widget, review tool, support "
         "desk, shadow scorer...).")
+    subject_id: SubjectId | None = Field(
+        default=None, description="Pseudonymous id of the subject the outcome is about "
+        "(required for kind retention; see RoutingEvent.subject_id). A subject outcome's "
+        "request_id is its own id: it is attributed to the subject's routed interactions, "
+        "not joined to one request.")
 
     @model_validator(mode="after")
     def _value_in_kind_range(self) -> FeedbackEvent:
@@ -278,6 +337,8 @@ class FeedbackEvent(_Event):
             raise ValueError(f"value {self.value} outside [{lo}, {hi}] for kind {self.kind}")
         if self.kind in _WHOLE_KINDS and self.value != int(self.value):
             raise ValueError(f"value of kind {self.kind} must be a whole number")
+        if self.kind in SUBJECT_KINDS and self.subject_id is None:
+            raise ValueError(f"kind {self.kind} needs subject_id")
         return self
 
 

@@ -167,6 +167,29 @@ class Settings(BaseSettings):
     bad_outcome_cost_usd: float = Field(
         0.0, ge=0, description="What one bad answer costs beyond its support contacts.",
         json_schema_extra={"group": "economics"})
+    # -- outcomes months later (issue 18): cohorts, subjects, delayed_outcome_gap ---------
+    # (their own help group: the worker shows them; the replay reads them from the env)
+    bad_survey_cost_usd: float = Field(
+        0.0, ge=0, description="What one bad survey (value below 0.5) costs; priced in the "
+        "hidden cost when set (the in-band IPW contrast, per cheap request).",
+        json_schema_extra={"group": "delayed"})
+    churned_subject_cost_usd: float = Field(
+        0.0, ge=0, description="What one churned subject (retention 0) costs; priced in the "
+        "hidden cost when set.", json_schema_extra={"group": "delayed"})
+    subject_lookback_days: float = Field(
+        180.0, gt=0, description="A subject outcome (retention) is attributed to the "
+        "subject's interactions this many days before it.",
+        json_schema_extra={"group": "delayed"})
+    delayed_max_age_days: int = Field(
+        200, ge=7, le=400, description="Cohort curves follow outcomes up to this many days "
+        "after their interaction; later ones are not counted.",
+        json_schema_extra={"group": "delayed"})
+    delayed_ticket_false_alarms_per_30d: float = Field(
+        0.1, gt=0, description="Target false delayed_outcome_gap tickets per router per 30 "
+        "days (a cohort gap past its floor).", json_schema_extra={"group": "delayed"})
+    delayed_info_false_alarms_per_30d: float = Field(
+        0.1, gt=0, description="Target false delayed_outcome_gap info findings (significant, "
+        "below the floor) per router per 30 days.", json_schema_extra={"group": "delayed"})
     session_timeout_s: float = Field(
         30.0, ge=6, description="Consumer group session timeout: how soon a dead worker's "
         "partitions move to a live one (the broker's minimum is 6 s by default).",

@@ -88,6 +88,11 @@ def print_status(url: str, router_id: str | None = None, timeout: float = 10.0,
 
         print(render_segments(status, router_id))
         return 0
+    if by == "cohort":
+        from pipeline.cohort_status import render_cohorts
+
+        print(render_cohorts(status, router_id))
+        return 0
     routers = {*status.get("routers", {}), *(status.get("baselines") or {})}
     if router_id and router_id not in routers:
         known = ", ".join(sorted(routers)) or "none yet"

@@ -38,6 +38,7 @@ SEVERITY: dict[str, Literal["page", "ticket", "info"]] = {
     "feedback_starvation": "ticket",
     "pareto_trap": "page",
     "segment_share_shift": "info",  # "ticket" when it carries a quality effect
+    "delayed_outcome_gap": "ticket",  # "info" below its floor (level="info")
 }
 
 

@@ -281,6 +281,12 @@ def _count(monitor: Monitor, router_id: str, rows: Sequence[Any], ts: np.ndarray
         thresholds = [_thresholds(th) for th in ths]
     _observe_state(state, ts, scores, tiers, reasons, thresholds, cheap, capable, exploration,
                    costs, signals, bands, exact=not signed)
+    # cohorts and subjects (pipeline.core.delayed), as Monitor._count_routing's rows
+    state.delayed.observe_routing(list(zip(
+        ts_list, tiers, [(th.key, ev.classifier_version) for th, ev in zip(
+            thresholds, rows, strict=True)],
+        [ev.subject_id for ev in rows], props_in, (in_band & exploring).tolist(),
+        strict=True)))
     seg_rows = [(tier, t, seg) for tier, t, s, seg in zip(tiers, ts_list, segments, segs,
                                                           strict=True) if s and seg is not None]
     if seg_rows:

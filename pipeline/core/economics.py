@@ -30,6 +30,9 @@ class Prices:
     capable_per_request: float = 0.01
     cost_per_bad_outcome: float = 0.0
     cost_per_support_contact: float = 8.0
+    #: outcomes months later (issue #18): priced only when set
+    cost_per_bad_survey: float = 0.0
+    cost_per_churned_subject: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,12 +55,21 @@ Interval = tuple[float, float, float]  # estimate, lower, upper
 
 
 def tier_economics(prices: Prices, *, requests_per_day: float, extra_bad_rate: Interval,
-                   extra_support_rate: Interval) -> TierEconomics:
+                   extra_support_rate: Interval,
+                   delayed_cost_per_day: Interval = (0.0, 0.0, 0.0)) -> TierEconomics:
     """Economics of the cheap tier; rates are per routed request, with their intervals.
 
     Negative extra rates (cheap did better) count as zero hidden cost: the cheap tier
     gets no credit for beating the capable one, which keeps the trap test conservative
     only in the direction of raising it later, never of hiding it.
+    ``delayed_cost_per_day``: the priced delayed outcomes (bad surveys, churned subjects;
+    :meth:`pipeline.core.delayed.DelayedOutcomes.hidden_cost`), added to the hidden cost.
+
+    >>> p = Prices(cheap_per_request=0.002, capable_per_request=0.02)
+    >>> e = tier_economics(p, requests_per_day=1000, extra_bad_rate=(0, 0, 0),
+    ...                    extra_support_rate=(0, 0, 0), delayed_cost_per_day=(30, 20, 40))
+    >>> e.hidden_cost_per_day, e.hidden_cost_lo, e.trap
+    (30.0, 20.0, True)
     """
     cost = requests_per_day * prices.cheap_per_request
     all_capable = requests_per_day * prices.capable_per_request
@@ -68,7 +80,7 @@ def tier_economics(prices: Prices, *, requests_per_day: float, extra_bad_rate: I
         sup = max(0.0, extra_support_rate[i]) * prices.cost_per_support_contact
         return requests_per_day * (bad + sup)
 
-    est, lo, hi = hidden(0), hidden(1), hidden(2)
+    est, lo, hi = (hidden(i) + delayed_cost_per_day[i] for i in range(3))
     return TierEconomics(requests_per_day, cost, all_capable, savings, est, lo, hi,
                          savings - est, trap=lo > savings)
 

@@ -29,6 +29,7 @@ from pydantic import BaseModel
 from pipeline.core.alerts import runbook_link, severity_of
 from pipeline.core.columns import as_model, observe_routing_columns
 from pipeline.core.decision_store import DecisionStore
+from pipeline.core.delayed import SUBJECT_KINDS, RoutedRow
 from pipeline.core.join import UNJOINED_REASON, FeedbackJoin, JoinedFeedback, Origin
 from pipeline.core.quality import outcome
 from pipeline.core.router_state import MonitorConfig, RouterState, Transition
@@ -275,14 +276,17 @@ class Monitor:
             thresholds = []
             costs: list[float | None] = []
             segs: list[tuple[str, float, tuple[tuple[str, str], ...]]] = []
+            delayed: list[RoutedRow] = []  # cohorts and subjects (pipeline.core.delayed)
             for (ev, ts), band in zip(rows, bands, strict=True):
                 th = ev.thresholds
                 tier, score, reason = ev.tier, ev.score, ev.route_reason
+                in_band = th.capable_below <= score < th.cheap_above
+                explored = reason == "exploration" or reason == "uncertain_default"
                 released = add_decision(
                     ev.request_id, router_id, tier, score, ts, propensity=ev.propensity,
-                    band=band, in_band=th.capable_below <= score < th.cheap_above,
-                    exploration=reason == "exploration" or reason == "uncertain_default",
-                    segment=ev.segment)
+                    band=band, in_band=in_band, exploration=explored, segment=ev.segment)
+                delayed.append((ts, tier, (th.key, ev.classifier_version), ev.subject_id,
+                                ev.propensity, in_band and explored))
                 if ev.segment:
                     # the tuple the join stored (interned): no read back from its store
                     seg = decisions.intern_segment(ev.segment)
@@ -308,6 +312,7 @@ class Monitor:
                                   bands)
             if segs:
                 state.segments.observe_many(segs)
+            state.delayed.observe_routing(delayed)
 
     def _review(self, ev: RoutingEvent, ts: float, band: int, th: Thresholds,
                 signals: dict[str, float] | None) -> None:
@@ -347,6 +352,9 @@ class Monitor:
                 continue
             if self.feedback_watermark is None or ts > self.feedback_watermark:
                 self.feedback_watermark = ts
+            if ev.kind in SUBJECT_KINDS:  # about a subject: attributed, never joined
+                self._subject_outcome(ev, ts)
+                continue
             joined = self.join.add_feedback(
                 ev.event_id, ev.request_id, ev.kind, ev.value, ts, router_id=ev.router_id,
                 tier=ev.tier, score=ev.score, weight=ev.weight, source=ev.source,
@@ -354,6 +362,20 @@ class Monitor:
             if joined is not None:
                 self._count_feedback(joined)
         return out
+
+    def _subject_outcome(self, ev: FeedbackEvent, ts: float) -> None:
+        """Attribute a subject outcome to the subject's interactions, in its router (or,
+        without one, in every router that saw the subject)."""
+        assert ev.subject_id is not None  # the schema requires it for subject kinds
+        routers = [ev.router_id] if ev.router_id else sorted(self.routers)
+        for router_id in routers:
+            state = self.routers.get(router_id)
+            if state is None or (ev.router_id is None
+                                 and ev.subject_id not in state.delayed.ledger.subjects):
+                continue
+            if state.delayed.observe_subject_outcome(ev.event_id, ev.subject_id, ev.value,
+                                                     ts, ev.kind):
+                self.counts.add_feedback(router_id, ev.kind)
 
     def _count_feedback(self, fb: JoinedFeedback) -> None:
         router_id = fb.router_id

@@ -19,6 +19,9 @@ from scipy import special
 from pipeline.core.alerts import AlertBook, AlertKey
 from pipeline.core.baseline import quantile_bins
 from pipeline.core.cusum import PoissonCusum
+from pipeline.core.delayed import KIND as DELAYED_GAP
+from pipeline.core.delayed import REQUEST_KINDS as DELAYED_KINDS
+from pipeline.core.delayed import DelayedConfig, DelayedOutcomes
 from pipeline.core.detector import DriftConfig, DriftStream, StreamResult, window_name
 from pipeline.core.drift import calibrated_alpha
 from pipeline.core.economics import Prices, TierEconomics, break_even_gap, tier_economics
@@ -163,6 +166,7 @@ class MonitorConfig:
     capable_tier: str = "capable"
     runbook_base: str = "deploy/runbook.md"  #: Alert payloads link to <this>#<kind>
     segments: SegmentConfig = field(default_factory=SegmentConfig)
+    delayed: DelayedConfig = field(default_factory=DelayedConfig)
 
 
 @dataclass(slots=True)
@@ -254,6 +258,9 @@ class RouterState:
         self.contact_done: int | None = None  # the newest bucket the CUSUMs have seen
         # per-segment-value outcome counts (bounded sketches); fed by the Monitor
         self.segments = SegmentCounts(ref, config.segments)
+        # outcomes months later: cohort curves, subjects, delayed_outcome_gap (issue #18)
+        self.delayed = DelayedOutcomes(config.delayed, config.cheap_tier, config.capable_tier)
+        self._delayed_snapshot: dict[str, Any] = {}
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_lag_cache": {}}  # a cache, not state
@@ -410,6 +417,10 @@ class RouterState:
             self.delays.add_delay(d, c)
             return
         w = weight or 1.0
+        if kind in DELAYED_KINDS and decision_ts is not None:
+            self.delayed.observe_request_outcome(
+                kind, value, ts=ts, decision_ts=decision_ts, tier=tier, weight=weight,
+                propensity=propensity, explored=bool(in_band))
         if kind in self.config.quality.attributed_signals and decision_ts is not None:
             ts = decision_ts  # a late graded outcome belongs to its request's window
         self.quality.update(tier, band, kind, ts, outcome(kind, value), w)
@@ -477,7 +488,9 @@ class RouterState:
                 and now % self.config.policy_every_s < self.config.eval_every_s):
             ev.recommendation = self._recommend(at, now)
         self._segment_shifts(ev, at)
+        self._delayed_gaps(ev, now)
         ev.snapshot = self._snapshot(now, drift, quality, econ)
+        ev.snapshot["delayed"] = self._delayed_snapshot
         self.last_contacts = {"unattributed": dict(self.unattributed),
                               "delay": self.delay_summary(now - 1e-6)}
         tiers = (self.config.cheap_tier, self.config.capable_tier)
@@ -487,6 +500,18 @@ class RouterState:
         self.gauges += self.segments.gauges(self.router_id, ev.snapshot["segments"])
         self.segments.trim(now)
         return ev
+
+    def _delayed_gaps(self, ev: Evaluation, now: float) -> None:
+        """``delayed_outcome_gap``: looked at once a day (cohorts are weeks)."""
+        if now % DAY >= self.config.eval_every_s and self._delayed_snapshot:
+            return
+        for kind, level, cond, summary, stats in self.delayed.alerts(now):
+            key = AlertKey(DELAYED_GAP, self.router_id, None, kind,
+                           "info" if level == "info" else "")
+            self._transition(ev, key, cond, "cohort", summary, stats)
+        self.delayed.trim(now)
+        # daily: the snapshot is shared by the day's evaluations (recorded histories too)
+        self._delayed_snapshot = self.delayed.snapshot(now)
 
     def _segment_shifts(self, ev: Evaluation, at: float) -> None:
         """``segment_share_shift``: a value whose share of the cheap tier jumped."""
@@ -970,8 +995,11 @@ class RouterState:
             return None
         extra_bad = self._extra_rate(at, "thumbs")
         extra_sup = self._extra_rate(at, "support_contact")
-        return tier_economics(self._prices(at), requests_per_day=per_day,
-                              extra_bad_rate=extra_bad, extra_support_rate=extra_sup)
+        prices = self._prices(at)
+        delayed = self.delayed.hidden_cost(prices.cost_per_bad_survey,
+                                           prices.cost_per_churned_subject, per_day)
+        return tier_economics(prices, requests_per_day=per_day, extra_bad_rate=extra_bad,
+                              extra_support_rate=extra_sup, delayed_cost_per_day=delayed)
 
     def _prices(self, at: float) -> Prices:
         """The configured prices, with per-request prices the router actually paid (7d)."""

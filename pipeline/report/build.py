@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pipeline.core.monitor import Monitor
+from pipeline.report.cohorts import cohort_report
 from pipeline.report.data import BandQuality, HistogramSnapshot, ReportData, Snapshot
 from pipeline.report.segments import segment_report
 from pipeline.report.summary import headline_from, timeline_from
@@ -17,7 +18,8 @@ def report_data(monitor: Monitor, router_id: str, alerts: Sequence[Alert], *,
                 onset_label: str = "onset") -> ReportData:
     """The report of ``router_id`` from ``monitor.history`` and the published alerts."""
     history = monitor.history.get(router_id, [])
-    series = [Snapshot.from_dict({k: v for k, v in s.items() if k != "segments"})
+    series = [Snapshot.from_dict({k: v for k, v in s.items()
+                                  if k not in ("segments", "delayed")})
               for s in history]
     mine = [a for a in alerts if a.router_id == router_id]
     state = monitor.routers.get(router_id)
@@ -38,4 +40,5 @@ def report_data(monitor: Monitor, router_id: str, alerts: Sequence[Alert], *,
         timeline=timeline_from(series, mine, onset_ts, onset_label),
         headline=headline_from(series, mine, onset_ts), series=series, alerts=mine,
         drift_histogram=histogram, band_quality=bands,
-        segments=segment_report(history, mine, monitor.config.cheap_tier))
+        segments=segment_report(history, mine, monitor.config.cheap_tier),
+        delayed=cohort_report(history))

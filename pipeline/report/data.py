@@ -166,6 +166,35 @@ class SegmentReport(_Frozen):
     series: dict[str, list[tuple[float, float | None]]] = Field(default_factory=dict)
 
 
+class CohortCurve(_Frozen):
+    """One week's interaction cohort: its delayed outcome's bad share by age (days)."""
+
+    week_start: float
+    maturity_days: int
+    requests: float = Field(ge=0.0)
+    cheap_share: float | None = None
+    points: list[tuple[float, float]] = Field(default_factory=list)
+    flagged: str | None = None  # "ticket" or "info" when delayed_outcome_gap flagged it
+    before_change: bool = False
+
+
+class CohortPanel(_Frozen):
+    """One delayed outcome (``survey``, ``retention``): its cohorts' curves, and the in-band
+    IPW contrast (cheap minus capable bad rate, with its standard error) when measured."""
+
+    outcome: str
+    cohorts: list[CohortCurve]
+    ipw: dict[str, float] | None = None
+
+
+class CohortReport(_Frozen):
+    """Outcomes months later: cohort curves per outcome, and the last routing change."""
+
+    panels: list[CohortPanel]
+    change_ts: float | None = None
+    change: str | None = None
+
+
 class ReportData(_Frozen):
     """Everything the report shows, for one router."""
 
@@ -181,6 +210,7 @@ class ReportData(_Frozen):
     band_quality: BandQuality | None
     runbook_base: str = "../deploy/runbook.md"
     segments: SegmentReport | None = None
+    delayed: CohortReport | None = None
 
     @property
     def tier_names(self) -> list[str]:

@@ -31,6 +31,9 @@ import numpy as np
 
 from pipeline.report.data import (
     BandQuality,
+    CohortCurve,
+    CohortPanel,
+    CohortReport,
     DriftPoint,
     EconomicsPoint,
     HistogramSnapshot,
@@ -279,6 +282,44 @@ def _segments(rng: np.random.Generator, ts: Array, onset: float,
                          "on the cheap tier (synthetic example)", rows=rows, series=series)
 
 
+def _cohorts(rng: np.random.Generator, onset: float, end: float) -> CohortReport:
+    """Weekly cohorts whose 90-day surveys come in 84-96 days later; those after the
+    onset (the rollout) get more bad surveys. No cohort is six months old yet."""
+    first = START - 3 * DAY  # a Monday
+    change_ts = onset
+    curves = []
+    for k in range(int((end - first) // (7 * DAY))):
+        ws = first + k * 7 * DAY
+        maturity = int((end - ws - 7 * DAY) // DAY)
+        if maturity < 0:
+            continue
+        after = ws + 7 * DAY > change_ts
+        rate = 0.10 + (0.05 if after else 0.0)
+        pts: list[tuple[float, float]] = []
+        n = 0
+        bad = 0
+        for age in range(84, min(maturity, 120) + 1):
+            got = int(rng.poisson(150)) if age <= 96 else 0
+            n += got
+            bad += int(rng.binomial(got, rate)) if got else 0
+            if n and (age % 2 == 0 or age == min(maturity, 120)):
+                pts.append((float(age), round(bad / n, 4)))
+        flagged = "ticket" if after and maturity >= 88 else None
+        curves.append(CohortCurve(week_start=ws, maturity_days=maturity, requests=84_000.0,
+                                  cheap_share=0.62 if after else 0.55, points=pts,
+                                  flagged=flagged, before_change=not after))
+    survey = CohortPanel(outcome="survey", cohorts=curves,
+                         ipw={"cheap": 0.16, "capable": 0.10, "effect": 0.06, "se": 0.012,
+                              "n_cheap": 900.0, "n_capable": 4100.0})
+    retention = CohortPanel(outcome="retention", cohorts=[
+        CohortCurve(week_start=c.week_start, maturity_days=c.maturity_days,
+                    requests=c.requests, cheap_share=c.cheap_share,
+                    before_change=c.before_change) for c in curves])
+    return CohortReport(panels=[survey, retention], change_ts=change_ts,
+                        change="thresholds cheap_above=0.35 capable_below=0.33 "
+                               "exploration_rate=0.1, classifier v2 (synthetic example)")
+
+
 def _histogram(u: Array, h_ts: float, onset: float) -> HistogramSnapshot:
     edges = np.quantile(u, np.linspace(0, 1, 11))
     edges[0], edges[-1] = 0.0, 1.0
@@ -347,4 +388,5 @@ def example_report_data(seed: int = 7, days: int = 120, onset_day: float = 70.37
         drift_histogram=_histogram(u, first_drift.ts.timestamp(), onset),
         band_quality=_band_quality(rng, u, app[int(onset_day) + 8]),
         segments=_segments(rng, sig["ts"], onset, 7 * 12_000.0 * 0.6),
+        delayed=_cohorts(rng, START + (onset_day - 49) * DAY, START + days * DAY),
     )

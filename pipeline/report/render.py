@@ -12,7 +12,7 @@ Examples
 >>> from pipeline.report.example import example_report_data
 >>> page = render_report(example_report_data())
 >>> page.startswith("<!DOCTYPE html>"), page.count('class="plot"'), "<script" in page
-(True, 9, False)
+(True, 10, False)
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import matplotlib as mpl
 from matplotlib.figure import Figure
 
 from pipeline.report.alerts import alert_rows
+from pipeline.report.cohorts import cohort_plot, cohort_table
 from pipeline.report.data import ReportData
 from pipeline.report.page import (
     CSS,
@@ -99,6 +100,13 @@ SECTIONS: tuple[Section, ...] = (
             "What sending traffic to the cheap tier saves in inference, against what it "
             "costs in support contacts and lost quality; the net value below.",
             "economics", economics_plot, "No economics evaluated in this period."),
+    Section("delayed", "Outcomes months later",
+            "Each week's interactions (a cohort) and the share of their delayed outcomes "
+            "that were bad (90-day surveys below 0.5; subjects who churned within 6 months), "
+            "by days since the interaction, as the cohort matures. Grey: cohorts before the "
+            "last routing change; orange: after it; red: flagged by delayed_outcome_gap, "
+            "which compares a cohort with those before the change at equal maturity only.",
+            "cohorts", cohort_plot, "No delayed outcomes: no survey or retention joined yet."),
     Section("blindness", "How blind is each tier?",
             "The smallest satisfaction drop each tier's feedback could detect over its "
             "window. When feedback is sparse, this rises and a real drop can go unseen; "
@@ -126,6 +134,8 @@ def _section(n: int, section: Section, data: ReportData) -> str:
         extra = alert_table(alert_rows(data.alerts), data.runbook_base, data.tier_names)
     elif section.plot == "segments":
         extra = segment_table(data)
+    elif section.plot == "cohorts":
+        extra = cohort_table(data)
     return (f'<section class="panel" id="{section.anchor}"><h2><span class="num">{n}</span>'
             f'{esc(section.title)}</h2><p class="lede">{esc(section.lede)}</p>'
             f"{_plot(section, data)}{extra}</section>")

@@ -60,7 +60,7 @@ log = logging.getLogger("tierwatch.checkpoint")
 MAGIC = b"TWCP"
 #: bump whenever a pickled class of the state changes shape (see "Upgrading tierwatch" in
 #: deploy/runbook.md): a snapshot of another version is refused, never half-restored
-FORMAT_VERSION = 3  # 3: the join's decisions behind a store (pipeline.core.decision_store)
+FORMAT_VERSION = 4  # 3: the join's decisions behind a store; 4: RouterState.delayed
 HEADER = struct.Struct(">4sH32s")  # magic, format version, HMAC-SHA256 of the body
 #: the key when none is configured: the HMAC then guards integrity only
 DEFAULT_KEY = b"tierwatch-checkpoint-integrity-only"

@@ -108,6 +108,16 @@ BAD_TS = [
 ]
 
 
+#: subject ids that are obviously personal data or not a hash: dead-lettered (issue #18)
+PII_SUBJECT_IDS: list[Any] = [
+    "ann.smith@example.com", "Ann Smith and family", "+4915112345678901", "0049-151-1234-5678",
+    "(555) 123-4567 ext", "short", "x" * 129, "caf\u00e9-0123456789abcdef", "line\nbreak-12345678",
+    "", None, 12345678901234567, []]
+#: pseudonymous ids that pass
+GOOD_SUBJECT_IDS = ["sha256:9f86d081884c7d65", "u_" + "ab12" * 8, "A1b2C3d4E5f6G7h8",
+                    "k=v/x+y.z-0123456789", "1234567890123456x"]
+
+
 def routing_cases() -> Iterator[Case]:
     p = "routing_event"
     for f in ("event_id", "request_id"):
@@ -155,6 +165,9 @@ def routing_cases() -> Iterator[Case]:
         yield Case(p, mutate(p, "schema_version", v), f"schema_version={v!r}")
     for f in ("extra", "Score", "__proto__"):
         yield Case(p, mutate(p, f, 1), f"unknown field {f}")
+    for v in PII_SUBJECT_IDS:
+        if v is not None:  # null is an absent subject_id
+            yield Case(p, mutate(p, "subject_id", v), f"subject_id={v!r}")
 
 
 def feedback_cases() -> Iterator[Case]:
@@ -169,6 +182,13 @@ def feedback_cases() -> Iterator[Case]:
         yield Case(p, mutate(p, "value", v), f"value={v!r}")
     for v in ["emoji", "THUMBS", "", None, 1, MISSING]:
         yield Case(p, mutate(p, "kind", v), f"kind={v!r}")
+    retention = {**GOOD[p], "kind": "retention", "value": 1, "subject_id": GOOD_SUBJECT_IDS[0]}
+    for v in [0.5, 2, -1]:
+        yield Case(p, {**retention, "value": v}, f"retention value={v!r}")
+    yield Case(p, {k: v for k, v in retention.items() if k != "subject_id"},
+               "retention without subject_id")
+    for v in PII_SUBJECT_IDS:
+        yield Case(p, {**retention, "subject_id": v}, f"retention subject_id={v!r}")
     for v in [0, 1e-7, 1e7, -1, "1", True]:
         yield Case(p, mutate(p, "weight", v), f"weight={v!r}")
     for v in [1.5, -0.5, "0.5"]:
@@ -280,6 +300,13 @@ timestamps = st.builds(
     st.integers(0, 97 * 365 * 86400), st.integers(-23 * 60 - 59, 23 * 60 + 59), st.booleans())
 
 
+#: pseudonymous subject ids: hashes (hex, base64url), possibly prefixed
+subject_ids = st.one_of(
+    st.sampled_from(GOOD_SUBJECT_IDS),
+    st.from_regex(r"\A(sha256:)?[0-9a-f]{15}[a-f][0-9a-f]{0,48}\Z"),
+    st.from_regex(r"\A[A-Za-z0-9_-]{15}[A-Za-z_][A-Za-z0-9_=+/.:-]{0,100}\Z"))
+
+
 @st.composite
 def routing_events(draw: st.DrawFn) -> dict[str, Any]:
     lo, hi = sorted([draw(unit), draw(unit)])
@@ -292,7 +319,8 @@ def routing_events(draw: st.DrawFn) -> dict[str, Any]:
                          "exploration_rate": draw(unit)}}
     optional = {"policy_seq": st.integers(0, 2**53 - 1), "cost_usd": st.floats(0, 1e6),
                 "segment": st.dictionaries(names, st.text(max_size=128), max_size=32),
-                "signals": st.dictionaries(names, st.floats(-1e9, 1e9), max_size=32)}
+                "signals": st.dictionaries(names, st.floats(-1e9, 1e9), max_size=32),
+                "subject_id": subject_ids}
     for f, s in optional.items():
         if draw(st.booleans()):
             ev[f] = draw(s)
@@ -302,11 +330,14 @@ def routing_events(draw: st.DrawFn) -> dict[str, Any]:
 @st.composite
 def feedback_events(draw: st.DrawFn) -> dict[str, Any]:
     kind = draw(st.sampled_from(["thumbs", "rating", "review", "shadow", "support_contact",
-                                 "survey"]))
+                                 "survey", "retention"]))
     value = {"thumbs": st.sampled_from([0, 1, 0.0, 1.0]), "rating": st.integers(1, 5),
-             "support_contact": st.just(1)}.get(kind, unit)
+             "support_contact": st.just(1), "retention": st.sampled_from([0, 1])}.get(kind,
+                                                                                     unit)
     ev = {"event_id": draw(names), "request_id": draw(names), "ts": draw(timestamps),
           "kind": kind, "value": draw(value)}
+    if kind == "retention" or draw(st.booleans()):
+        ev["subject_id"] = draw(subject_ids)
     if draw(st.booleans()):
         ev["weight"] = draw(st.floats(1e-6, 1e6))
     return ev

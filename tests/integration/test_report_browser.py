@@ -41,7 +41,7 @@ from pipeline.report.example import example_report_data
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 OUT = Path(__file__).resolve().parents[2] / "out"
 PLOTS = ["satisfaction", "drift", "histogram", "band_quality", "segments", "thresholds",
-         "economics", "mdd", "alerts"]
+         "economics", "cohorts", "mdd", "alerts"]
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--disable-dev-shm-usage", "--hide-scrollbars"]

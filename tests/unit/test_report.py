@@ -28,7 +28,7 @@ from pipeline.report.summary import headline_from
 from pipeline.schemas import Alert
 
 PLOTS = ["satisfaction", "drift", "histogram", "band_quality", "segments", "thresholds",
-         "economics", "mdd", "alerts"]
+         "economics", "cohorts", "mdd", "alerts"]
 TIME_PLOTS = ["satisfaction", "drift", "thresholds", "economics", "mdd"]
 
 
