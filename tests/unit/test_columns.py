@@ -87,6 +87,14 @@ def _hostile(src: Path, dst: Path, seed: int = 5) -> None:
             fb = {"event_id": f"orphan-{i}", "request_id": f"never-{i}", "kind": "thumbs",
                   "value": 1.0, "ts": d["ts"]}  # its decision never comes: unjoined
             early_feedback.append(orjson.dumps(fb))
+        elif x < 0.102:  # personal data as a subject id: dead-lettered, named
+            e = orjson.loads(line)
+            e["subject_id"] = "ann.person@example.com"
+            out[-1] = orjson.dumps(e)
+        elif x < 0.4:  # a pseudonymous subject (issue #18): cohorts and the subject ledger
+            e = orjson.loads(line)
+            e["subject_id"] = f"sha256:{i % 97:016x}"
+            out[-1] = orjson.dumps(e)
     feedback = src.joinpath("feedback.jsonl").read_bytes().splitlines()
     merged = sorted(feedback + early_feedback, key=lambda b: orjson.loads(b)["ts"])
     dst.mkdir(parents=True, exist_ok=True)
@@ -145,8 +153,10 @@ def test_columnar_path_changes_no_output_and_no_state(sims: dict[str, Path], tmp
     assert per_event["review.jsonl"], "the quota is raised so that reviews are selected"
     if kind == "hostile":
         dlq = per_event["dlq.jsonl"].decode()
-        for reason in ('"late"', '"invalid_json"', '"invalid_field"', '"unjoined"'):
+        for reason in ('"late"', '"invalid_json"', '"invalid_field"', '"unjoined"',
+                       "email address (PII)"):
             assert reason in dlq, reason
+        assert any(r.delayed.ledger.subjects for r in m1.routers.values()), "subjects counted"
         assert m1.counts.duplicates > 0 and len(m1.routers) == 2
     for name in OUTPUTS:
         assert columnar[name] == per_event[name], name

@@ -170,6 +170,10 @@ FIELDS: dict[str, st.SearchStrategy[Any]] = {
                                                                         allow_infinity=False),
                                                               _weird), max_size=33), _weird),
     "model": st.one_of(_names(2), _weird),
+    "subject_id": st.one_of(
+        st.sampled_from(["sha256:9f86d081884c7d65", "ann.person@example.com", "+49 30 1234567",
+                         "0301234567890123", "Ann Person Smith", "x" * 15, "y" * 129]),
+        st.from_regex(r"[A-Za-z0-9_:.=+/ @-]{14,20}", fullmatch=True), _weird),
     "schema_version": st.one_of(st.sampled_from(["1", "2", 1]), _weird),
 }
 MISSING = object()
@@ -185,7 +189,7 @@ def events(draw: st.DrawFn) -> dict[str, Any]:
     for name in draw(st.lists(st.sampled_from(sorted(FIELDS)), max_size=3, unique=True)):
         value = draw(st.one_of(FIELDS[name], st.just(MISSING)))
         if value is MISSING:
-            doc.pop(name)
+            doc.pop(name, None)
         else:
             doc[name] = value
     if draw(st.integers(0, 9)) == 0:
