@@ -61,7 +61,8 @@ FloatArray = NDArray[np.float64]
 DEFAULT_RATIOS: tuple[float, ...] = (1.5, 2.0, 3.0, 5.0)
 
 
-def step_log_likelihood(observed: float, expected: float, ratios: FloatArray) -> FloatArray:
+def step_log_likelihood(observed: float | FloatArray, expected: float | FloatArray,
+                        ratios: FloatArray) -> FloatArray:
     """``ℓ_ρ = x ln ρ − (ρ − 1) λ`` for every ratio ``ρ``.
 
     >>> step_log_likelihood(3.0, 2.0, np.array([1.0, 2.0])).round(4).tolist()
