@@ -9,8 +9,8 @@ The acceptance asks for 12 h at 0.3 events/s. That is not reachable at the confi
 budget: in the 12 h after the onset the band's pooled evidence is a median of about
 6 nats (even with the onset and the ratio known), against a threshold of about 11
 (``tests/benchmarks/README.md``, quality-delay section). What is pinned here: no alert
-before the onset, the cohort caught within 30 h at 0.3 events/s (9–25 h on these seeds), and within 12 h at
-1 event/s (slow).
+before the onset, the cohort caught within 30 h at 0.3 events/s (9–25 h on these
+seeds), and within 12 h at 1 event/s (slow).
 """
 
 from __future__ import annotations
