@@ -4,7 +4,8 @@ For each simulator rate (routing events/s) and seed:
 
 * ``pareto-trap`` (the incident: a simple-looking hard cohort ramps in from day 21,
   0 → 12 % of traffic over 7 days, routed cheap, its users call support): the delay from
-  the onset to the first cheap-tier quality alert (``tier_quality_drop`` or
+  the onset to the first cheap-tier quality alert (``tier_quality_drop``, ``(pooled)``
+  in the table when it is the pooled bad-outcome test of every signal, or
   ``boundary_degradation`` or ``support_contact_rise``; the acceptance pair is the first
   two kinds *and* ``support_contact_rise``), and the quality alerts that fired in the 20
   days before the onset (the tests start when the 14-day reference period ends, so these
@@ -120,7 +121,9 @@ def incident_run(rate: float, seed: int) -> dict[str, Any]:
               and onset - 20 * DAY <= a.ts.timestamp() < onset]
     return {"rate": rate, "seed": seed,
             "first": None if first is None else (first.ts.timestamp() - onset) / HOUR,
-            "first_kind": None if first is None else f"{first.kind} {first.window}",
+            "first_kind": None if first is None else (
+                f"{first.kind} {first.window}"
+                + (" (pooled)" if "pooled" in (first.statistics or {}) else "")),
             "drop_or_boundary": delay(CHEAP_QUALITY),
             "support_contact_rise": delay({"support_contact_rise"}),
             "pre_onset": len(before),
