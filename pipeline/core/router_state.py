@@ -32,6 +32,7 @@ from pipeline.core.lagged import (
     LaggedCounts,
     poisson_rate_interval,
 )
+from pipeline.core.pooled import RatioMixture
 from pipeline.core.quality import (
     FEEDBACK_SIGNALS,
     ROUTED_SIGNALS,
@@ -39,6 +40,7 @@ from pipeline.core.quality import (
     OutcomeCounts,
     SequentialDropTest,
     Totals,
+    effective_counts,
     ipw_weight,
     masked_tiers,
     outcome,
@@ -81,11 +83,16 @@ class QualityConfig:
     against those expected from the requests of the hours before it convolved with the
     delay distribution, per tier and per band of the cheap tier. ``band_scan_signals``
     are also tested per score band of the cheap tier, where a cohort the classifier
-    mistakes for simple lands. Every test of an evaluation shares one Bonferroni budget
+    mistakes for simple lands. With ``pooled_test``, every signal's bad outcomes
+    (``pooled_signals``' bad mass, and the contacts of the contact CUSUM) are pooled hour
+    by hour, per tier and per band of the cheap tier, in one mixture Shiryaev–Roberts test
+    over rate ratios (:mod:`pipeline.core.pooled`); it pages (``tier_quality_drop``,
+    detail ``pooled``) once certain and its estimated ratio reaches
+    ``pooled_ratio_floor``. Every test of an evaluation shares one Bonferroni budget
     of :meth:`n_comparisons` tests.
 
     >>> QualityConfig().n_comparisons(n_tiers=2, n_bands=10)
-    75
+    87
     """
 
     windows: tuple[float, ...] = (DAY, 7 * DAY)
@@ -113,6 +120,9 @@ class QualityConfig:
     min_completed: float = 0.1
     attributed_signals: tuple[str, ...] = ("survey",)
     standardize_bands: bool = True
+    pooled_test: bool = True
+    pooled_signals: tuple[str, ...] = ("thumbs", "rating", "review", "shadow")
+    pooled_ratio_floor: float = 1.25
 
     def windows_for(self, signal: str) -> tuple[float, ...]:
         """The windows ``signal`` is tested over."""
@@ -130,7 +140,8 @@ class QualityConfig:
         scan = n_bands * sum(len(self.scan_windows_for(s)) for s in self.band_scan_signals)
         boundary = sum(len(self.windows_for(s)) for s in self.boundary_signals)
         cusums = n_tiers + n_bands if self.contact_cusum else 0
-        return n_tiers * per_tier + scan + boundary + len(self.gap_signals) + cusums
+        pooled = n_tiers + n_bands if self.pooled_test else 0
+        return n_tiers * per_tier + scan + boundary + len(self.gap_signals) + cusums + pooled
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +207,20 @@ def _hours(since: float | None, at: float) -> str:
     return "?" if since is None else f"{(at - since) / 3600:.0f}"
 
 
+def effective_counts_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`~pipeline.core.quality.effective_counts` of each row of bucket sums (in
+    the order of :meth:`Totals.as_vector`): effective ``(successes, n)`` per bucket.
+
+    >>> effective_counts_rows(np.array([[4.0, 4.0, 4.0, 3.0, 3.0, 3.0]]))
+    (array([3.]), array([4.]))
+    """
+    w, w2, wy = rows[:, 1], rows[:, 2], rows[:, 3]
+    ok = (w > 0) & (w2 > 0)
+    n_eff = np.where(ok, w * w / np.where(ok, w2, 1.0), 0.0)
+    rate = np.clip(np.where(ok, wy / np.where(ok, w, 1.0), 0.0), 0.0, 1.0)
+    return rate * n_eff, n_eff
+
+
 def _rate(t: Totals) -> dict[str, float] | None:
     if t.w <= 0:
         return None
@@ -256,6 +281,9 @@ class RouterState:
         self._lag_cache: dict[tuple[Any, ...], Totals] = {}
         self.contact_cusums: dict[tuple[str, int | None], PoissonCusum] = {}
         self.contact_done: int | None = None  # the newest bucket the CUSUMs have seen
+        # bad outcomes of every signal pooled, per tier and per band of the cheap tier
+        self.pooled: dict[tuple[str, int | None], RatioMixture] = {}
+        self.pooled_done: int | None = None
         # per-segment-value outcome counts (bounded sketches); fed by the Monitor
         self.segments = SegmentCounts(ref, config.segments)
         # outcomes months later: cohort curves, subjects, delayed_outcome_gap (issue #18)
@@ -654,8 +682,11 @@ class RouterState:
         seen = set(self.quality.tiers) | set(self.lagged.tiers)
         tiers = [t for t in (c.cheap_tier, c.capable_tier) if t in seen]
         testing = at >= self.reference_end
-        cusum = self._contact_cusums(at, tiers) if testing and q.contact_cusum else {}
+        steps: dict[tuple[tuple[str, int | None], int], tuple[float, float]] = {}
+        cusum = self._contact_cusums(at, tiers, steps) if testing and q.contact_cusum else {}
         out["contact_cusum"] = cusum
+        if testing and q.pooled_test:
+            out["pooled"] = self._pooled(ev, at, tiers, steps)
         for signal, test in self._drop_tests.items():
             results = []
             scan = []  # the cheap tier, band by band
@@ -764,7 +795,9 @@ class RouterState:
                                    k * k * r.w2y2)
         return cur, ref
 
-    def _contact_cusums(self, at: float, tiers: list[str]) -> dict[str, dict[str, Any]]:
+    def _contact_cusums(self, at: float, tiers: list[str],
+                        steps: dict[tuple[tuple[str, int | None], int], tuple[float, float]]
+                        | None = None) -> dict[str, dict[str, Any]]:
         """Feed the hours closed since the last evaluation to the contact CUSUMs (one per
         tier, one per band of the cheap tier) and report the most alarming per tier.
 
@@ -780,6 +813,8 @@ class RouterState:
         of volume (a quiet weekend hour expects the contacts of Friday's busy hours).
         ``p0`` is the reference period's attributed rate at its one-sided 90 % upper
         bound, so a reference that happened to be quiet does not make every hour a rise.
+        Each bucket's observed and expected contacts per key go into ``steps`` (for the
+        pooled test).
         """
         c, q = self.config, self.config.quality
         floor = q.floors.get("support_contact", 0.004)
@@ -821,6 +856,8 @@ class RouterState:
                 expected = rate * float(np.dot(routed[::-1], pmf))
                 cs = self.contact_cusums.setdefault(k, PoissonCusum(threshold))
                 cs.update(max(observed, 0.0), expected, rate, floor=floor, bucket=b)
+                if steps is not None:
+                    steps[(k, b)] = (max(observed, 0.0), expected)
         self.contact_done = now
         out: dict[str, dict[str, Any]] = {}
         for (tier, band), cs in self.contact_cusums.items():
@@ -844,6 +881,90 @@ class RouterState:
                 "summary": (f"{tier} tier: support contacts{where} rose by {excess:.4f} per "
                             f"request ({cs.observed:.0f} observed vs {cs.expected:.1f} "
                             f"expected since {_hours(since, at)} h ago; sequential test)")}
+        return out
+
+    def _pooled(self, ev: Evaluation, at: float, tiers: list[str],
+                contacts: dict[tuple[tuple[str, int | None], int], tuple[float, float]],
+                ) -> dict[str, dict[str, Any]]:
+        """Feed the hours closed since the last evaluation to the pooled bad-outcome tests
+        (one per tier, one per band of the cheap tier) and fire or resolve their alerts.
+
+        A step's bad mass is every pooled feedback signal's ``Σ(1 - y)`` in the hour plus
+        the contacts that arrived in it; its expectation is, band by band, each signal's
+        outcomes times the band's reference bad rate at its one-sided 90 % upper bound
+        (Poisson, on Kish's effective counts), plus the contacts the contact CUSUM
+        expected. Bands the reference never saw for the tier are left out, so a threshold
+        move that hands a tier a worse band is compared band by band, not as a rise.
+        Outcomes that arrive after their hour was tested are not counted (they cannot
+        make a false alarm; a feedback backlog is simply not seen here). The threshold is
+        ``ln(1/α)``, the quality family's per-test level (:mod:`pipeline.core.pooled`).
+        """
+        c, q = self.config, self.config.quality
+        now = int(at // 3600)
+        done = getattr(self, "pooled_done", None)
+        first = now if done is None else max(done + 1, now - 24 * 7)
+        threshold = -math.log(self._drop_tests["thumbs"].alpha)
+        signals = [s for s in q.pooled_signals
+                   if s in FEEDBACK_SIGNALS and s not in q.attributed_signals]
+        n = now - first + 1
+        keys: list[tuple[str, int | None]] = [(t, None) for t in tiers]
+        if c.cheap_tier in tiers:
+            keys += [(c.cheap_tier, b) for b in range(c.n_bands)]
+        bad = {k: np.zeros(n) for k in keys}
+        expected = {k: np.zeros(n) for k in keys}
+        for tier in tiers:
+            for b in range(c.n_bands):
+                for s in signals:
+                    ref = self.quality.reference_totals(s, tier=tier, band=b)
+                    good_r, n_r = effective_counts(ref.wy, ref.w, ref.w2)
+                    if n_r < q.min_effective_n:
+                        continue
+                    q0 = min(1.0, float(special.gammaincinv(n_r - good_r + 1.0, 0.9)) / n_r)
+                    rows = self.quality.series(first, now, signal=s, tier=tier, band=b)[::-1]
+                    if not rows[:, 1].any():
+                        continue
+                    good, eff = effective_counts_rows(rows)
+                    for key in ((tier, None), (tier, b)):
+                        if key in bad:
+                            bad[key] += np.maximum(eff - good, 0.0)
+                            expected[key] += q0 * eff
+        pooled = self.__dict__.setdefault("pooled", {})
+        for k in keys:
+            test = pooled.get(k)
+            for i, bucket in enumerate(range(first, now + 1)):
+                x, lam = contacts.get((k, bucket), (0.0, 0.0))
+                x, lam = x + float(bad[k][i]), lam + float(expected[k][i])
+                if lam <= 0:
+                    continue
+                if test is None:
+                    test = pooled[k] = RatioMixture(threshold)
+                test.update(x, lam, bucket=bucket)
+        self.pooled_done = now
+        out: dict[str, dict[str, Any]] = {}
+        for (tier, band), test in sorted(pooled.items(), key=lambda kv: (kv[0][0],
+                                                                          kv[0][1] or -1)):
+            alarm = test.alarm and test.ratio >= q.pooled_ratio_floor
+            mine = out.get(tier)
+            ratio = test.statistic / test.threshold
+            if mine is not None and (mine["alarm"], mine["ratio"]) >= (alarm, ratio):
+                continue
+            where = "" if band is None else (
+                f" in score band {self.band_edges[band]:.2f}–{self.band_edges[band + 1]:.2f}")
+            since = None if test.since is None else test.since * 3600.0
+            out[tier] = {
+                "alarm": alarm, "band": band, "statistic": test.statistic,
+                "threshold": test.threshold, "ratio": ratio, "since": since,
+                "observed": test.observed, "expected": test.expected,
+                "rate_ratio": test.ratio, "floor": q.pooled_ratio_floor,
+                "signals": [*signals, *(["support_contact"] if q.contact_cusum else [])],
+                "summary": (f"{tier} tier: bad outcomes{where} rose {test.ratio:.1f}× "
+                            f"({test.observed:.0f} observed vs {test.expected:.1f} expected "
+                            f"since {_hours(since, at)} h ago: "
+                            f"{', '.join(signals)} and support contacts pooled; "
+                            "sequential test)")}
+        for tier, res in out.items():
+            self._transition(ev, AlertKey("tier_quality_drop", self.router_id, tier, "pooled"),
+                             res["alarm"], "1h", res["summary"], {"pooled": res})
         return out
 
     def _band_mix(self, tier: str, at: float, first: int, last: int) -> np.ndarray:

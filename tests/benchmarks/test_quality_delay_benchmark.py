@@ -4,7 +4,8 @@ For each simulator rate (routing events/s) and seed:
 
 * ``pareto-trap`` (the incident: a simple-looking hard cohort ramps in from day 21,
   0 → 12 % of traffic over 7 days, routed cheap, its users call support): the delay from
-  the onset to the first cheap-tier quality alert (``tier_quality_drop`` or
+  the onset to the first cheap-tier quality alert (``tier_quality_drop``, ``(pooled)``
+  in the table when it is the pooled bad-outcome test of every signal, or
   ``boundary_degradation`` or ``support_contact_rise``; the acceptance pair is the first
   two kinds *and* ``support_contact_rise``), and the quality alerts that fired in the 20
   days before the onset (the tests start when the 14-day reference period ends, so these
@@ -120,7 +121,9 @@ def incident_run(rate: float, seed: int) -> dict[str, Any]:
               and onset - 20 * DAY <= a.ts.timestamp() < onset]
     return {"rate": rate, "seed": seed,
             "first": None if first is None else (first.ts.timestamp() - onset) / HOUR,
-            "first_kind": None if first is None else f"{first.kind} {first.window}",
+            "first_kind": None if first is None else (
+                f"{first.kind} {first.window}"
+                + (" (pooled)" if "pooled" in (first.statistics or {}) else "")),
             "drop_or_boundary": delay(CHEAP_QUALITY),
             "support_contact_rise": delay({"support_contact_rise"}),
             "pre_onset": len(before),
@@ -220,3 +223,59 @@ def test_quality_delay_by_rate(
     for r in incidents:
         assert r["pre_onset"] == 0, r
 
+
+
+def test_information_budget(write_report: Callable[[str, str], Path]) -> None:
+    """How much evidence a 5 % cohort wrong half the time leaves in 12 h (issue 14, 3).
+
+    ``tests.lagged_traffic`` traffic at ``TIERWATCH_QD_BUDGET_RATE`` (0.3) events/s,
+    seeds ``TIERWATCH_QD_BUDGET_SEEDS`` (1–8), onsets 00:00 and 09:00 of day 21: the
+    pooled test's bad outcomes and their expectation in the cheap band 0.70–0.80 over
+    the 12 h after the onset, and the log-likelihood ratio at the ratio chosen in
+    hindsight (an oracle knowing the band, the onset and the size) against the
+    threshold the test has. Results: ``out/bench/information_budget.md``.
+    """
+    import numpy as np
+
+    from pipeline.core import pooled
+    from tests.lagged_traffic import CohortScenario, run_cohort
+
+    rate = float(os.environ.get("TIERWATCH_QD_BUDGET_RATE", "0.3"))
+    log: list[tuple[int, int, float, float]] = []
+    original = pooled.RatioMixture.update
+
+    def record(self: pooled.RatioMixture, observed: float, expected: float, *,
+               bucket: int) -> bool:
+        log.append((id(self), bucket, observed, expected))
+        return original(self, observed, expected, bucket=bucket)
+
+    rows, llrs = [], []
+    pooled.RatioMixture.update = record  # type: ignore[method-assign]
+    try:
+        for onset_hour in (0, 9):
+            for seed in _ints("TIERWATCH_QD_BUDGET_SEEDS", "1,2,3,4,5,6,7,8"):
+                log.clear()
+                day = ONSET_DAY + onset_hour / 24
+                feed, onset = run_cohort(CohortScenario(rate=rate, onset_day=day,
+                                                        days=day + 0.55), seed)
+                test = feed.state.pooled[("cheap", 7)]
+                first = int(onset // HOUR)
+                x = sum(o for i, b, o, _ in log if i == id(test) and first <= b < first + 12)
+                lam = sum(e for i, b, _, e in log if i == id(test) and first <= b < first + 12)
+                ratio = x / lam if lam > 0 else 1.0
+                llr = x * math.log(ratio) - (ratio - 1) * lam if ratio > 1 else 0.0
+                llrs.append(llr)
+                rows.append([f"{onset_hour:02d}:00", seed, f"{x:.1f}", f"{lam:.1f}",
+                             f"{ratio:.2f}", f"{llr:.2f}", f"{test.threshold:.2f}"])
+    finally:
+        pooled.RatioMixture.update = original  # type: ignore[method-assign]
+    from tests.benchmarks.conftest import _markdown_table
+    text = "\n\n".join([
+        f"# Evidence in the 12 h after the onset, {rate} events/s, cheap band 0.70–0.80",
+        f"hindsight log-likelihood ratio: median {np.median(llrs):.2f}, p90 "
+        f"{np.percentile(llrs, 90):.2f}, max {max(llrs):.2f} nats; the test's threshold "
+        f"{rows[0][-1]}; one test with the whole page budget: ln 720 = {math.log(720):.2f}",
+        _markdown_table(["onset", "seed", "bad outcomes", "expected", "ratio",
+                         "hindsight LLR (nats)", "threshold"], rows)])
+    write_report("information_budget.md", text)
+    assert all(math.isfinite(v) and v >= 0 for v in llrs)
