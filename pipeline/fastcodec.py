@@ -119,6 +119,9 @@ _TS_DECODER: Final = msgspec.json.Decoder(list[_TzDatetime])
 #: more than six fraction digits: pydantic truncates them, msgspec rounds
 _SUB_MICRO: Final = re.compile(r"\.[0-9]{7}")
 _LO, _HI = EARLIEST.timestamp(), LATEST.timestamp()
+#: what msgspec raises on input it will not take; a deeply nested array exhausts its
+#: recursion limit (RecursionError), and the contract's decoder then names the problem
+_REFUSED: Final = (msgspec.ValidationError, msgspec.DecodeError, RecursionError)
 
 
 @dataclass(slots=True)
@@ -164,7 +167,7 @@ def _times(events: list[FastRouting]) -> tuple[list[datetime], np.ndarray] | Non
         return None  # more than six fraction digits, or a quote or backslash in a ts
     try:
         times = _TS_DECODER.decode(f'["{text}"]'.encode())
-    except (msgspec.ValidationError, msgspec.DecodeError):
+    except _REFUSED:
         return None
     if len(times) != len(events):  # cannot happen after the check above; kept as a guard
         return None
@@ -201,7 +204,7 @@ def decode_routing(raw: bytes, *, strict: bool = False, max_event_bytes: int = M
     try:
         events = ([_ONE_DECODER.decode(payload)] if head == b"{"
                   else _LIST_DECODER.decode(payload))
-    except (msgspec.ValidationError, msgspec.DecodeError):
+    except _REFUSED:
         events = None
     if events is not None:
         if head == b"[" and len(payload) > max_event_bytes * max(len(events), 1):
@@ -220,7 +223,7 @@ def _elementwise(raw: bytes, payload: bytes, schema_id: int | None, strict: bool
     try:
         doc = orjson.loads(payload)
         items = _RAW_DECODER.decode(payload)
-    except (orjson.JSONDecodeError, msgspec.ValidationError, msgspec.DecodeError):
+    except (orjson.JSONDecodeError, *_REFUSED):
         return _fallback(raw, strict, max_event_bytes, max_message_bytes)
     if (not isinstance(doc, list) or len(items) != len(doc)
             or len(payload) > max_event_bytes * max(len(doc), 1)):
@@ -234,7 +237,7 @@ def _elementwise(raw: bytes, payload: bytes, schema_id: int | None, strict: bool
         fast: FastRouting | None
         try:
             fast = _ONE_DECODER.decode(item)
-        except (msgspec.ValidationError, msgspec.DecodeError):
+        except _REFUSED:
             fast = None
         got = _times([fast]) if fast is not None and _ordered([fast]) else None
         if fast is not None and got is not None:
@@ -259,7 +262,7 @@ def decode_line(raw: bytes) -> FastRouting | None:
     refuses it (pydantic then has the last word: see :func:`decode_routing`)."""
     try:
         return _ONE_DECODER.decode(raw)
-    except (msgspec.ValidationError, msgspec.DecodeError):
+    except _REFUSED:
         return None
 
 

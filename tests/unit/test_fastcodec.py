@@ -323,6 +323,9 @@ def test_fast_decoder_gives_what_the_contract_gives(docs: list[dict[str, Any]], 
     + _dumps({**BASE, "request_id": "r2", "ts": "2026-01-01T00:00:00Z\\"}) + b','
     + _dumps({**BASE, "request_id": "r3"}) + b']',
     b'[]', b'{}', b'[1, "a", null]', b'not json', b'',
+    # nesting past msgspec's recursion limit (and orjson's): found by the broker fuzz test
+    b'[' * 2000 + b']' * 2000, b'[' + _dumps(BASE) + b',' + b'[' * 1000 + b']' * 1000 + b']',
+    b'[' + b'{"a":' * 3000 + b'1' + b'}' * 3000 + b']', b'[' * 1000 + b']' * 1000,
 ])
 @pytest.mark.parametrize("strict", [False, True])
 def test_fast_decoder_on_awkward_messages(payload: bytes, strict: bool) -> None:
