@@ -60,6 +60,7 @@ from river import drift as river_drift
 from pipeline.core.detector import DriftStream
 from pipeline.core.drift import expected_tier_probs, psi
 from pipeline.core.histogram import coarse_splits, regroup
+from pipeline.core.sequential import n_directions
 from tests.benchmarks.test_drift_benchmark import (
     BASE_MEAN,
     BASE_VAR,
@@ -420,7 +421,8 @@ def build_report(res: dict[str, Any], elapsed: float,
           f"({NULL_DAYS} days each per rate), drift seeds {DRIFT_SEEDS}.", "",
           f"tierwatch: router + 2 tier streams; windows alpha {config.alpha:.3g} (ticket) / "
           f"{config.info_level_alpha:.3g} (info), floors KS {config.ks_floor} / PSI "
-          f"{config.psi_floor}; mixture over tilts {list(config.seq_tilts)} x 14 directions, "
+          f"{config.psi_floor}; mixture over tilts {list(config.seq_tilts)} x "
+          f"{n_directions(config.coarse_bins)} directions, "
           f"ln A = {config.seq_threshold:.2f} (ticket) / {config.seq_info_threshold:.2f} "
           "(info), minute steps.", "",
           "## False alarms on no-drift streams (per router per 30 days)", ""]
