@@ -43,8 +43,9 @@ ROUTER = "support"
 
 
 # ---------------------------------------------------------------- reading the README
-def readme_blocks(text: str, sections: tuple[str, ...] = SECTIONS) -> list[str]:
-    """The fenced ``bash`` blocks under headings that start with one of ``sections``.
+def readme_blocks(text: str, sections: tuple[str, ...] = SECTIONS,
+                  languages: tuple[str, ...] = ("bash", "sh", "shell")) -> list[str]:
+    """The fenced blocks in ``languages`` under headings that start with one of ``sections``.
 
     >>> readme_blocks("## Auditing logs\\n```bash\\nls\\n```\\n## Other\\n```bash\\npwd\\n```\\n")
     ['ls\\n']
@@ -58,7 +59,7 @@ def readme_blocks(text: str, sections: tuple[str, ...] = SECTIONS) -> list[str]:
         elif fence is None and line.startswith("```"):
             fence, body = line.strip()[3:].strip(), []
         elif fence is not None and line.startswith("```"):
-            if inside and fence in ("bash", "sh", "shell"):
+            if inside and fence in languages:
                 blocks.append("".join(body))
             fence = None
         elif fence is not None:
@@ -275,28 +276,6 @@ def price(tier, query):
 '''
 
 
-def readme_python(text: str, sections: tuple[str, ...]) -> list[str]:
-    """The fenced ``python`` blocks under headings that start with one of ``sections``.
-
-    >>> readme_python("## R\\n```python\\nx = 1\\n```\\n```bash\\nls\\n```\\n", ("R",))
-    ['x = 1\\n']
-    """
-    blocks, inside, fence, body = [], False, None, []
-    for line in text.splitlines(keepends=True):
-        heading = re.match(r"^#{1,6}\s+(.*?)\s*$", line)
-        if fence is None and heading:
-            inside = heading.group(1).startswith(sections)
-        elif fence is None and line.startswith("```"):
-            fence, body = line.strip()[3:].strip(), []
-        elif fence is not None and line.startswith("```"):
-            if inside and fence == "python":
-                blocks.append("".join(body))
-            fence = None
-        elif fence is not None:
-            body.append(line)
-    return blocks
-
-
 def test_the_readme_router_example_runs_as_written(kafka_bootstrap: str, tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """The router snippet, with only its two file paths pointed into a scratch directory
@@ -313,7 +292,7 @@ def test_the_readme_router_example_runs_as_written(kafka_bootstrap: str, tmp_pat
     from pipeline.topics import create_topics
     from tests.integration.test_control_security import recommendation
 
-    (block,) = readme_python(README.read_text(), ROUTER_SECTION)
+    (block,) = readme_blocks(README.read_text(), ROUTER_SECTION, ("python",))
     key = new_key()
     (tmp_path / "tierwatch.key").write_text(key + "\n")
     for path in ("/etc/router/tierwatch.key", "/var/lib/router/tierwatch-control.json"):
