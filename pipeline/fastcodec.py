@@ -292,7 +292,10 @@ def _predecoded(raw: bytes, payload: bytes, parsed: list[Any], strict: bool,
                 epochs.append(float(got[1][0]))
                 continue
             if items is None:
-                items = _RAW_DECODER.decode(payload)
+                try:
+                    items = _RAW_DECODER.decode(payload)
+                except _REFUSED:  # another element nested past msgspec's limit
+                    return _fallback(raw, strict, max_event_bytes, max_message_bytes)
             obj = orjson.loads(bytes(items[i]))
         out = validate_event(obj, RoutingEvent, i, unknown=unknown)
         if isinstance(out, Rejection):
