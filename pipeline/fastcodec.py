@@ -217,6 +217,42 @@ def decode_routing(raw: bytes, *, strict: bool = False, max_event_bytes: int = M
     return _elementwise(raw, payload, schema_id, strict, max_event_bytes, max_message_bytes)
 
 
+class _Elements:
+    """A batch decided event by event: msgspec's events kept, the rest through pydantic."""
+
+    def __init__(self, strict: bool) -> None:
+        self.unknown: Counter[str] | None = None if strict else Counter()
+        self.events: list[Any] = []
+        self.times: list[datetime] = []
+        self.epochs: list[float] = []
+        self.rejections: list[Rejection] = []
+
+    def take_fast(self, event: FastRouting) -> bool:
+        """Keep ``event`` if it passes the batch checks; ``False`` leaves it to pydantic."""
+        got = _times([event]) if _ordered([event]) else None
+        if got is None:
+            return False
+        self.events.append(event)
+        self.times.append(got[0][0])
+        self.epochs.append(float(got[1][0]))
+        return True
+
+    def validate(self, obj: Any, index: int) -> None:
+        out = validate_event(obj, RoutingEvent, index, unknown=self.unknown)
+        if isinstance(out, Rejection):
+            self.rejections.append(out)
+        else:
+            self.events.append(out)
+            self.times.append(out.ts)
+            self.epochs.append(out.ts.timestamp())
+
+    def batch(self, schema_id: int | None) -> RoutingBatch:
+        unknown = self.unknown
+        decoded: Decoded[Any] = Decoded(self.events, self.rejections, schema_id,
+                                        dict(unknown) if unknown else {})
+        return RoutingBatch(decoded, self.times, np.asarray(self.epochs, np.float64))
+
+
 def _elementwise(raw: bytes, payload: bytes, schema_id: int | None, strict: bool,
                  max_event_bytes: int, max_message_bytes: int) -> RoutingBatch:
     """A batch with some event msgspec refused: each such event through pydantic."""
@@ -228,33 +264,15 @@ def _elementwise(raw: bytes, payload: bytes, schema_id: int | None, strict: bool
     if (not isinstance(doc, list) or len(items) != len(doc)
             or len(payload) > max_event_bytes * max(len(doc), 1)):
         return _fallback(raw, strict, max_event_bytes, max_message_bytes)
-    unknown: Counter[str] | None = None if strict else Counter()
-    events: list[Any] = []
-    times: list[datetime] = []
-    epochs: list[float] = []
-    rejections: list[Rejection] = []
+    out = _Elements(strict)
     for i, (item, obj) in enumerate(zip(items, doc, strict=True)):
-        fast: FastRouting | None
         try:
-            fast = _ONE_DECODER.decode(item)
+            fast: FastRouting | None = _ONE_DECODER.decode(item)
         except _REFUSED:
             fast = None
-        got = _times([fast]) if fast is not None and _ordered([fast]) else None
-        if fast is not None and got is not None:
-            events.append(fast)
-            times.append(got[0][0])
-            epochs.append(float(got[1][0]))
-            continue
-        out = validate_event(obj, RoutingEvent, i, unknown=unknown)
-        if isinstance(out, Rejection):
-            rejections.append(out)
-        else:
-            events.append(out)
-            times.append(out.ts)
-            epochs.append(out.ts.timestamp())
-    decoded: Decoded[Any] = Decoded(events, rejections, schema_id,
-                                    dict(unknown) if unknown else {})
-    return RoutingBatch(decoded, times, np.asarray(epochs, np.float64))
+        if fast is None or not out.take_fast(fast):
+            out.validate(obj, i)
+    return out.batch(schema_id)
 
 
 def decode_line(raw: bytes) -> FastRouting | None:
@@ -278,18 +296,10 @@ def _predecoded(raw: bytes, payload: bytes, parsed: list[Any], strict: bool,
         if got is not None:
             return RoutingBatch(Decoded(fast, [], None), *got)
     items: list[msgspec.Raw] | None = None
-    unknown: Counter[str] | None = None if strict else Counter()
-    events: list[Any] = []
-    times: list[datetime] = []
-    epochs: list[float] = []
-    rejections: list[Rejection] = []
+    out = _Elements(strict)
     for i, obj in enumerate(parsed):
         if isinstance(obj, FastRouting):
-            got = _times([obj]) if _ordered([obj]) else None
-            if got is not None:
-                events.append(obj)
-                times.append(got[0][0])
-                epochs.append(float(got[1][0]))
+            if out.take_fast(obj):
                 continue
             if items is None:
                 try:
@@ -297,12 +307,5 @@ def _predecoded(raw: bytes, payload: bytes, parsed: list[Any], strict: bool,
                 except _REFUSED:  # another element nested past msgspec's limit
                     return _fallback(raw, strict, max_event_bytes, max_message_bytes)
             obj = orjson.loads(bytes(items[i]))
-        out = validate_event(obj, RoutingEvent, i, unknown=unknown)
-        if isinstance(out, Rejection):
-            rejections.append(out)
-        else:
-            events.append(out)
-            times.append(out.ts)
-            epochs.append(out.ts.timestamp())
-    decoded: Decoded[Any] = Decoded(events, rejections, None, dict(unknown) if unknown else {})
-    return RoutingBatch(decoded, times, np.asarray(epochs, np.float64))
+        out.validate(obj, i)
+    return out.batch(None)
