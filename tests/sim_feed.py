@@ -61,3 +61,36 @@ def drive(monitor: Monitor, sim: Simulator | Fleet, days: float, *,
             elif o.topic == "control" and on_control is not None:
                 on_control(o.payload)  # type: ignore[arg-type]
     return alerts
+
+
+def feed_alerts(monitor: Monitor, chunks: Any, alerts: list[Alert]) -> None:
+    """Feed simulator chunks in batches, appending the alerts the monitor publishes."""
+    for kind, events in batches(chunks):
+        if kind == "routing":
+            monitor.observe_routing(events)
+        else:
+            monitor.observe_feedback(events)
+        alerts += [o.payload for o in monitor.drain() if o.topic == "alerts"]  # type: ignore[misc]
+
+
+def fork_at_onset(monitor: Monitor, quiet: Any, incident: Any,
+                  onset: float) -> dict[str, tuple[Monitor, list[Alert]]]:
+    """Two runs that are the same events up to ``onset``: one monitor is fed the shared
+    chunks (asserted equal), then copied, and each copy is fed its own continuation.
+    Returns ``{"incident": (monitor, alerts), "quiet": (monitor, alerts)}``."""
+    import copy
+
+    shared: list[Alert] = []
+    quiet, incident = iter(quiet), iter(incident)
+    for a, b in zip(quiet, incident, strict=False):
+        assert a.routing == b.routing and a.feedback == b.feedback
+        feed_alerts(monitor, [a], shared)
+        if a.end >= onset:
+            break
+    forked = copy.deepcopy(monitor)
+    out = {}
+    for name, m, rest in (("incident", forked, incident), ("quiet", monitor, quiet)):
+        alerts = list(shared)
+        feed_alerts(m, rest, alerts)
+        out[name] = (m, alerts)
+    return out

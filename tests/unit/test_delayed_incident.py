@@ -17,7 +17,6 @@ run once a day to keep the 145 simulated days short.
 
 from __future__ import annotations
 
-import copy
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -29,12 +28,12 @@ from pipeline.core.cohorts import week_of, week_start
 from pipeline.replay import build_monitor
 from pipeline.report import render_report
 from pipeline.report.build import report_data
-from pipeline.schemas import Alert, Thresholds
+from pipeline.schemas import Thresholds
 from pipeline.settings import Settings
 from pipeline.sim import Simulator
 from pipeline.sim.delayed import DelayedMix, with_delayed_outcomes
 from pipeline.sim.segments import SegmentMix, with_segments
-from tests.sim_feed import batches
+from tests.sim_feed import fork_at_onset
 
 DAY = 86400.0
 RATE = 0.01  # 864 requests a day
@@ -44,15 +43,6 @@ BEFORE = Thresholds(cheap_above=0.40, capable_below=0.33, exploration_rate=0.1)
 AFTER = Thresholds(cheap_above=0.35, capable_below=0.33, exploration_rate=0.1)
 
 pytestmark = pytest.mark.slow  # two simulated runs of 110 days after 35 shared ones
-
-
-def _feed(monitor: Any, chunks: Any, alerts: list[Alert]) -> None:
-    for kind, events in batches(chunks):
-        if kind == "routing":
-            monitor.observe_routing(events)
-        else:
-            monitor.observe_feedback(events)
-        alerts += [o.payload for o in monitor.drain() if o.topic == "alerts"]  # type: ignore[misc]
 
 
 def _chunks(sim: Simulator, onset: float | None) -> Any:
@@ -74,19 +64,10 @@ def runs() -> dict[str, dict[str, Any]]:
     start = sims[0].start
     onset = start + ONSET_DAY * DAY
     quiet, incident = _chunks(sims[0], None), _chunks(sims[1], ONSET_DAY)
-    shared: list[Alert] = []
-    for a, b in zip(quiet, incident, strict=False):
-        assert a.routing == b.routing and a.feedback == b.feedback
-        _feed(monitor, [a], shared)
-        if a.end >= onset:
-            break
-    forked = copy.deepcopy(monitor)
-    out = {}
-    for name, m, rest in (("incident", forked, incident), ("quiet", monitor, quiet)):
-        alerts = list(shared)
-        _feed(m, rest, alerts)
-        out[name] = {"monitor": m, "alerts": alerts, "start": start, "onset": onset,
-                     "router": sims[0].scenario.router_id}
+    router = sims[0].scenario.router_id
+    out = {name: {"monitor": m, "alerts": alerts, "start": start, "onset": onset,
+                  "router": router}
+           for name, (m, alerts) in fork_at_onset(monitor, quiet, incident, onset).items()}
     out["incident"]["seconds"] = time.perf_counter() - started
     return out
 

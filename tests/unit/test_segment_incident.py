@@ -10,7 +10,6 @@ no quality alert and no ``segment_share_shift``.
 
 from __future__ import annotations
 
-import copy
 import re
 import time
 from typing import Any
@@ -18,11 +17,10 @@ from typing import Any
 import pytest
 
 from pipeline.bootstrap import build_monitor
-from pipeline.schemas import Alert
 from pipeline.settings import Settings
 from pipeline.sim import Simulator
 from pipeline.sim.segments import SegmentMix, with_segments
-from tests.sim_feed import QUALITY_KINDS, batches
+from tests.sim_feed import QUALITY_KINDS, fork_at_onset
 
 DAY = 86400.0
 RATE = 0.03  # routing events per second: 2,592 requests a day
@@ -30,15 +28,6 @@ ONSET_DAY = 15.0
 NO_CHANGE_DAYS = 8.0
 
 pytestmark = pytest.mark.slow  # two simulated runs, ~30 s each on a shared 2-core machine
-
-
-def _feed(monitor: Any, chunks: Any, alerts: list[Alert]) -> None:
-    for kind, events in batches(chunks):
-        if kind == "routing":
-            monitor.observe_routing(events)
-        else:
-            monitor.observe_feedback(events)
-        alerts += [o.payload for o in monitor.drain() if o.topic == "alerts"]  # type: ignore[misc]
 
 
 @pytest.fixture(scope="module")
@@ -54,19 +43,10 @@ def runs() -> dict[str, dict[str, Any]]:
     quiet = with_segments(sims[0].run(ONSET_DAY + NO_CHANGE_DAYS), SegmentMix(), start=start)
     incident = with_segments(sims[1].run(ONSET_DAY + 3), SegmentMix(onset_day=ONSET_DAY),
                              start=start)
-    shared: list[Alert] = []
-    for a, b in zip(quiet, incident, strict=False):
-        assert a.routing == b.routing and a.feedback == b.feedback
-        _feed(monitor, [a], shared)
-        if a.end >= onset:
-            break
-    forked = copy.deepcopy(monitor)
-    out = {}
-    for name, m, rest in (("incident", forked, incident), ("quiet", monitor, quiet)):
-        alerts = list(shared)
-        _feed(m, rest, alerts)
-        out[name] = {"monitor": m, "alerts": alerts, "start": start, "onset": onset,
-                     "router": sims[0].scenario.router_id}
+    router = sims[0].scenario.router_id
+    out = {name: {"monitor": m, "alerts": alerts, "start": start, "onset": onset,
+                  "router": router}
+           for name, (m, alerts) in fork_at_onset(monitor, quiet, incident, onset).items()}
     out["incident"]["seconds"] = time.perf_counter() - started
     return out
 
