@@ -371,18 +371,8 @@ def _offer_one(sampler: ReviewSampler, tier: str, i: int, rids: list[str], ts: n
                prio: np.ndarray, u: np.ndarray, pi: np.ndarray, selected: np.ndarray,
                capped: np.ndarray) -> None:
     """``ReviewSampler.offer`` of row ``i``, its priority already known."""
-    r, t = float(prio[i]), float(ts[i])
-    p = sampler._pi(tier, t, r)
-    sel = float(u[i]) < p
-    cap = False
-    vol = sampler._volume_of(tier)
-    if sel and sampler.cap_factor is not None:
-        _, _, done = vol.totals(vol.day(t))
-        if done >= sampler.cap_factor * sampler.quota(tier):
-            sel, cap = False, True
-            sampler.n_capped += 1
-    vol.update(t, priority=r, selected=sel)
-    pi[i], selected[i], capped[i] = p, sel, cap
+    pi[i], selected[i], capped[i] = sampler.admit(tier, float(ts[i]), float(prio[i]),
+                                                  float(u[i]))
 
 
 def _offer_run(sampler: ReviewSampler, tier: str, vol: DailyVolume, day: int, run: np.ndarray,

@@ -447,8 +447,16 @@ class ReviewSampler:
         r = self.priority(
             score, cheap_above=cheap_above, capable_below=capable_below, ood_distance=ood_distance
         )
-        pi = self._pi(tier, ts, r)
         u = uniform(self.seed, request_id)
+        pi, selected, capped = self.admit(tier, ts, r, u)
+        self.last = ReviewDecision(request_id, tier, selected, pi, u, r, capped)
+        return self.last
+
+    def admit(self, tier: str, ts: float, priority: float,
+              u: float) -> tuple[float, bool, bool]:
+        """Decide one request of known ``priority`` and uniform ``u``, and count it in its
+        day: ``(inclusion probability, selected, capped by the daily cap)``."""
+        pi = self._pi(tier, ts, priority)
         selected = u < pi
         capped = False
         vol = self._volume_of(tier)
@@ -457,9 +465,8 @@ class ReviewSampler:
             if done >= self.cap_factor * self.quota(tier):
                 selected, capped = False, True
                 self.n_capped += 1
-        vol.update(ts, priority=r, selected=selected)
-        self.last = ReviewDecision(request_id, tier, selected, pi, u, r, capped)
-        return self.last
+        vol.update(ts, priority=priority, selected=selected)
+        return pi, selected, capped
 
     def update(
         self,
