@@ -58,6 +58,7 @@ from typing import Any
 
 import orjson
 from rocksdict import (
+    BlockBasedIndexType,
     BlockBasedOptions,
     Cache,
     Checkpoint,
@@ -180,6 +181,13 @@ class RocksDecisionStore:
         table.set_bloom_filter(10, False)
         table.set_cache_index_and_filter_blocks(True)
         table.set_pin_l0_filter_and_index_blocks_in_cache(True)
+        # partitioned: a compacted file's whole filter (megabytes) outgrows a cache shard,
+        # is evicted at once and re-read on every lookup (200 µs a miss at 2M keys, 3 µs
+        # with partitions); its 4 KiB partitions stay cached, and the top level is pinned
+        table.set_index_type(BlockBasedIndexType.two_level_index_search())
+        table.set_partition_filters(True)
+        table.set_metadata_block_size(4096)
+        table.set_pin_top_level_index_and_filter(True)
         opts.set_block_based_table_factory(table)
         return opts
 
