@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,8 @@ from pipeline.demo import simulate
 from pipeline.replay import Replay
 from pipeline.schemas import Baseline
 from pipeline.settings import Settings
+from pipeline.sim.io import write_jsonl
+from pipeline.sim.simulator import Chunk
 from pipeline.stream.checkpoint import CheckpointStore, Snapshot
 from pipeline.topics import create_topics
 from tests.integration.worker_proc import http_get
@@ -48,6 +50,19 @@ class Feed:
                  seed: int) -> Feed:
         routing, feedback, baselines, _ = simulate(scenario, tmp / "data", days=days,
                                                    rate=rate, seed=seed)
+        return cls.of_files(tmp, routing, feedback, baselines)
+
+    @classmethod
+    def of_chunks(cls, tmp: Path, chunks: Iterable[Chunk], baselines: list[Baseline]) -> Feed:
+        """A feed of simulated chunks (e.g. with segments and delayed outcomes)."""
+        routing, feedback = tmp / "data" / "routing.jsonl", tmp / "data" / "feedback.jsonl"
+        routing.parent.mkdir(parents=True, exist_ok=True)
+        write_jsonl(chunks, routing, feedback)
+        return cls.of_files(tmp, routing, feedback, baselines)
+
+    @classmethod
+    def of_files(cls, tmp: Path, routing: Path, feedback: Path,
+                 baselines: list[Baseline]) -> Feed:
         replay = Replay(Settings(), Monitor(), tmp / "replay")
         msgs = [(m.kind, m.key, m.value) for m in replay.messages(routing, feedback)]
         return cls(baselines, msgs, routing, feedback, tmp / "replay")
