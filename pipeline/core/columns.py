@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pipeline.core.join import _EXPLORATION, _IN_BAND, _ONE, DecisionRecord
-from pipeline.core.router_state import DAY, OFF_POLICY, RouterState
+from pipeline.core.router_state import DAY, RouterState
 from pipeline.core.sampling import _SCALE, DailyVolume, ReviewDecision, ReviewSampler
 from pipeline.schemas import Rejection, ReviewRequest, RoutingEvent, Thresholds
 
@@ -462,23 +462,5 @@ def _observe_state(state: RouterState, ts: np.ndarray, scores: np.ndarray, tiers
             if cost is not None:
                 c[tier] = c.get(tier, 0.0) + cost
     hours = (ts // 3600).astype(np.int64).tolist()
-    for (tier, band, hour), k in Counter(zip(tiers, bands, hours, strict=True)).items():
-        state.lagged.update_routed(tier, band, hour, k)
-        state.delays.add_exposure(hour, k)
-    state._lag_cache.clear()
-    state._trim_days()
-    if state.bins is None:
-        return
-    state.streams[("router", "score")].update_many(ts, scores)
-    tier_arr = np.asarray(tiers, dtype=object)
-    on_policy = np.fromiter((r not in OFF_POLICY for r in reasons), bool, n)
-    for tier in (state.config.cheap_tier, state.config.capable_tier):
-        idx = np.flatnonzero((tier_arr == tier) & on_policy)
-        if idx.size:
-            state.streams[(tier, "score")].update_many(ts[idx], scores[idx],
-                                                       [key] * idx.size)
-    for name, pairs in signals.items():
-        stream = state.streams.get(("router", name))
-        if stream is not None and pairs:
-            arr = np.asarray(pairs, dtype=np.float64)
-            stream.update_many(arr[:, 0], arr[:, 1])
+    state.count_routed_hours(Counter(zip(tiers, bands, hours, strict=True)).items())
+    state.observe_scores(ts, scores, tiers, reasons, [key] * n, signals)

@@ -9,7 +9,7 @@ numbers behind them (for ``/status``, metrics and the report).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -396,20 +396,34 @@ class RouterState:
                 c[tier] = c.get(tier, 0.0) + cost
             k = (tier, band, int(t // 3600))
             routed[k] = routed.get(k, 0) + 1
-        for (tier, band, hour), n in routed.items():  # one update per (tier, band, hour)
+        self.count_routed_hours(routed.items())
+        self.observe_scores(ts, scores, tiers, reasons, [th.key for th in thresholds], signals)
+
+    def count_routed_hours(self, counts: Iterable[tuple[tuple[str, int, int], int]]) -> None:
+        """Count routed requests per ``(tier, band, decision hour)``: what the lagged
+        signals (contacts, surveys) are attributed against, and the delay table's exposure."""
+        for (tier, band, hour), n in counts:
             self.lagged.update_routed(tier, band, hour, n)
             self.delays.add_exposure(hour, n)
         self._lag_cache.clear()
         self._trim_days()
+
+    def observe_scores(self, ts: np.ndarray, scores: np.ndarray, tiers: Sequence[str],
+                       reasons: Sequence[str], keys: Sequence[tuple[float, float, float]],
+                       signals: Mapping[str, list[tuple[float, float]]]) -> None:
+        """The drift streams' share of a routing batch: the router's scores, each tier's
+        on-policy scores with the thresholds (``keys``) they were routed under, and the
+        router's other signals."""
         if self.bins is None:
             return
         self.streams[("router", "score")].update_many(ts, scores)
+        tier_of = np.asarray(tiers, dtype=object)
+        on_policy = np.fromiter((r not in OFF_POLICY for r in reasons), bool, len(reasons))
         for tier in (self.config.cheap_tier, self.config.capable_tier):
-            idx = [i for i, (x, r) in enumerate(zip(tiers, reasons, strict=True))
-                   if x == tier and r not in OFF_POLICY]
-            if idx:
+            idx = np.flatnonzero((tier_of == tier) & on_policy)
+            if idx.size:
                 self.streams[(tier, "score")].update_many(
-                    ts[idx], scores[idx], [thresholds[i].key for i in idx])
+                    ts[idx], scores[idx], [keys[i] for i in idx.tolist()])
         for name, pairs in signals.items():
             stream = self.streams.get(("router", name))
             if stream is not None and pairs:
