@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from scipy import special
 
+from pipeline.core import readouts
 from pipeline.core.alerts import AlertBook, AlertKey
 from pipeline.core.baseline import quantile_bins
 from pipeline.core.cusum import PoissonCusum
@@ -30,7 +31,6 @@ from pipeline.core.lagged import (
     DelayDistribution,
     DelayEstimate,
     LaggedCounts,
-    poisson_rate_interval,
 )
 from pipeline.core.pooled import RatioMixture
 from pipeline.core.quality import (
@@ -45,6 +45,7 @@ from pipeline.core.quality import (
     masked_tiers,
     outcome,
 )
+from pipeline.core.readouts import Gauge, finite
 from pipeline.core.recommend import BandEvidence, Policy, PolicyConfig
 from pipeline.core.segment_alerts import KIND as SHARE_SHIFT
 from pipeline.core.segment_alerts import annotate, share_shift_alerts
@@ -53,7 +54,6 @@ from pipeline.core.sequential import DEFAULT_TILTS
 from pipeline.schemas import Baseline, Thresholds
 
 DAY = 86400.0
-Gauge = tuple[str, dict[str, str], float]
 DRIFT_KINDS = frozenset({"confidence_drift", "tier_confidence_drift", "signal_drift"})
 # Reasons whose tier does not follow the thresholds: they stay out of per-tier drift.
 OFF_POLICY = frozenset({"escalated", "fallback", "override"})
@@ -199,10 +199,6 @@ class Evaluation:
     snapshot: dict[str, Any] = field(default_factory=dict)
 
 
-def _finite(x: float | None) -> float | None:
-    return None if x is None or not math.isfinite(x) else float(x)
-
-
 def _hours(since: float | None, at: float) -> str:
     return "?" if since is None else f"{(at - since) / 3600:.0f}"
 
@@ -219,13 +215,6 @@ def effective_counts_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     n_eff = np.where(ok, w * w / np.where(ok, w2, 1.0), 0.0)
     rate = np.clip(np.where(ok, wy / np.where(ok, w, 1.0), 0.0), 0.0, 1.0)
     return rate * n_eff, n_eff
-
-
-def _rate(t: Totals) -> dict[str, float] | None:
-    if t.w <= 0:
-        return None
-    lo, hi = t.interval()
-    return {"value": t.rate, "lo": lo, "hi": hi, "n": t.n_eff}
 
 
 class RouterState:
@@ -531,14 +520,14 @@ class RouterState:
             ev.recommendation = self._recommend(at, now)
         self._segment_shifts(ev, at)
         self._delayed_gaps(ev, now)
-        ev.snapshot = self._snapshot(now, drift, quality, econ)
+        ev.snapshot = readouts.snapshot(self, now, drift, quality, econ)
         ev.snapshot["delayed"] = self._delayed_snapshot
         self.last_contacts = {"unattributed": dict(self.unattributed),
                               "delay": self.delay_summary(now - 1e-6)}
         tiers = (self.config.cheap_tier, self.config.capable_tier)
         ev.snapshot["segments"] = {t: self.segments.table(t, at) for t in tiers}
         self.last_snapshot = ev.snapshot
-        self.gauges = self._gauges(at, drift, quality, econ)
+        self.gauges = readouts.gauges(self, at, drift, quality, econ)
         self.gauges += self.segments.gauges(self.router_id, ev.snapshot["segments"])
         self.segments.trim(now)
         return ev
@@ -1115,17 +1104,18 @@ class RouterState:
             self._transition(ev, AlertKey("feedback_starvation", self.router_id, tier),
                              starving, "7d", summary,
                              {"feedback_per_day": per_day, "base_rate": base,
-                              "minimum_detectable_drop": _finite(mdd)})
+                              "minimum_detectable_drop": finite(mdd)})
 
     # -- money and policy ---------------------------------------------------------------
-    def _daily(self, at: float, table: dict[int, dict[str, Any]], tier: str) -> float:
+    def daily(self, at: float, table: dict[int, dict[str, Any]], tier: str) -> float:
+        """The mean per day of ``table``'s ``tier`` over the last 7 days with routing."""
         day = int(at // DAY)
         days = [d for d in range(day - 7, day) if d in self.routed_day]
         return sum(table.get(d, {}).get(tier, 0) for d in days) / len(days) if days else 0.0
 
     def _economics(self, at: float) -> TierEconomics | None:
         c = self.config
-        per_day = self._daily(at, self.routed_day, c.cheap_tier)
+        per_day = self.daily(at, self.routed_day, c.cheap_tier)
         if per_day <= 0:
             return None
         extra_bad = self._extra_rate(at, "thumbs")
@@ -1139,7 +1129,7 @@ class RouterState:
     def _prices(self, at: float) -> Prices:
         """The configured prices, with per-request prices the router actually paid (7d)."""
         c = self.config
-        observed = {t: self._daily(at, self.cost_day, t) / max(self._daily(at, self.routed_day, t),
+        observed = {t: self.daily(at, self.cost_day, t) / max(self.daily(at, self.routed_day, t),
                                                                  1e-9)
                     for t in (c.cheap_tier, c.capable_tier)}
         if all(v > 0 for v in observed.values()):
@@ -1158,8 +1148,8 @@ class RouterState:
         se = math.sqrt(max(cheap.variance, 0.0) + max(capable.variance, 0.0))
         if signal == "thumbs":
             # thumbs come from ~3 % of users: scale feedback bad-rate to every request
-            fb = (self._daily(at, self.feedback_day, c.cheap_tier)
-                  / max(self._daily(at, self.routed_day, c.cheap_tier), 1.0))
+            fb = (self.daily(at, self.feedback_day, c.cheap_tier)
+                  / max(self.daily(at, self.routed_day, c.cheap_tier), 1.0))
             diff, se = diff * min(fb, 1.0), se * min(fb, 1.0)
         return (diff, diff - 1.96 * se, diff + 1.96 * se)
 
@@ -1228,9 +1218,9 @@ class RouterState:
         return {"seq": self.seq, "thresholds": decision.thresholds, "previous": current,
                 "reasons": decision.reasons, "target": decision.target,
                 "drift_firing": drift_firing, "allowance": decision.allowance,
-                "break_even_gap": _finite(break_even),
-                "bands": [{"lo": b.lo, "hi": b.hi, "gap": _finite(b.gap),
-                           "gap_lo": _finite(b.gap_lo), "gap_hi": _finite(b.gap_hi),
+                "break_even_gap": finite(break_even),
+                "bands": [{"lo": b.lo, "hi": b.hi, "gap": finite(b.gap),
+                           "gap_lo": finite(b.gap_lo), "gap_hi": finite(b.gap_hi),
                            "n": b.n, "live_share": b.live_share} for b in bands],
                 "impact": self.expected_impact(at, current, decision.thresholds, bands)}
 
@@ -1242,7 +1232,7 @@ class RouterState:
         are those the router paid over the last week when events carry ``cost_usd``.
         """
         c = self.config
-        volume = sum(self._daily(at, self.routed_day, t) for t in (c.cheap_tier,
+        volume = sum(self.daily(at, self.routed_day, t) for t in (c.cheap_tier,
                                                                    c.capable_tier))
         price = self._prices(at)
 
@@ -1263,152 +1253,15 @@ class RouterState:
                 + volume * dq * price.cost_per_support_contact}
 
     # -- metrics ------------------------------------------------------------------------
-    def _gauges(self, at: float, drift: dict[str, StreamResult], quality: dict[str, Any],
-                econ: TierEconomics | None) -> list[Gauge]:
-        """Every gauge sample of this evaluation, named as in ``deploy/metrics.md``."""
-        c = self.config
-        r = self.router_id
-        out: list[Gauge] = []
-        for label, res in drift.items():
-            who, signal = ("all", label[7:]) if label.startswith("signal:") else (
-                "all" if label == "router" else label, "score")
-            for wr in res.windows:
-                labels = {"router_id": r, "tier": who, "window": wr.window, "signal": signal}
-                out += [("drift_psi", labels, wr.psi.effect), ("drift_ks", labels, wr.ks.effect)]
-            seq = self.streams[("router" if who == "all" else who, signal)].seq
-            worst = None if seq is None else seq.worst()
-            if seq is not None and worst is not None:
-                out.append(("drift_sequential_ratio", {"router_id": r, "tier": who,
-                            "signal": signal}, worst[1] / seq.threshold))
-        for tier_name, cs in quality.get("contact_cusum", {}).items():
-            out.append(("support_contact_sequential_ratio", {"router_id": r, "tier": tier_name},
-                        cs["ratio"]))
-        tiers: list[tuple[str, str | None]] = [(t, t) for t in (c.cheap_tier, c.capable_tier)]
-        for seconds in c.quality.windows:
-            w = window_name(seconds)
-            for name, tier in [*tiers, ("all", None)]:
-                for signal in FEEDBACK_SIGNALS:
-                    t = self.quality.window(at, seconds, signal=signal, tier=tier)
-                    if t.w <= 0:
-                        continue
-                    lo, hi = t.interval()
-                    for bound, v in (("estimate", t.rate), ("lower", lo), ("upper", hi)):
-                        out.append(("satisfaction_ratio", {"router_id": r, "tier": name,
-                                    "window": w, "signal": signal, "bound": bound}, v))
-                sup = self.window("support_contact", at, seconds, tier=tier)
-                if sup.w > 0:
-                    out.append(("support_contact_ratio",
-                                {"router_id": r, "tier": name, "window": w}, 1 - sup.rate))
-        for tier_name, per in quality["mdd"].items():
-            for key, v in per.items():
-                signal, w = key.split("/")
-                if v is not None and math.isfinite(v):
-                    out.append(("minimum_detectable_drop_ratio", {"router_id": r,
-                                "tier": tier_name, "window": w, "signal": signal}, v))
-        for source, th in (("recommended", self.recommended), ("applied", self.thresholds)):
-            if th is not None:
-                for name in ("cheap_above", "capable_below", "exploration_rate"):
-                    out.append(("threshold", {"router_id": r, "name": name, "source": source},
-                                getattr(th, name)))
-        if econ is not None:
-            for quantity, v in (("cost", econ.cost_per_day),
-                                ("all_capable_cost", econ.all_capable_cost_per_day),
-                                ("savings", econ.savings_per_day),
-                                ("hidden_cost", econ.hidden_cost_per_day),
-                                ("net_value", econ.net_value_per_day)):
-                out.append(("economics_usd_per_day",
-                            {"router_id": r, "tier": c.cheap_tier, "quantity": quantity}, v))
-        for reason, n in sorted(self.unattributed.items()):
-            out.append(("support_contacts_unattributed", {"router_id": r, "reason": reason},
-                        float(n)))
-        pending = (self.recommended is not None and self.thresholds is not None
-                   and self.recommended.key != self.thresholds.key)
-        out.append(("recommendation_pending", {"router_id": r}, float(pending)))
-        return [g for g in out if math.isfinite(g[2])]
-
-    # -- snapshot -----------------------------------------------------------------------
-    def _snapshot(self, now: float, drift: dict[str, StreamResult], quality: dict[str, Any],
-                  econ: TierEconomics | None) -> dict[str, Any]:
-        c = self.config
-        at = now - 1e-6
-        seconds = 7 * DAY
-        tiers: dict[str, Any] = {}
-        volume = {t: self._daily(at, self.routed_day, t) for t in (c.cheap_tier, c.capable_tier)}
-        total = sum(volume.values())
-        for tier in (c.cheap_tier, c.capable_tier):
-            sat = self.quality.window(at, seconds, signal="thumbs", tier=tier)
-            sup = self.window("support_contact", at, seconds, tier=tier)
-            sup_rate = None
-            if sup.w > 0:
-                # contacts per request by request time, corrected for those still to come;
-                # the exact Poisson interval on the count over the expected exposure
-                bad = sup.w - sup.wy
-                lo, hi = poisson_rate_interval(bad, sup.w)
-                sup_rate = {"value": bad / sup.w, "lo": lo, "hi": min(hi, 1.0), "n": sup.n_eff}
-            mdds = [v for v in quality["mdd"].get(tier, {}).values() if v is not None]
-            tiers[tier] = {"satisfaction": _rate(sat), "support_rate": sup_rate,
-                           "mdd": _finite(min(mdds)) if mdds else None,
-                           "share": volume[tier] / total if total else None}
-        drift_points = {}
-        for label, res in drift.items():
-            if label.startswith("signal:"):
-                continue
-            w = next((x for x in res.windows if x.window == "1d"), None) or res.worst
-            if w is not None:
-                drift_points[label] = {"psi": _finite(w.psi.effect), "ks": _finite(w.ks.effect),
-                                       "window": w.window}
-        def point(th: Thresholds | None) -> dict[str, float] | None:
-            return None if th is None else {"cheap_above": th.cheap_above,
-                                            "capable_below": th.capable_below,
-                                            "exploration_rate": th.exploration_rate}
-        return {
-            "ts": now,
-            "aggregate": _rate(self.quality.window(at, seconds, signal="thumbs")),
-            "tiers": tiers,
-            "drift": drift_points,
-            "recommended": point(self.recommended),
-            "applied": point(self.thresholds),
-            "economics": None if econ is None else {
-                "savings_per_day": econ.savings_per_day,
-                "hidden_cost_per_day": econ.hidden_cost_per_day,
-                "net_value_per_day": econ.net_value_per_day,
-                "cost_per_day": econ.cost_per_day},
-        }
-
     def delay_summary(self, at: float) -> dict[str, float] | None:
         """The learnt contact delay: its median and 90th percentile in hours."""
-        est = self.delay_estimate(at)
-        if est is None:
-            return None
-        median, p90 = (int(np.searchsorted(est.cdf, q)) for q in (0.5, 0.9))
-        return {"median_h": float(median), "p90_h": float(p90), "events": est.events}
+        return readouts.delay_summary(self, at)
 
     def band_quality(self, now: float) -> dict[str, Any]:
         """Satisfaction per score band per tier (7d), for the report."""
-        at = now - 1e-6
-        tiers: dict[str, list[Any]] = {}
-        for tier in (self.config.cheap_tier, self.config.capable_tier):
-            tiers[tier] = [_rate(self.quality.window(at, 7 * DAY, signal="thumbs", tier=tier,
-                                                     band=b))
-                           for b in range(self.config.n_bands)]
-        th = self.thresholds
-        return {"edges": [float(x) for x in self.band_edges], "tiers": tiers,
-                "thresholds": {"cheap_above": th.cheap_above, "capable_below": th.capable_below,
-                               "exploration_rate": th.exploration_rate} if th else
-                {"cheap_above": 1.0, "capable_below": 0.0, "exploration_rate": 0.0}}
+        return readouts.band_quality(self, now)
 
     def histogram(self, now: float, seconds: float = DAY) -> dict[str, Any] | None:
         """Live vs baseline over coarse bins, for the report."""
-        stream = self.streams.get(("router", "score"))
-        if stream is None or self.bins is None:
-            return None
-        at = now - 1e-6
-        live = stream.hist.window(at, seconds).astype(float)
-        if live.sum() <= 0:
-            return None
-        splits = coarse_splits(self.bins.baseline_probs, 20)
-        base = np.add.reduceat(self.bins.baseline_probs, splits[:-1])
-        obs = np.add.reduceat(live / live.sum(), splits[:-1])
-        edges = self.bins.fine_edges[splits]
-        return {"ts": now, "edges": [float(e) for e in edges], "baseline": base.tolist(),
-                "live": obs.tolist()}
+        return readouts.histogram(self, now, seconds)
+
