@@ -166,3 +166,23 @@ def test_a_worker_refuses_an_unusable_state_unless_reset(tmp_path: Path) -> None
     assert registry.get_sample_value("tierwatch_state_restores_total",
                                      {"source": "latest"}) == 1
     store.close()
+
+
+def test_quality_state_pickled_before_quality_became_a_package_still_loads() -> None:
+    """Snapshots name the quality classes ``pipeline.core.quality.<Class>`` from before
+    the module was split; the package re-exports every one of them."""
+    import pickle
+
+    from pipeline.core.quality import OutcomeCounts, SequentialDropTest, Totals
+
+    counts = OutcomeCounts()
+    counts.update("cheap", 3, "thumbs", 1_700_000_000.0, 1.0)
+    state = (counts, SequentialDropTest(floor=0.05), Totals.from_arrays([1.0, 0.0]))
+    text = pickle.dumps(state, protocol=0)
+    old = text
+    for module in ("counts", "drop", "totals"):
+        old = old.replace(f"pipeline.core.quality.{module}\n".encode(), b"pipeline.core.quality\n")
+    assert old != text and b"pipeline.core.quality.counts" not in old
+    loaded = pickle.loads(old)
+    assert [type(x) for x in loaded] == [type(x) for x in state]
+    assert loaded[0].window(1_700_000_000.0 + 60, 3600, signal="thumbs", tier="cheap").n == 1

@@ -172,9 +172,3 @@ __all__ = [
     "wilson_interval",
 ]
 
-
-# A checkpoint pickles these by module and name: keep the package's public path, so
-# snapshots written before quality.py became a package still load, and new ones do not
-# depend on the module layout inside the package.
-for _cls in (DropResult, Estimate, GapResult, OutcomeCounts, SequentialDropTest, Totals):
-    _cls.__module__ = __name__
