@@ -32,6 +32,7 @@ from pipeline.core.decision_store import DecisionStore
 from pipeline.core.delayed import SUBJECT_KINDS, RoutedRow
 from pipeline.core.join import UNJOINED_REASON, FeedbackJoin, JoinedFeedback, Origin
 from pipeline.core.quality import outcome
+from pipeline.core.recommend import Proposal
 from pipeline.core.router_state import MonitorConfig, RouterState, Transition
 from pipeline.core.sampling import ReviewSampler
 from pipeline.core.signing import Keyring
@@ -546,17 +547,15 @@ class Monitor:
             self.firing.pop(k.fingerprint, None)
         self._pending.append(Output("alerts", k.fingerprint, alert))
 
-    def _recommend(self, state: RouterState, rec: dict[str, Any], now: float) -> None:
+    def _recommend(self, state: RouterState, rec: Proposal, now: float) -> None:
         assert self.signer is not None
-        impact = rec.pop("impact")
         body = {
-            "router_id": state.router_id, "seq": rec["seq"], "issued_at": _dt(now),
+            "router_id": state.router_id, "seq": rec.seq, "issued_at": _dt(now),
             "valid_until": _dt(now) + timedelta(seconds=self.config.recommendation_ttl_s),
-            "mode": self.signer.mode, "thresholds": rec["thresholds"],
-            "previous": rec["previous"], "reasons": rec["reasons"],
-            "evidence": _jsonable({"target": rec["target"], "drift_firing": rec["drift_firing"],
-                                   "bands": rec["bands"]}),
-            "expected_impact": ExpectedImpact(**impact),
+            "mode": self.signer.mode, "thresholds": rec.thresholds,
+            "previous": rec.previous, "reasons": rec.reasons,
+            "evidence": _jsonable(rec.evidence()),
+            "expected_impact": ExpectedImpact(**rec.impact),
             "baseline_version": state.baseline.version if state.baseline else None,
             "key_id": self.signer.key_id, "signature": "0" * 64}
         unsigned = ThresholdRecommendation.model_validate(body)

@@ -164,6 +164,38 @@ class Decision:
     allowance: float | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Proposal:
+    """A threshold recommendation as a router's state decides it, before the monitor signs
+    it into a :class:`~pipeline.schemas.ThresholdRecommendation`.
+
+    >>> th = Thresholds(cheap_above=0.7, capable_below=0.6, exploration_rate=0.1)
+    >>> band = BandEvidence(0.7, 0.8, 0.002, 0.001, 0.003, 500.0, 0.2)
+    >>> p = Proposal(1, th.model_copy(update={"cheap_above": 0.75}), th, ["gap"], 0.75,
+    ...              False, (band,), {"cost_change_per_day_usd": 3.0})
+    >>> p.evidence()["bands"][0]["gap"], p.evidence()["drift_firing"]
+    (0.002, False)
+    """
+
+    seq: int
+    thresholds: Thresholds
+    previous: Thresholds
+    reasons: list[str]
+    target: float | None
+    drift_firing: bool
+    bands: tuple[BandEvidence, ...]
+    #: the :class:`~pipeline.schemas.ExpectedImpact` fields
+    impact: dict[str, float]
+
+    def evidence(self) -> dict[str, object]:
+        """What the recommendation was decided on: the target, whether drift was firing,
+        and each band's contact gap of cheap over capable."""
+        return {"target": self.target, "drift_firing": self.drift_firing,
+                "bands": [{"lo": b.lo, "hi": b.hi, "gap": b.gap, "gap_lo": b.gap_lo,
+                           "gap_hi": b.gap_hi, "n": b.n, "live_share": b.live_share}
+                          for b in self.bands]}
+
+
 def _fmt(x: float) -> str:
     return f"{x:.3f}"
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from scipy import special
 
-from pipeline.core import readouts
+from pipeline.core import ledger, readouts
 from pipeline.core.alerts import AlertBook, AlertKey
 from pipeline.core.baseline import quantile_bins
 from pipeline.core.cusum import PoissonCusum
@@ -25,7 +25,7 @@ from pipeline.core.delayed import REQUEST_KINDS as DELAYED_KINDS
 from pipeline.core.delayed import DelayedConfig, DelayedOutcomes
 from pipeline.core.detector import DriftConfig, DriftStream, StreamResult, window_name
 from pipeline.core.drift import calibrated_alpha
-from pipeline.core.economics import Prices, TierEconomics, break_even_gap, tier_economics
+from pipeline.core.economics import Prices, break_even_gap
 from pipeline.core.histogram import QuantileBins, coarse_splits
 from pipeline.core.lagged import (
     DelayDistribution,
@@ -46,7 +46,7 @@ from pipeline.core.quality import (
     outcome,
 )
 from pipeline.core.readouts import Gauge, finite
-from pipeline.core.recommend import BandEvidence, Policy, PolicyConfig
+from pipeline.core.recommend import Policy, PolicyConfig, Proposal
 from pipeline.core.segment_alerts import KIND as SHARE_SHIFT
 from pipeline.core.segment_alerts import annotate, share_shift_alerts
 from pipeline.core.segments import ATTRIBUTED_KINDS, SegmentConfig, SegmentCounts
@@ -195,7 +195,7 @@ class Evaluation:
 
     ts: float
     transitions: list[Transition] = field(default_factory=list)
-    recommendation: dict[str, Any] | None = None
+    recommendation: Proposal | None = None
     snapshot: dict[str, Any] = field(default_factory=dict)
 
 
@@ -508,7 +508,7 @@ class RouterState:
         ev.transitions += self.sequential(now).transitions
         drift = self._evaluate_drift(ev, at)
         quality = self._evaluate_quality(ev, at)
-        econ = self._economics(at)
+        econ = ledger.economics(self, at)
         if econ is not None:
             trap = econ.trap
             self._transition(ev, AlertKey("pareto_trap", self.router_id,
@@ -1113,99 +1113,14 @@ class RouterState:
         days = [d for d in range(day - 7, day) if d in self.routed_day]
         return sum(table.get(d, {}).get(tier, 0) for d in days) / len(days) if days else 0.0
 
-    def _economics(self, at: float) -> TierEconomics | None:
-        c = self.config
-        per_day = self.daily(at, self.routed_day, c.cheap_tier)
-        if per_day <= 0:
-            return None
-        extra_bad = self._extra_rate(at, "thumbs")
-        extra_sup = self._extra_rate(at, "support_contact")
-        prices = self._prices(at)
-        delayed = self.delayed.hidden_cost(prices.cost_per_bad_survey,
-                                           prices.cost_per_churned_subject, per_day)
-        return tier_economics(prices, requests_per_day=per_day, extra_bad_rate=extra_bad,
-                              extra_support_rate=extra_sup, delayed_cost_per_day=delayed)
-
-    def _prices(self, at: float) -> Prices:
-        """The configured prices, with per-request prices the router actually paid (7d)."""
-        c = self.config
-        observed = {t: self.daily(at, self.cost_day, t) / max(self.daily(at, self.routed_day, t),
-                                                                 1e-9)
-                    for t in (c.cheap_tier, c.capable_tier)}
-        if all(v > 0 for v in observed.values()):
-            return replace(c.prices, cheap_per_request=observed[c.cheap_tier],
-                           capable_per_request=observed[c.capable_tier])
-        return c.prices
-
-    def _extra_rate(self, at: float, signal: str) -> tuple[float, float, float]:
-        """Cheap's bad rate minus capable's, per request, with a 95 % interval (7d window)."""
-        c = self.config
-        cheap = self.window(signal, at, 7 * DAY, tier=c.cheap_tier)
-        capable = self.window(signal, at, 7 * DAY, tier=c.capable_tier)
-        if cheap.w <= 0 or capable.w <= 0:
-            return (0.0, 0.0, 0.0)
-        diff = capable.rate - cheap.rate  # good-rate gap = extra bad rate of cheap
-        se = math.sqrt(max(cheap.variance, 0.0) + max(capable.variance, 0.0))
-        if signal == "thumbs":
-            # thumbs come from ~3 % of users: scale feedback bad-rate to every request
-            fb = (self.daily(at, self.feedback_day, c.cheap_tier)
-                  / max(self.daily(at, self.routed_day, c.cheap_tier), 1.0))
-            diff, se = diff * min(fb, 1.0), se * min(fb, 1.0)
-        return (diff, diff - 1.96 * se, diff + 1.96 * se)
-
-    def band_evidence(self, at: float) -> list[BandEvidence]:
-        """Per-band extra support contacts per routed request of cheap over capable (7d).
-
-        Above ``cheap_above`` the capable tier serves nothing, so a band without enough
-        capable evidence borrows it from the nearest band that has it (ties: the higher
-        band): capable quality varies slowly with the score, and its nearest neighbours
-        are the most alike queries it serves. Pooling every capable request instead
-        would compare the cheap tier's easiest queries with the capable tier's hardest.
-        """
-        c = self.config
-        seconds = 7 * DAY
-        capable_all = self.window("support_contact", at, seconds, tier=c.capable_tier)
-        capable_by_band = [self.window("support_contact", at, seconds, tier=c.capable_tier,
-                                       band=b)
-                           for b in range(c.n_bands)]
-        enough = [b for b in range(c.n_bands)
-                  if capable_by_band[b].n_eff >= c.quality.min_effective_n]
-        total = self.streams.get(("router", "score"))
-        live = total.hist.window(at, seconds).astype(float) if total else None
-        evidence = []
-        for b in range(c.n_bands):
-            cheap = self.window("support_contact", at, seconds, tier=c.cheap_tier, band=b)
-            if enough:
-                capable = capable_by_band[min(enough, key=lambda k: (abs(k - b), -k))]
-            else:
-                capable = capable_all
-            share = 0.0
-            if live is not None and live.sum() > 0 and self.bins is not None:
-                mids = self.bins.fine_edges
-                centre = (mids[:-1] + mids[1:]) / 2
-                inside = (centre >= self.band_edges[b]) & (centre < self.band_edges[b + 1])
-                share = float(live[inside].sum() / live.sum())
-            lo, hi = float(self.band_edges[b]), float(self.band_edges[b + 1])
-            if cheap.w <= 0 or capable.w <= 0:
-                evidence.append(BandEvidence(lo, hi, None, None, None, cheap.n_eff, share))
-                continue
-            # rates are of "no contact": a contact is a bad outcome; score intervals, since
-            # contacts are rare (each bound ≈ 99 % one-sided before moving either way)
-            evidence.append(BandEvidence.from_counts(
-                lo, hi, cheap_bad=(1 - cheap.rate) * cheap.n_eff, cheap_n=cheap.n_eff,
-                capable_bad=(1 - capable.rate) * capable.n_eff, capable_n=capable.n_eff,
-                live_share=share))
-        return evidence
-
-    def _recommend(self, at: float, now: float) -> dict[str, Any] | None:
+    def _recommend(self, at: float, now: float) -> Proposal | None:
         assert self.thresholds is not None
         if at < self.start + self.config.quality.reference_days * DAY / 2:
             return None  # warming up: no band has a week of evidence yet
         current = self.recommended or self.thresholds
         drift_firing = self.alerts.any_firing(self.router_id, set(DRIFT_KINDS))
-        bands = self.band_evidence(at)
-        prices = self._prices(at)
-        break_even = break_even_gap(prices)
+        bands = ledger.band_evidence(self, at)
+        break_even = break_even_gap(ledger.prices(self, at))
         decision = self.policy.decide(current, bands, now=now, drift_firing=drift_firing,
                                       break_even_gap=break_even)
         refresh = (self.last_recommendation_ts is not None and
@@ -1215,42 +1130,9 @@ class RouterState:
         self.seq += 1
         self.recommended = decision.thresholds
         self.last_recommendation_ts = now
-        return {"seq": self.seq, "thresholds": decision.thresholds, "previous": current,
-                "reasons": decision.reasons, "target": decision.target,
-                "drift_firing": drift_firing, "allowance": decision.allowance,
-                "break_even_gap": finite(break_even),
-                "bands": [{"lo": b.lo, "hi": b.hi, "gap": finite(b.gap),
-                           "gap_lo": finite(b.gap_lo), "gap_hi": finite(b.gap_hi),
-                           "n": b.n, "live_share": b.live_share} for b in bands],
-                "impact": self.expected_impact(at, current, decision.thresholds, bands)}
-
-    def expected_impact(self, at: float, old: Thresholds, new: Thresholds,
-                        bands: list[BandEvidence]) -> dict[str, float]:
-        """Cost per day and quality change of ``new`` vs ``old`` from the live histogram.
-
-        ``quality_change`` is in support contacts per request (negative: worse); prices
-        are those the router paid over the last week when events carry ``cost_usd``.
-        """
-        c = self.config
-        volume = sum(self.daily(at, self.routed_day, t) for t in (c.cheap_tier,
-                                                                   c.capable_tier))
-        price = self._prices(at)
-
-        def cheap_share(th: Thresholds) -> float:
-            return sum(b.live_share * th.p_cheap((b.lo + b.hi) / 2) for b in bands)
-
-        def cost(share: float) -> float:
-            return volume * (share * price.cheap_per_request
-                             + (1 - share) * price.capable_per_request)
-
-        s_old, s_new = cheap_share(old), cheap_share(new)
-        dq = -sum(b.live_share * (new.p_cheap((b.lo + b.hi) / 2) - old.p_cheap((b.lo + b.hi) / 2))
-                  * (b.gap or 0.0) for b in bands)
-        change = cost(s_new) - cost(s_old)
-        return {"cost_per_day_usd": cost(s_new), "cost_change_per_day_usd": change,
-                "cheap_share": min(1.0, max(0.0, s_new)), "quality_change": dq,
-                "net_value_change_per_day_usd": -change
-                + volume * dq * price.cost_per_support_contact}
+        return Proposal(self.seq, decision.thresholds, current, decision.reasons,
+                        decision.target, drift_firing, tuple(bands),
+                        ledger.expected_impact(self, at, current, decision.thresholds, bands))
 
     # -- metrics ------------------------------------------------------------------------
     def delay_summary(self, at: float) -> dict[str, float] | None:

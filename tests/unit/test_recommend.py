@@ -18,6 +18,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from pipeline.core import ledger
 from pipeline.core.recommend import BandEvidence, Policy, PolicyConfig
 from pipeline.core.router_state import MonitorConfig, RouterState
 from pipeline.schemas import Thresholds
@@ -332,7 +333,7 @@ def test_band_evidence_borrows_capable_quality_from_the_nearest_band() -> None:
         routed("capable", band, n, contacts)
     for band in range(5, 10):
         routed("cheap", band, 1000, 4)
-    ev = state.band_evidence(at)
+    ev = ledger.band_evidence(state, at)
     # cheap's 0.004 equals the nearest capable band's 0.004: no gap, not the pooled 0.014
     assert ev[5].gap == pytest.approx(0.0, abs=1e-12)
     assert ev[9].gap == pytest.approx(0.0, abs=1e-12)

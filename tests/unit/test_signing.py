@@ -220,15 +220,15 @@ def test_formatting_of_the_bytes_does_not_matter_only_the_content() -> None:
 def test_the_subscriber_verifies_what_the_monitor_signs() -> None:
     """A recommendation from a real Monitor verifies; ``encode`` is the worker's bytes."""
     from pipeline.core.monitor import Monitor, Signer
+    from pipeline.core.recommend import Proposal
 
     ring = Keyring({"k1": K1})
     monitor = Monitor(signer=Signer(ring, "k1", "enforce"))
     state = monitor.router("support", NOW.timestamp() - 30 * 86400)
-    monitor._recommend(state, {  # the signing path alone, on a stub decision
-        "seq": 1, "thresholds": NEW, "previous": OLD, "reasons": ["r"], "target": 0.7,
-        "drift_firing": False, "bands": [],
-        "impact": {"cost_per_day_usd": 1.0, "cost_change_per_day_usd": 0.0,
-                   "cheap_share": 0.5, "quality_change": 0.0}}, NOW.timestamp())
+    monitor._recommend(state, Proposal(  # the signing path alone, on a stub decision
+        1, NEW, OLD, ["r"], 0.7, False, (),
+        {"cost_per_day_usd": 1.0, "cost_change_per_day_usd": 0.0, "cheap_share": 0.5,
+         "quality_change": 0.0}), NOW.timestamp())
     (out,) = monitor.drain()
     assert out.topic == "control" and out.key == "support"
     sub = subscriber(ring)
