@@ -19,8 +19,9 @@ looks with ``p`` below 1e-2, 1e-3 and 1e-4 against the nominal levels, plus the 
 seeds whose smallest ``p`` falls below the quality family's per-test level.
 
 Asserted: observed/expected within 2 % of 1; the standardized variance within
-[0.9, 1.1]; the share of looks below 1e-2 and 1e-3 at most 1.5× nominal (the looks are
-autocorrelated, so 1e-4 is reported, not asserted). ``TIERWATCH_CC_SEEDS`` (default 200).
+[0.9, 1.1]; the share of looks below 1e-2 and 1e-3 at most 1.5× nominal plus three
+standard errors (looks are autocorrelated over a day, so the errors are those of
+looks / 24 independent looks; 1e-4 is reported, not asserted). ``TIERWATCH_CC_SEEDS`` (default 200).
 """
 
 from __future__ import annotations
@@ -117,4 +118,8 @@ def test_contact_calibration(write_report: Callable[[str, str], Path],
     for name, r in results.items():
         assert abs(r["obs_over_exp"] - 1.0) < 0.02, (name, r)
         assert 0.9 <= r["z_var"] <= 1.1, (name, r)
-        assert r["p<0.01"] <= 1.5e-2 and r["p<0.001"] <= 1.5e-3, (name, r)
+        for x in (1e-2, 1e-3):
+            # a 24 h window looked at hourly: excursions come in runs of about a day's
+            # looks, so the share's noise is that of looks / 24 independent ones
+            noise = 3.0 * (x * 24.0 / r["looks"]) ** 0.5
+            assert r[f"p<{x:g}"] <= 1.5 * x + noise, (name, x, r)
