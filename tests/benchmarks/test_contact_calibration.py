@@ -18,10 +18,11 @@ standardized excess (1 when ``E``'s estimation error is negligible), and the sha
 looks with ``p`` below 1e-2, 1e-3 and 1e-4 against the nominal levels, plus the share of
 seeds whose smallest ``p`` falls below the quality family's per-test level.
 
-Asserted: observed/expected within 2 % of 1; the standardized variance within
-[0.9, 1.1]; the share of looks below 1e-2 and 1e-3 at most 1.5× nominal plus three
-standard errors (looks are autocorrelated over a day, so the errors are those of
-looks / 24 independent looks; 1e-4 is reported, not asserted). ``TIERWATCH_CC_SEEDS`` (default 200).
+Asserted: observed/expected within 2 % of 1 and the standardized variance within
+0.1 of 1 (or three standard errors, if wider, when few seeds are run); the share of
+looks below 1e-2 and 1e-3 at most 1.5× nominal plus three standard errors. Looks are
+autocorrelated over a day, so all errors are those of looks / 24 independent looks;
+1e-4 is reported, not asserted. ``TIERWATCH_CC_SEEDS`` (default 200).
 """
 
 from __future__ import annotations
@@ -94,8 +95,9 @@ def summary(runs: Sequence[np.ndarray]) -> dict[str, float]:
     e, c, e_ref, c_ref, p = rows[:, 1], rows[:, 2], rows[:, 3], rows[:, 4], rows[:, 5]
     r0 = c_ref / e_ref
     z = (c - e * r0) / np.sqrt(e * r0 * (1 + e / e_ref))
-    out = {"looks": float(p.size), "obs_over_exp": float(np.mean(c / e / r0)),
-           "z_var": float(z.var())}
+    ratio = c / e / r0
+    out = {"looks": float(p.size), "obs_over_exp": float(np.mean(ratio)),
+           "ratio_sd": float(ratio.std()), "z_var": float(z.var())}
     for x in (1e-2, 1e-3, 1e-4):
         out[f"p<{x:g}"] = float((p < x).mean())
     out["seeds_min_p<level"] = float(np.mean([r[:, 5].min() < LEVEL for r in runs]))
@@ -116,10 +118,12 @@ def test_contact_calibration(write_report: Callable[[str, str], Path],
                              [[n, *(f"{r[c]:.3g}" for c in cols)] for n, r in results.items()]))
     write_report("contact_calibration.md", text)
     for name, r in results.items():
-        assert abs(r["obs_over_exp"] - 1.0) < 0.02, (name, r)
-        assert 0.9 <= r["z_var"] <= 1.1, (name, r)
+        # a 24 h window looked at hourly: excursions come in runs of about a day's
+        # looks, so every share's or mean's noise is that of looks / 24 independent ones
+        n_eff = r["looks"] / 24.0
+        assert abs(r["obs_over_exp"] - 1.0) < max(0.02, 3.0 * r["ratio_sd"] / n_eff ** 0.5), \
+            (name, r)
+        assert abs(r["z_var"] - 1.0) <= max(0.1, 3.0 * (2.0 / n_eff) ** 0.5), (name, r)
         for x in (1e-2, 1e-3):
-            # a 24 h window looked at hourly: excursions come in runs of about a day's
-            # looks, so the share's noise is that of looks / 24 independent ones
             noise = 3.0 * (x * 24.0 / r["looks"]) ** 0.5
             assert r[f"p<{x:g}"] <= 1.5 * x + noise, (name, x, r)
