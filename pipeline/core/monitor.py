@@ -404,6 +404,33 @@ class Monitor:
                                            feedback_bad=w * (1.0 - outcome(fb.kind, fb.value)))
 
     # -- evaluation ----------------------------------------------------------------------
+    @property
+    def due_at(self) -> float | None:
+        """The watermark from which :meth:`drain` has work (an evaluation or a sequential
+        tick); ``None`` before the first event. Below it, ``drain`` only hands back the
+        pending outputs, so batches that keep the watermark below it may be counted as one.
+
+        >>> m = Monitor()
+        >>> m.due_at is None
+        True
+        >>> _ = m.observe_routing([_example_event()])
+        >>> m.due_at <= m.next_eval
+        True
+        """
+        if self.next_eval is None:
+            return None
+        if not self.config.sequential_drift:
+            return self.next_eval
+        tick = self.next_tick
+        if tick is None:
+            tick = self.next_eval - self.config.eval_every_s + self.config.seq_step_s
+        return min(self.next_eval, tick)
+
+    @property
+    def pending(self) -> int:
+        """Outputs waiting for the next :meth:`drain` (review requests, mostly)."""
+        return len(self._pending)
+
     def drain(self) -> list[Output]:
         """Run the evaluations that are due; return every pending output."""
         wm, step = self.watermark, self.config.eval_every_s

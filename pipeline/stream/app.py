@@ -92,6 +92,9 @@ INPUTS = ("routing", "feedback", "baselines")
 OUTPUTS = ("alerts", "control", "review", "dlq")
 RANK = {"baselines": 0, "routing": 1, "feedback": 2}
 RUNBOOK = "deploy/runbook.md"
+#: released messages handled between two yields to the event loop; consecutive routing
+#: messages among them are counted as one batch (Processor.handle_many)
+DRAIN_SLICE = 64
 
 
 class StateUnusable(Exception):
@@ -477,11 +480,12 @@ class Worker:
     async def _drain(self) -> None:
         processor, by_name = self.processor, self.by_name
         async with self.lock:
-            for i, msg in enumerate(self.release()):
-                out = processor.handle(by_name[msg.topic], msg)
-                out.extend(processor.flush())
-                await self.publish(out)
-                if i % 64 == 63:
+            released = self.release()
+            for i in range(0, len(released), DRAIN_SLICE):
+                part = released[i:i + DRAIN_SLICE]
+                await self.publish(processor.handle_many([(by_name[m.topic], m)
+                                                          for m in part]))
+                if i + DRAIN_SLICE < len(released):
                     await asyncio.sleep(0)  # let the web server and the timers run
             if (time.monotonic() - self.last_checkpoint >= self.settings.checkpoint_every_s
                     and processor.messages != self.checkpointed):

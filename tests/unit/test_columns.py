@@ -23,6 +23,7 @@ import numpy as np
 import orjson
 import pytest
 
+from pipeline.bootstrap import bootstrap
 from pipeline.core.columns import observe_routing_columns
 from pipeline.core.monitor import Monitor
 from pipeline.demo import simulate
@@ -30,6 +31,7 @@ from pipeline.replay import Replay, build_monitor
 from pipeline.schemas import Baseline, RoutingEvent
 from pipeline.settings import Settings
 from pipeline.stream.checkpoint import CheckpointStore, Snapshot
+from pipeline.stream.processor import InMessage, OutMessage, Processor
 from tests.integration.feed import canon, differences
 
 OUTPUTS = ("alerts.jsonl", "control.jsonl", "review.jsonl", "dlq.jsonl")
@@ -200,3 +202,79 @@ def test_signed_zeros_in_thresholds_are_kept_as_written(zero: str) -> None:
     th = columnar.routers["support"].thresholds
     assert th is not None and repr(th.capable_below) == repr(
         per_event.routers["support"].thresholds.capable_below)  # type: ignore[union-attr]
+
+
+def _inputs(data: Path, settings: Settings, batch: int) -> list[tuple[str, InMessage]]:
+    """The messages of a replay of ``data`` as a worker would take them: batches of
+    ``batch`` lines, cut where the replay cuts them (evaluation boundaries, bad lines)."""
+    replay = Replay(settings, build_monitor(settings), data / "unused", batch=batch)
+    return [(m.kind, InMessage(m.source, None, m.lines[0].line_no, None, m.value))
+            for m in replay.messages(data / "routing.jsonl", data / "feedback.jsonl")]
+
+
+def _processor(data: Path, settings: Settings) -> Processor:
+    monitor = build_monitor(settings)
+    monitor.config = dataclasses.replace(monitor.config, review_quota_per_day=400.0)
+    monitor.set_baseline(Baseline.model_validate_json((data / "baseline.json").read_bytes()))
+    return bootstrap(settings, monitor=monitor, clock=None)
+
+
+@pytest.fixture(scope="module")
+def run_sims(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """``fast``: 1 routing event/s, several messages between two sequential ticks;
+    ``slow``: a retrained classifier (drift alerts from day 10) at 0.05 events/s, with
+    the hourly evaluations only. Each also in a hostile variant (two routers)."""
+    root = tmp_path_factory.mktemp("runs")
+    simulate("pareto-trap", root / "fast", days=0.25, rate=1.0, seed=11)
+    simulate("retrain", root / "slow", days=13, rate=0.05, seed=3)
+    for feed in ("fast", "slow"):
+        _hostile(root / feed, root / f"{feed}-hostile", seed=12)
+    return {"fast-clean": root / "fast", "slow-clean": root / "slow",
+            "fast-hostile": root / "fast-hostile", "slow-hostile": root / "slow-hostile"}
+
+
+@pytest.mark.parametrize("kind", ["clean", "hostile"])
+@pytest.mark.parametrize("feed", ["fast", "slow"])
+def test_runs_of_messages_count_as_one_batch_with_the_same_outputs(
+        run_sims: dict[str, Path], kind: str, feed: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``handle_many`` over random slices gives, message for message, what ``handle`` and
+    ``flush`` after each message give: the same output sequence and the same state."""
+    data = run_sims[f"{feed}-{kind}"]
+    settings = Settings(eval_every_s=10800, join_ttl_s=86400,
+                        sequential_drift=feed == "fast")
+    inputs = _inputs(data, settings, batch=9)
+    one = _processor(data, settings)
+    want = []
+    for k, msg in inputs:
+        want += one.handle(k, msg) + one.flush()
+    runs: list[int] = []
+    count_run = Processor._count_run
+
+    def spy(self: Processor, run: list[Any]) -> list[OutMessage]:
+        runs.append(len(run))
+        return count_run(self, run)
+
+    monkeypatch.setattr(Processor, "_count_run", spy)
+    many = _processor(data, settings)
+    rnd = random.Random(len(inputs))
+    have: list[OutMessage] = []
+    i = 0
+    while i < len(inputs):
+        n = rnd.choice([1, 2, 5, 30, 64, 200])
+        have += many.handle_many(inputs[i:i + n])
+        i += n
+    topics = {m.topic for m in want}
+    assert {"review", "alerts"} <= topics or feed == "fast", topics
+    if feed == "slow":
+        kinds = {orjson.loads(m.value)["kind"] for m in want if m.topic == "alerts"}
+        assert {"confidence_drift", "tier_confidence_drift"} <= kinds, kinds
+    if kind == "hostile":
+        assert "dlq" in topics
+    assert sum(n for n in runs if n > 1) > 0.2 * sum(k == "routing" for k, _ in inputs), \
+        "a good share of the routing messages were counted in runs"
+    assert [(m.topic, m.key, m.value) for m in have] == [(m.topic, m.key, m.value)
+                                                         for m in want]
+    assert many.messages == one.messages and many.monitor.counts == one.monitor.counts
+    w, h = _state(one.monitor), _state(many.monitor)
+    assert w == h, "\n".join(list(differences(w, h))[:20])
