@@ -79,7 +79,8 @@ def replayed(feed: Feed) -> tuple[object, dict[str, list[bytes]]]:
 
 def test_a_backlog_through_a_tiny_merge_is_exact(kafka_bootstrap: str, feed: Feed,
                                                  replayed: tuple, tmp_path: Path) -> None:
-    """The whole feed waits on 4 partitions per topic; the merge holds 100 messages."""
+    """The whole feed waits on 4 partitions per topic; the merge holds 24 messages
+    (3 per partition: a fetch of more than that from one partition holds it)."""
     s = _settings(kafka_bootstrap, 4)
     n = feed.produce(kafka_bootstrap, s)
     seen: dict[str, float] = {}
@@ -91,7 +92,7 @@ def test_a_backlog_through_a_tiny_merge_is_exact(kafka_bootstrap: str, feed: Fee
 
     faults = run_with_faults(kafka_bootstrap, s, tmp_path / "cp", n, tmp_path, kills=2,
                              seed=11, timeout=300, at_end=at_end,
-                             env={"TIERWATCH_MERGE_MAX_BUFFERED": "100",
+                             env={"TIERWATCH_MERGE_MAX_BUFFERED": "24",
                                   # the default: a slow fetch on a loaded machine must
                                   # not release the merge early any more
                                   "TIERWATCH_MERGE_IDLE_S": str(Settings().merge_idle_s)})
@@ -101,7 +102,7 @@ def test_a_backlog_through_a_tiny_merge_is_exact(kafka_bootstrap: str, feed: Fee
     monitor, want = replayed
     assert_same_state(monitor, final_snapshot(tmp_path / "cp"), s, n)  # type: ignore[arg-type]
     re_emitted = assert_same_outputs(want, outputs(kafka_bootstrap, s))
-    print(f"\nbacklog of {n} messages, merge of 100: killed at {faults}, "
+    print(f"\nbacklog of {n} messages, merge of 24: killed at {faults}, "
           f"{seen['holds']:.0f} holds in the last run; re-emitted {re_emitted}")
 
 
