@@ -180,11 +180,13 @@ class Processor:
         """:meth:`handle` then :meth:`flush` for each ``(kind, message)`` in turn: the same
         outputs in the same order, and the same state.
 
-        A run of routing messages that are clean (no rejections, nothing late or from the
-        future) and that keep the watermark below :attr:`Monitor.due_at` is counted as one
-        columnar batch: a flush after each of them would only hand back their review
-        requests, which are put back in per-message order. At a hundred events a message
-        the per-batch cost of the columnar path is most of the cost.
+        A run of clean routing messages (no rejections, nothing late or from the future,
+        no jump past a whole evaluation interval) is counted as one columnar batch. Every
+        message of a run but the last keeps the watermark below :attr:`Monitor.due_at`,
+        so a flush after it would only hand back its review requests; the flush after the
+        run is the flush after its last message, with those review requests put back in
+        per-message order first. At a hundred events a message the per-batch cost of the
+        columnar path is most of the cost.
         """
         out: list[OutMessage] = []
         run: list[tuple[InMessage, RoutingBatch]] = []
@@ -193,10 +195,14 @@ class Processor:
             batch = None
             if kind == "routing" and self.columnar and not self._fault and not self.counted(msg):
                 batch = self._decode(msg)
-                top = self._joinable(batch, wm)
-                if top is not None:
+                joined = self._joinable(batch, wm)
+                if joined is not None:
                     run.append((msg, batch))
-                    wm = top
+                    wm, last = joined
+                    if last:
+                        out += self._count_run(run)
+                        run = []
+                        wm = self.monitor.watermark
                     continue
             out += self._count_run(run)
             run = []
@@ -212,23 +218,25 @@ class Processor:
                               max_event_bytes=s.max_event_bytes,
                               max_message_bytes=s.max_message_bytes)
 
-    def _joinable(self, batch: RoutingBatch, wm: float | None) -> float | None:
-        """The watermark after ``batch`` if it may join a run counted from watermark ``wm``
-        (see :meth:`handle_many`), else ``None``."""
-        due = self.monitor.due_at
+    def _joinable(self, batch: RoutingBatch, wm: float | None) -> tuple[float, bool] | None:
+        """If ``batch`` may join a run counted from watermark ``wm`` (see
+        :meth:`handle_many`): the watermark after it, and whether it must end the run."""
+        monitor = self.monitor
+        due = monitor.due_at
         epochs = batch.epochs
-        if due is None or wm is None or batch.decoded.rejections or not len(epochs):
+        if (due is None or monitor.next_eval is None or wm is None
+                or batch.decoded.rejections or not len(epochs)):
             return None
         running = np.maximum.accumulate(epochs)
         top = max(wm, float(running[-1]))
-        if top >= due:
-            return None
+        if top >= monitor.next_eval + monitor.config.eval_every_s:
+            return None  # a jump: the evaluations it skips run between two of its events
         before = np.maximum(np.concatenate(([wm], running[:-1])), wm)
         if bool((epochs < before - self.monitor.config.allowed_lateness_s).any()):
             return None
         if self.clock is not None and top > self.clock() + self.settings.max_future_s:
             return None
-        return top
+        return top, top >= due
 
     def _count_run(self, run: list[tuple[InMessage, RoutingBatch]]) -> list[OutMessage]:
         """Count a run of joinable routing messages as one batch, then flush."""
@@ -260,7 +268,9 @@ class Processor:
         share = (time.perf_counter() - started) / len(run)
         for _ in run:
             self.metrics.processing.labels("routing").observe(share)
-        return _in_message_order(self.flush(), run)
+        reviews = self.monitor.pending  # then what the evaluations due now add
+        out = self.flush()
+        return _in_message_order(out[:reviews], run) + out[reviews:]
 
     def _internal_error(self, kind: str, msg: InMessage, raw: bytes,
                         err: Exception) -> list[OutMessage]:
