@@ -152,8 +152,7 @@ def observe_routing_columns(monitor: Monitor, events: Sequence[Any],
         before = np.maximum(np.concatenate(([wm], running[:-1])), wm)
         late = bool((ts < before - config.allowed_lateness_s).any())
     screened: tuple[list[tuple[int, Rejection]], int] | None = None
-    # (dict_keys.isdisjoint(list) walks the whole dict: membership per id is O(batch))
-    if late or len(set(rids)) != n or any(map(decisions.__contains__, rids)):
+    if late or len(set(rids)) != n or decisions.contains_any(rids):
         # late or duplicate events: screened out one by one, as the per-event path does
         keep, dead, dups = _screen(monitor, rids, ts.tolist())
         screened = (dead, dups)

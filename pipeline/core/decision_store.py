@@ -77,6 +77,10 @@ class DecisionStore(Protocol):
 
     def __contains__(self, request_id: object) -> bool: ...
 
+    def contains_any(self, request_ids: Sequence[str]) -> bool:
+        """Whether any of ``request_ids`` holds a decision (one lookup for a batch)."""
+        ...
+
     def __len__(self) -> int:
         """Stored decisions."""
         ...
@@ -140,6 +144,10 @@ class MemoryDecisionStore:
 
     def __contains__(self, request_id: object) -> bool:
         return request_id in self._decisions
+
+    def contains_any(self, request_ids: Sequence[str]) -> bool:
+        # dict_keys.isdisjoint(list) would walk the whole dict: this is O(batch)
+        return any(map(self._decisions.__contains__, request_ids))
 
     def __len__(self) -> int:
         return len(self._decisions)

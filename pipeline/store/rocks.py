@@ -56,6 +56,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 from rocksdict import (
     BlockBasedIndexType,
@@ -97,6 +98,18 @@ def _t(x: float) -> bytes:
     """
     (bits,) = _BE64.unpack(struct.pack(">d", x))
     return _BE64.pack(bits ^ _ALL if bits & _SIGN else bits | _SIGN)
+
+
+def _t_many(xs: Sequence[float]) -> list[bytes]:
+    """:func:`_t` of each of ``xs``, on one array.
+
+    >>> _t_many([-1.0, 0.0, 1e9]) == [_t(-1.0), _t(0.0), _t(1e9)]
+    True
+    """
+    bits = np.asarray(xs, dtype=np.float64).view(np.uint64)
+    flipped = np.where(bits & np.uint64(_SIGN), ~bits, bits | np.uint64(_SIGN))
+    raw = flipped.astype(">u8").tobytes()
+    return [raw[i:i + 8] for i in range(0, len(raw), 8)]
 
 
 def _segment_bytes(segment: Segment) -> bytes:
@@ -157,6 +170,9 @@ class RocksDecisionStore:
         self._closed = False
         self._segments: dict[bytes, Segment] = {}
         self._written: set[bytes] = set()
+        # encodings that repeat from one decision to the next (not state: rebuilt on use)
+        self._names: dict[tuple[str, str], bytes] = {}
+        self._hashes: dict[Segment, tuple[bytes, bytes]] = {}
         self._kept: list[int] = []  # checkpoints referenced by retained snapshots
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -275,25 +291,36 @@ class RocksDecisionStore:
     # -- records -------------------------------------------------------------------------
     def _encode(self, r: DecisionRecord) -> bytes:
         flags = r.flags & _FLAGS_MASK
-        parts = []
+        prop = b""
         if r.propensity != 1.0:
             flags |= _HAS_PROP
-            parts.append(_F64.pack(r.propensity))
-        for s in (r.router_id, r.tier):
-            b = s.encode()
-            parts.append(_LEN.pack(len(b)) + b)
+            prop = _F64.pack(r.propensity)
+        names = self._names.get((r.router_id, r.tier))
+        if names is None:
+            names = b"".join(_LEN.pack(len(b)) + b for b in (r.router_id.encode(),
+                                                             r.tier.encode()))
+            if len(self._names) >= _CACHE:
+                self._names.clear()
+            self._names[(r.router_id, r.tier)] = names
+        rest = b""
         if r.segment is not None:
             flags |= _HAS_SEG
-            parts.append(self._segment_key(r.ts, r.segment))
+            rest = self._segment_key(r.ts, r.segment)
         if r.subject is not None:
             flags |= _HAS_SUBJECT
-            parts.append(_LEN.pack(len(r.subject)) + r.subject)
-        return _REC.pack(r.ts, r.score, r.band, flags) + b"".join(parts)
+            rest += _LEN.pack(len(r.subject)) + r.subject
+        return _REC.pack(r.ts, r.score, r.band, flags) + prop + names + rest
 
     def _segment_key(self, ts: float, segment: Segment) -> bytes:
         """Write the segment's dictionary entry for the day of ``ts``; returns its hash."""
-        raw = _segment_bytes(segment)
-        h = hashlib.blake2b(raw, digest_size=8).digest()
+        known = self._hashes.get(segment)
+        if known is None:
+            raw = _segment_bytes(segment)
+            known = raw, hashlib.blake2b(raw, digest_size=8).digest()
+            if len(self._hashes) >= _CACHE:
+                self._hashes.clear()
+            self._hashes[segment] = known
+        raw, h = known
         key = b"g" + _day(ts) + h
         if key not in self._written or ts < self._low:  # its day may be dropped
             if len(self._written) >= _CACHE:
@@ -348,6 +375,13 @@ class RocksDecisionStore:
             return False
         return self.db.get(b"d" + request_id.encode()) is not None
 
+    def contains_any(self, request_ids: Sequence[str]) -> bool:
+        # one MultiGet: the bloom filter and index lookups of a batch share their work
+        keys: list[str | int | float | bytes | bool] = [b"d" + rid.encode()
+                                                        for rid in request_ids]
+        found: list[bytes | None] = self.db.get(keys)  # type: ignore[assignment]
+        return any(v is not None for v in found)
+
     def __len__(self) -> int:
         return self._n
 
@@ -364,12 +398,15 @@ class RocksDecisionStore:
 
     def put_many(self, records: Sequence[DecisionRecord]) -> None:
         wb = WriteBatch(raw_mode=True)
-        for record in records:
+        put, encode = wb.put, self._encode
+        times = _t_many([r.ts for r in records])
+        for record, t in zip(records, times, strict=True):
             rid = record.request_id.encode()
-            wb.put(b"d" + rid, self._encode(record))
-            wb.put(b"t" + _t(record.ts) + rid, b"")
-            if record.ts < self._low:
-                self._late = min(self._late, record.ts)
+            put(b"d" + rid, encode(record))
+            put(b"t" + t + rid, b"")
+        late = min((r.ts for r in records), default=math.inf)
+        if late < self._low:
+            self._late = min(self._late, late)
         self.db.write(wb)
         self._n += len(records)
         self._dirty = True

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from pipeline.core.decision_store import DecisionRecord, DecisionStore, MemoryDecisionStore
 from pipeline.core.join import FeedbackJoin
-from pipeline.store.rocks import RocksDecisionStore, _from_t, _t
+from pipeline.store.rocks import RocksDecisionStore, _from_t, _t, _t_many
 
 T0 = 1_700_000_000.0
 H = 3600.0
@@ -21,7 +21,7 @@ SEGMENTS = [None, (("intent", "billing"),), (("intent", "billing"), ("locale", "
             (("intent", "refund"),)]
 
 # (op, request/event number, hour offset, variant)
-_ops = st.lists(st.tuples(st.sampled_from(["put", "seen", "expire", "get"]),
+_ops = st.lists(st.tuples(st.sampled_from(["put", "many", "seen", "expire", "get"]),
                           st.integers(0, 12), st.integers(-30, 80), st.integers(0, 3)),
                 max_size=80)
 
@@ -40,6 +40,11 @@ def _run(store: DecisionStore, ops: list[tuple[str, int, int, int]]) -> list[obj
             rec = _record(r, h, v)
             if rec.request_id not in store:
                 store.put(rec)
+        elif op == "many":  # as the columnar path inserts a batch
+            batch = [_record(r + k, h + k, (v + k) % 4) for k in range(3)]
+            out.append(store.contains_any([rec.request_id for rec in batch]))
+            fresh = {rec.request_id: rec for rec in batch if rec.request_id not in store}
+            store.put_many(list(fresh.values()))
         elif op == "seen":
             store.add_seen(f"e{r}", T0 + h * H)
         elif op == "expire":
@@ -63,6 +68,11 @@ def test_rocks_store_equals_memory_store(ops: list, tmp_path_factory: pytest.Tem
         assert _run(rocks, ops) == _run(MemoryDecisionStore(), ops)
     finally:
         rocks.close()
+
+
+@given(xs=st.lists(st.floats(allow_nan=False, allow_infinity=False), max_size=20))
+def test_time_keys_of_a_batch_are_those_of_each(xs: list[float]) -> None:
+    assert _t_many(xs) == [_t(x) for x in xs]
 
 
 def test_order_preserving_time_encoding() -> None:
