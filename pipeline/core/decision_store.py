@@ -81,6 +81,11 @@ class DecisionStore(Protocol):
         """Whether any of ``request_ids`` holds a decision (one lookup for a batch)."""
         ...
 
+    def memory(self) -> dict[str, int]:
+        """Bytes held outside Python's objects, by part (a disk store's caches); ``{}``
+        when everything is in Python objects."""
+        ...
+
     def __len__(self) -> int:
         """Stored decisions."""
         ...
@@ -148,6 +153,9 @@ class MemoryDecisionStore:
     def contains_any(self, request_ids: Sequence[str]) -> bool:
         # dict_keys.isdisjoint(list) would walk the whole dict: this is O(batch)
         return any(map(self._decisions.__contains__, request_ids))
+
+    def memory(self) -> dict[str, int]:
+        return {}
 
     def __len__(self) -> int:
         return len(self._decisions)

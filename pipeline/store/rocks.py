@@ -382,6 +382,16 @@ class RocksDecisionStore:
         found: list[bytes | None] = self.db.get(keys)  # type: ignore[assignment]
         return any(v is not None for v in found)
 
+    def memory(self) -> dict[str, int]:
+        # RocksDB's own figures: each part has a fixed budget (see _options), which it
+        # fills as the data grows past it, then holds
+        if self._db is None:
+            return {}
+        prop = self._db.property_int_value
+        return {"block_cache": prop("rocksdb.block-cache-usage") or 0,
+                "memtables": prop("rocksdb.size-all-mem-tables") or 0,
+                "table_readers": prop("rocksdb.estimate-table-readers-mem") or 0}
+
     def __len__(self) -> int:
         return self._n
 

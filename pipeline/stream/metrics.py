@@ -308,6 +308,10 @@ class MonitorCollector(Collector):
             families[name] = GaugeFamily(f"tierwatch_{name}", doc, labels)
         families["control_seq"] = GaugeFamily("tierwatch_control_seq",
                                           "seq of the last recommendation.", ("router_id",))
+        families["join_store_memory"] = GaugeFamily(
+            "tierwatch_join_store_memory_bytes",
+            "Memory of the on-disk join store outside Python (RocksDB's block cache, "
+            "memtables and table readers), by part; each has a fixed budget.", ("part",))
         families["watermark"] = GaugeFamily(
             "tierwatch_watermark_timestamp_seconds",
             "Event-time watermark: the largest event time accepted.", ())
@@ -345,3 +349,5 @@ class MonitorCollector(Collector):
             families["control_seq"].set((router(router_id),), float(rec.seq))
         if monitor.watermark is not None:
             families["watermark"].set((), monitor.watermark)
+        for part, size in monitor.join.store.memory().items():
+            families["join_store_memory"].set((part,), float(size))

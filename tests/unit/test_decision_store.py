@@ -190,3 +190,27 @@ def test_worker_snapshot_checkpoints_the_store_and_restores_it(tmp_path: Path) -
     state = CheckpointStore.decode(previous).state
     assert [r.request_id for r in state.join.store.records()] == [
         *(r.request_id for r in at_fork), "x0", "x1"]
+
+
+def test_rocks_store_memory_stays_within_its_budgets(tmp_path: Path) -> None:
+    """What ``tierwatch_join_store_memory_bytes`` shows: RocksDB's caches fill up to
+    their fixed budgets as decisions pass through, and no further."""
+    budget = 1 << 20
+    store = RocksDecisionStore(tmp_path, memtable_bytes=budget, cache_bytes=budget)
+    try:
+        assert store.memory() == {}, "nothing opened yet"
+        assert MemoryDecisionStore().memory() == {}
+        peak = {"block_cache": 0, "memtables": 0}
+        for b in range(40):
+            batch = [_record(b * 1000 + i, b, i % 4) for i in range(1000)]
+            store.put_many([r._replace(request_id=f"b{b}-{r.request_id}") for r in batch])
+            k = max(0, b - 5)
+            assert store.contains_any([f"b{k}-r{k * 1000 + i}" for i in range(0, 1000, 7)])
+            assert not store.contains_any([f"b{k}-r{i}-new" for i in range(0, 1000, 7)])
+            mem = store.memory()
+            peak = {k: max(v, mem[k]) for k, v in peak.items()}
+        assert peak["memtables"] > budget // 2, peak  # it was used...
+        assert peak["memtables"] <= 2 * budget + (256 << 10), peak  # ...within two buffers
+        assert 0 < peak["block_cache"] <= budget, peak
+    finally:
+        store.close()
