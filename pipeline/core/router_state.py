@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -18,14 +18,14 @@ from scipy import special
 
 from pipeline.core import ledger, readouts
 from pipeline.core.alerts import AlertBook, AlertKey
-from pipeline.core.baseline import quantile_bins
 from pipeline.core.cusum import PoissonCusum
 from pipeline.core.delayed import KIND as DELAYED_GAP
 from pipeline.core.delayed import REQUEST_KINDS as DELAYED_KINDS
 from pipeline.core.delayed import DelayedConfig, DelayedOutcomes
-from pipeline.core.detector import DriftConfig, DriftStream, StreamResult, window_name
-from pipeline.core.drift import calibrated_alpha
+from pipeline.core.detector import DriftStream, window_name
+from pipeline.core.drift_watch import DRIFT_KINDS, DriftWatch
 from pipeline.core.economics import Prices, break_even_gap
+from pipeline.core.evaluation import Evaluation, Transition, hours, transition
 from pipeline.core.histogram import QuantileBins, coarse_splits
 from pipeline.core.lagged import (
     DelayDistribution,
@@ -53,10 +53,10 @@ from pipeline.core.segments import ATTRIBUTED_KINDS, SegmentConfig, SegmentCount
 from pipeline.core.sequential import DEFAULT_TILTS
 from pipeline.schemas import Baseline, Thresholds
 
+__all__ = ["DAY", "DRIFT_KINDS", "Evaluation", "MonitorConfig", "QualityConfig",
+           "RouterState", "Transition"]
+
 DAY = 86400.0
-DRIFT_KINDS = frozenset({"confidence_drift", "tier_confidence_drift", "signal_drift"})
-# Reasons whose tier does not follow the thresholds: they stay out of per-tier drift.
-OFF_POLICY = frozenset({"escalated", "fallback", "override"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,29 +180,6 @@ class MonitorConfig:
     delayed: DelayedConfig = field(default_factory=DelayedConfig)
 
 
-@dataclass(slots=True)
-class Transition:
-    key: AlertKey
-    state: str
-    window: str
-    summary: str
-    statistics: dict[str, Any]
-
-
-@dataclass(slots=True)
-class Evaluation:
-    """What one evaluation of one router produced."""
-
-    ts: float
-    transitions: list[Transition] = field(default_factory=list)
-    recommendation: Proposal | None = None
-    snapshot: dict[str, Any] = field(default_factory=dict)
-
-
-def _hours(since: float | None, at: float) -> str:
-    return "?" if since is None else f"{(at - since) / 3600:.0f}"
-
-
 def effective_counts_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """:func:`~pipeline.core.quality.effective_counts` of each row of bucket sums (in
     the order of :meth:`Totals.as_vector`): effective ``(successes, n)`` per bucket.
@@ -233,10 +210,8 @@ class RouterState:
         self.inband = OutcomeCounts(3600.0, n_buckets, reference=ref)
         self.alerts = AlertBook(config.clear_evals)
         self.policy = Policy(config.policy)
-        self.baseline: Baseline | None = None
-        self.bins: QuantileBins | None = None
+        self.drift_watch = DriftWatch(router_id, config)
         self.band_edges = np.linspace(0.0, 1.0, config.n_bands + 1)
-        self.streams: dict[tuple[str, str], DriftStream] = {}
         self.thresholds: Thresholds | None = None
         self.thresholds_ts = -math.inf
         self.recommended: Thresholds | None = None
@@ -249,7 +224,6 @@ class RouterState:
         self.last_snapshot: dict[str, Any] = {}
         self.last_contacts: dict[str, Any] = {}  # for /status: unattributed, learnt delay
         self.gauges: list[Gauge] = []
-        self._drift_alpha = 1e-6
         self._drop_tests: dict[str, SequentialDropTest] = {}
         self._configure_quality_tests()
         # lagging signals (support contacts) by their request's decision hour, tier and band;
@@ -282,44 +256,40 @@ class RouterState:
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_lag_cache": {}}  # a cache, not state
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if "drift_watch" not in state:  # pickled before the drift watch left RouterState
+            watch = self.drift_watch = DriftWatch(self.router_id, self.config)
+            for name in ("baseline", "bins", "streams"):
+                setattr(watch, name, self.__dict__.pop(name))
+            self.__dict__.pop("_drift_alpha", None)
+
     # -- configuration ------------------------------------------------------------------
     def set_baseline(self, baseline: Baseline) -> None:
-        """Compare against ``baseline`` from now on; histograms restart empty."""
-        self.baseline = baseline
-        self.bins = quantile_bins(baseline.score)
-        splits = coarse_splits(self.bins.baseline_probs, self.config.n_bands)
-        fine = self.bins.fine_edges
-        edges = fine[splits]
+        """Compare against ``baseline`` from now on; histograms restart empty, and the
+        score bands become the baseline's quantile bands."""
+        self.drift_watch.set_baseline(baseline)
+        bins = self.drift_watch.bins
+        assert bins is not None
+        splits = coarse_splits(bins.baseline_probs, self.config.n_bands)
+        edges = bins.fine_edges[splits]
         edges[0], edges[-1] = 0.0, 1.0
         self.band_edges = np.maximum.accumulate(edges)
-        tiers = (self.config.cheap_tier, self.config.capable_tier)
-        c = self.config
-        n_streams = 1 + len(tiers) + len(baseline.signals)
-        n_tests = n_streams * len(c.drift_windows) * 2
-        # each level has its own budget; with the sequential tests on, the windows and
-        # the sequential tests each spend half of it
-        split = 2 if c.sequential_drift else 1
-        ticket = c.ticket_false_alarms_per_30d / split
-        info = c.info_false_alarms_per_30d / split
-        self._drift_alpha = calibrated_alpha(ticket, 30 * DAY, c.eval_every_s, n_tests)
-        info_alpha = calibrated_alpha(info, 30 * DAY, c.eval_every_s, n_tests)
-        seq_threshold = seq_info = None
-        if c.sequential_drift:
-            # the mixture Shiryaev-Roberts statistic crosses A within m steps with
-            # probability <= m/A (Doob); one test per stream, its tilts and directions
-            # inside the mixture (pipeline/core/sequential.py)
-            steps = 30 * DAY / c.seq_step_s * n_streams
-            seq_threshold, seq_info = math.log(steps / ticket), math.log(steps / info)
-        dc = DriftConfig(alpha=self._drift_alpha, windows=c.drift_windows,
-                         ks_floor=c.ks_floor, psi_floor=c.psi_floor,
-                         lateness_s=c.allowed_lateness_s, seq_threshold=seq_threshold,
-                         seq_tilts=c.seq_tilts, seq_step_s=c.seq_step_s,
-                         info_alpha=info_alpha, seq_info_threshold=seq_info)
-        self.streams = {("router", "score"): DriftStream(self.bins, dc)}
-        for tier in tiers:
-            self.streams[(tier, "score")] = DriftStream(self.bins, dc, tier=tier)
-        for name, dist in baseline.signals.items():
-            self.streams[("router", name)] = DriftStream(quantile_bins(dist), dc)
+
+    @property
+    def baseline(self) -> Baseline | None:
+        """The baseline drift is measured against."""
+        return self.drift_watch.baseline
+
+    @property
+    def bins(self) -> QuantileBins | None:
+        """The baseline's fine score bins."""
+        return self.drift_watch.bins
+
+    @property
+    def streams(self) -> dict[tuple[str, str], DriftStream]:
+        """The drift streams, by ``(tier or "router", signal)``."""
+        return self.drift_watch.streams
 
     def _configure_quality_tests(self) -> None:
         """Build every quality test from :class:`QualityConfig`, once.
@@ -400,24 +370,8 @@ class RouterState:
     def observe_scores(self, ts: np.ndarray, scores: np.ndarray, tiers: Sequence[str],
                        reasons: Sequence[str], keys: Sequence[tuple[float, float, float]],
                        signals: Mapping[str, list[tuple[float, float]]]) -> None:
-        """The drift streams' share of a routing batch: the router's scores, each tier's
-        on-policy scores with the thresholds (``keys``) they were routed under, and the
-        router's other signals."""
-        if self.bins is None:
-            return
-        self.streams[("router", "score")].update_many(ts, scores)
-        tier_of = np.asarray(tiers, dtype=object)
-        on_policy = np.fromiter((r not in OFF_POLICY for r in reasons), bool, len(reasons))
-        for tier in (self.config.cheap_tier, self.config.capable_tier):
-            idx = np.flatnonzero((tier_of == tier) & on_policy)
-            if idx.size:
-                self.streams[(tier, "score")].update_many(
-                    ts[idx], scores[idx], [keys[i] for i in idx.tolist()])
-        for name, pairs in signals.items():
-            stream = self.streams.get(("router", name))
-            if stream is not None and pairs:
-                arr = np.asarray(pairs, dtype=np.float64)
-                stream.update_many(arr[:, 0], arr[:, 1])
+        """The drift streams' share of a routing batch (:meth:`DriftWatch.observe_scores`)."""
+        self.drift_watch.observe_scores(ts, scores, tiers, reasons, keys, signals)
 
     def _trim_days(self) -> None:
         if len(self.routed_day) > 40:
@@ -506,7 +460,7 @@ class RouterState:
         ev = Evaluation(now)
         at = now - 1e-6  # the window ends with the bucket that closes at ``now``
         ev.transitions += self.sequential(now).transitions
-        drift = self._evaluate_drift(ev, at)
+        drift = self.drift_watch.evaluate(ev, at, self.alerts, self._transition)
         quality = self._evaluate_quality(ev, at)
         econ = ledger.economics(self, at)
         if econ is not None:
@@ -559,124 +513,25 @@ class RouterState:
 
     def _transition(self, ev: Evaluation, key: AlertKey, condition: bool, window: str,
                     summary: str, statistics: dict[str, Any]) -> None:
-        state = self.alerts.update(key, condition, ev.ts)
-        if state == "firing" and key.kind in ATTRIBUTED_KINDS and key.tier is not None:
-            summary, statistics = annotate(self.segments, key.kind, key.tier, key.detail,
-                                           window, summary, statistics, ev.ts - 1e-6)
-        if state is not None:
-            ev.transitions.append(Transition(key, state, window, summary, statistics))
+        """Every alert condition of this router's evaluations (the watches' ``fire``)."""
+        transition(self.alerts, ev, key, condition, window, summary, statistics,
+                   self._annotate)
+
+    def _annotate(self, key: AlertKey, window: str, summary: str, statistics: dict[str, Any],
+                  ts: float) -> tuple[str, dict[str, Any]]:
+        """A firing quality alert names the segments behind it."""
+        if key.kind not in ATTRIBUTED_KINDS or key.tier is None:
+            return summary, statistics
+        return annotate(self.segments, key.kind, key.tier, key.detail, window, summary,
+                        statistics, ts - 1e-6)
 
     def _drift_key(self, who: str, signal: str) -> tuple[AlertKey, str]:
-        if signal != "score":
-            return AlertKey("signal_drift", self.router_id, None, signal), f"signal {signal}"
-        if who == "router":
-            return AlertKey("confidence_drift", self.router_id, None), "router confidence"
-        return AlertKey("tier_confidence_drift", self.router_id, who), f"{who}-tier confidence"
-
-    def _sequential_stats(self, stream: DriftStream,
-                          at: float) -> tuple[dict[str, Any], str] | None:
-        """The stream's sequential statistics for an alert, and their summary."""
-        seq = stream.seq
-        worst = None if seq is None else seq.worst()
-        if seq is None or worst is None:
-            return None
-        direction, statistic, since = worst
-        level, est = stream.sequential_level()
-        stats: dict[str, Any] = {
-            "direction": direction, "statistic": statistic, "threshold": seq.threshold,
-            "info_threshold": seq.info_threshold, "alarm": level == "alarm",
-            "level": level, "since": since, "tilts": seq.tilts.tolist(),
-            "estimate": None if est is None else est.to_dict()}
-        size = "" if est is None else (
-            f", estimated shift {est.shift_sd:.3f} sd (KS {est.ks:.3f}, PSI {est.psi:.3f}; "
-            f"at least KS {est.ks_lower:.3f}, PSI {est.psi_lower:.3f})")
-        return stats, (f"sequential test: {direction}{size}; statistic {statistic:.1f} vs "
-                       f"thresholds {seq.info_threshold:.1f} (info) / {seq.threshold:.1f}, "
-                       f"since {_hours(since, at)} h ago")
-
-    def _floors(self) -> str:
-        return f"KS {self.config.ks_floor:g} / PSI {self.config.psi_floor:g}"
-
-    def _drift_transition(self, ev: Evaluation, key: AlertKey, level: str | None,
-                          window: str, summary: str, stats: dict[str, Any], *,
-                          resolve: bool = True) -> None:
-        """One drift stream's two alerts: ``key`` above the effect floor, its ``info``
-        twin for a certain drift below it. At most one of them fires: an escalation
-        resolves the info finding at once, and a firing ticket stays a ticket (with its
-        hysteresis) while the drift is certain at any level. ``resolve=False`` (the
-        minute ticks) only fires."""
-        info_key = replace(key, level="info")
-        stats = {**stats, "level": level}
-        firing = self.alerts.firing(key)
-        main = level == "alarm" or (firing and level is not None)
-        if resolve or (main and not firing):
-            self._transition(ev, key, main, window, summary, stats)
-        if self.alerts.firing(key):
-            if self.alerts.clear(info_key) is not None:
-                ev.transitions.append(Transition(info_key, "resolved", window,
-                                                 "escalated: " + summary, stats))
-        elif resolve or (level == "info" and not self.alerts.firing(info_key)):
-            self._transition(ev, info_key, level == "info", window, summary, stats)
+        return self.drift_watch.key(who, signal)
 
     def sequential(self, now: float) -> Evaluation:
-        """Close the sequential drift tests' steps up to ``now``; fire what crossed.
-
-        Runs every ``seq_step_s`` of event time, between the hourly evaluations, which
-        alone resolve alerts (with their hysteresis).
-        """
-        ev = Evaluation(now)
-        for (who, signal), stream in self.streams.items():
-            if stream.seq is None or not stream.seq.advance(now):
-                continue
-            key, what = self._drift_key(who, signal)
-            if self.alerts.firing(key):
-                continue  # hourly evaluations keep it firing while the test is certain
-            level, _ = stream.sequential_level()
-            if level is None or (level == "info"
-                                 and self.alerts.firing(replace(key, level="info"))):
-                continue
-            seq = self._sequential_stats(stream, now)
-            assert seq is not None
-            stats, seq_summary = seq
-            below = "" if level == "alarm" else f", below the effect floors ({self._floors()})"
-            summary = f"{what} drifted from the baseline{below}: {seq_summary}"
-            self._drift_transition(ev, key, level, "seq", summary, {
-                "sequential": stats,
-                "baseline_version": self.baseline.version if self.baseline else None},
-                resolve=False)
-        return ev
-
-    def _evaluate_drift(self, ev: Evaluation, at: float) -> dict[str, StreamResult]:
-        results: dict[str, StreamResult] = {}
-        rank = {None: 0, "info": 1, "alarm": 2}
-        for (who, signal), stream in self.streams.items():
-            res = stream.evaluate(at)
-            label = who if signal == "score" else f"signal:{signal}"
-            results[label] = res
-            worst = res.worst
-            if worst is None:
-                continue
-            key, what = self._drift_key(who, signal)
-            level = res.level
-            # info: some test is certain, but none is both past its floor and significant
-            below = "" if level == "alarm" else (
-                f", certain but not past an effect floor ({self._floors()}) with significance")
-            summary = (f"{what} drifted from the baseline{below}: KS {worst.ks.effect:.3f}, "
-                       f"PSI {worst.psi.effect:.3f} over {worst.window}")
-            stats: dict[str, Any] = {
-                "windows": res.statistics(),
-                "baseline_version": self.baseline.version if self.baseline else None}
-            seq = self._sequential_stats(stream, at)
-            if seq is not None:
-                stats["sequential"], seq_summary = seq
-                seq_level = seq[0]["level"]
-                if rank[seq_level] > rank[level]:
-                    level = seq_level
-                    below = ("" if level == "alarm"
-                             else f", below the effect floors ({self._floors()})")
-                    summary = f"{what} drifted from the baseline{below}: {seq_summary}"
-            self._drift_transition(ev, key, level, worst.window, summary, stats)
-        return results
+        """Close the sequential drift tests' steps up to ``now``; fire what crossed
+        (:meth:`DriftWatch.sequential`)."""
+        return self.drift_watch.sequential(now, self.alerts, self._transition)
 
     def _evaluate_quality(self, ev: Evaluation, at: float) -> dict[str, Any]:
         c = self.config
@@ -883,7 +738,7 @@ class RouterState:
                 "reference_rate": rate, "excess_per_request": excess, "floor": floor,
                 "summary": (f"{tier} tier: support contacts{where} rose by {excess:.4f} per "
                             f"request ({cs.observed:.0f} observed vs {cs.expected:.1f} "
-                            f"expected since {_hours(since, at)} h ago; sequential test)")}
+                            f"expected since {hours(since, at)} h ago; sequential test)")}
         return out
 
     def _pooled(self, ev: Evaluation, at: float, tiers: list[str],
@@ -962,7 +817,7 @@ class RouterState:
                 "signals": [*signals, *(["support_contact"] if q.contact_cusum else [])],
                 "summary": (f"{tier} tier: bad outcomes{where} rose {test.ratio:.1f}× "
                             f"({test.observed:.0f} observed vs {test.expected:.1f} expected "
-                            f"since {_hours(since, at)} h ago: "
+                            f"since {hours(since, at)} h ago: "
                             f"{', '.join(signals)} and support contacts pooled; "
                             "sequential test)")}
         for tier, res in out.items():
