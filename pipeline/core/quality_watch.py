@@ -508,24 +508,36 @@ class QualityWatch:
         Each bucket's observed and expected contacts per key go into ``steps`` (for the
         pooled test).
         """
-        c, q = self.config, self.config.quality
-        floor = q.floors.get("support_contact", 0.004)
-        now = int(at // 3600)
         est = self.delay_estimate(at)
         if est is None:
             return {}
-        keys: list[tuple[str, int | None]] = [(t, None) for t in tiers]
-        if c.cheap_tier in tiers:
-            keys += [(c.cheap_tier, b) for b in range(c.n_bands)]
+        keys = self._sequential_keys(tiers)
         rates: dict[tuple[str, int | None], float] = {}
         for k in {*keys, *self.contact_cusums}:
             ref = self.reference("support_contact", at, tier=k[0], band=k[1])
             bad = max(ref.w - ref.wy, 0.0)
             rates[k] = (float(special.gammaincinv(bad + 1.0, 0.9)) / ref.w if ref.w > 0
                         else math.nan)
+        self._feed_contact_cusums(at, est.pmf, tiers, keys, rates, steps)
+        return self._contact_report(at, rates)
+
+    def _sequential_keys(self, tiers: list[str]) -> list[tuple[str, int | None]]:
+        """The hourly sequential tests' keys: each tier, and each band of the cheap tier."""
+        keys: list[tuple[str, int | None]] = [(t, None) for t in tiers]
+        if self.config.cheap_tier in tiers:
+            keys += [(self.config.cheap_tier, b) for b in range(self.config.n_bands)]
+        return keys
+
+    def _feed_contact_cusums(self, at: float, pmf: np.ndarray, tiers: list[str],
+                             keys: list[tuple[str, int | None]],
+                             rates: dict[tuple[str, int | None], float],
+                             steps: Steps | None) -> None:
+        """One CUSUM step per key and hour closed since the last evaluation (a week at
+        most): the contacts that arrived in it against those its exposure expects."""
+        floor = self.config.quality.floors.get("support_contact", 0.004)
+        now = int(at // 3600)
         first = now if self.contact_done is None else max(self.contact_done + 1, now - 24 * 7)
         threshold = -math.log(self.drop_tests["support_contact"].alpha)
-        pmf = est.pmf
         depth = pmf.size
         series = {k: self.lagged.series(first - depth + 1, now, tier=k[0], band=k[1])
                   for k in keys}
@@ -551,6 +563,11 @@ class QualityWatch:
                 if steps is not None:
                     steps[(k, b)] = (max(observed, 0.0), expected)
         self.contact_done = now
+
+    def _contact_report(self, at: float, rates: dict[tuple[str, int | None], float],
+                        ) -> dict[str, dict[str, Any]]:
+        """Each tier's most alarming contact CUSUM (of the tier or one of its bands)."""
+        floor = self.config.quality.floors.get("support_contact", 0.004)
         out: dict[str, dict[str, Any]] = {}
         for (tier, band), cs in self.contact_cusums.items():
             rate = rates.get((tier, band), math.nan)
@@ -587,21 +604,45 @@ class QualityWatch:
         make a false alarm; a feedback backlog is simply not seen here). The threshold is
         ``ln(1/α)``, the quality family's per-test level (:mod:`pipeline.core.pooled`).
         """
-        c, q = self.config, self.config.quality
+        q = self.config.quality
         now = int(at // 3600)
         done = self.pooled_done
         first = now if done is None else max(done + 1, now - 24 * 7)
-        threshold = -math.log(self.drop_tests["thumbs"].alpha)
         signals = [s for s in q.pooled_signals
                    if s in FEEDBACK_SIGNALS and s not in q.attributed_signals]
+        keys = self._sequential_keys(tiers)
+        bad, expected = self._pooled_feedback(first, now, tiers, keys, signals)
+        threshold = -math.log(self.drop_tests["thumbs"].alpha)
+        for k in keys:
+            test = self.pooled.get(k)
+            for i, bucket in enumerate(range(first, now + 1)):
+                x, lam = contacts.get((k, bucket), (0.0, 0.0))
+                x, lam = x + float(bad[k][i]), lam + float(expected[k][i])
+                if lam <= 0:
+                    continue
+                if test is None:
+                    test = self.pooled[k] = RatioMixture(threshold)
+                test.update(x, lam, bucket=bucket)
+        self.pooled_done = now
+        out = self._pooled_report(at, signals)
+        for tier, res in out.items():
+            fire(ev, AlertKey("tier_quality_drop", self.router_id, tier, "pooled"),
+                 res["alarm"], "1h", res["summary"], {"pooled": res})
+        return out
+
+    def _pooled_feedback(self, first: int, now: int, tiers: list[str],
+                         keys: list[tuple[str, int | None]], signals: list[str],
+                         ) -> tuple[dict[tuple[str, int | None], np.ndarray],
+                                    dict[tuple[str, int | None], np.ndarray]]:
+        """Per key, the pooled signals' bad mass in each bucket ``first..now`` and its
+        expectation at the reference's bad rate, band by band (bands the reference saw
+        with at least ``min_effective_n``)."""
+        q = self.config.quality
         n = now - first + 1
-        keys: list[tuple[str, int | None]] = [(t, None) for t in tiers]
-        if c.cheap_tier in tiers:
-            keys += [(c.cheap_tier, b) for b in range(c.n_bands)]
         bad = {k: np.zeros(n) for k in keys}
         expected = {k: np.zeros(n) for k in keys}
         for tier in tiers:
-            for b in range(c.n_bands):
+            for b in range(self.config.n_bands):
                 for s in signals:
                     ref = self.counts.reference_totals(s, tier=tier, band=b)
                     good_r, n_r = effective_counts(ref.wy, ref.w, ref.w2)
@@ -616,21 +657,14 @@ class QualityWatch:
                         if key in bad:
                             bad[key] += np.maximum(eff - good, 0.0)
                             expected[key] += q0 * eff
-        pooled = self.pooled
-        for k in keys:
-            test = pooled.get(k)
-            for i, bucket in enumerate(range(first, now + 1)):
-                x, lam = contacts.get((k, bucket), (0.0, 0.0))
-                x, lam = x + float(bad[k][i]), lam + float(expected[k][i])
-                if lam <= 0:
-                    continue
-                if test is None:
-                    test = pooled[k] = RatioMixture(threshold)
-                test.update(x, lam, bucket=bucket)
-        self.pooled_done = now
+        return bad, expected
+
+    def _pooled_report(self, at: float, signals: list[str]) -> dict[str, dict[str, Any]]:
+        """Each tier's most alarming pooled test (of the tier or one of its bands)."""
+        q = self.config.quality
         out: dict[str, dict[str, Any]] = {}
-        for (tier, band), test in sorted(pooled.items(), key=lambda kv: (kv[0][0],
-                                                                          kv[0][1] or -1)):
+        for (tier, band), test in sorted(self.pooled.items(),
+                                         key=lambda kv: (kv[0][0], kv[0][1] or -1)):
             alarm = test.alarm and test.ratio >= q.pooled_ratio_floor
             mine = out.get(tier)
             ratio = test.statistic / test.threshold
@@ -649,9 +683,6 @@ class QualityWatch:
                             f"since {hours(since, at)} h ago: "
                             f"{', '.join(signals)} and support contacts pooled; "
                             "sequential test)")}
-        for tier, res in out.items():
-            fire(ev, AlertKey("tier_quality_drop", self.router_id, tier, "pooled"),
-                 res["alarm"], "1h", res["summary"], {"pooled": res})
         return out
 
     def _band_mix(self, tier: str, at: float, first: int, last: int) -> np.ndarray:
