@@ -9,43 +9,26 @@ numbers behind them (for ``/status``, metrics and the report).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy import special
 
 from pipeline.core import ledger, readouts
 from pipeline.core.alerts import AlertBook, AlertKey
-from pipeline.core.baseline import quantile_bins
-from pipeline.core.cusum import PoissonCusum
 from pipeline.core.delayed import KIND as DELAYED_GAP
 from pipeline.core.delayed import REQUEST_KINDS as DELAYED_KINDS
 from pipeline.core.delayed import DelayedConfig, DelayedOutcomes
-from pipeline.core.detector import DriftConfig, DriftStream, StreamResult, window_name
-from pipeline.core.drift import calibrated_alpha
+from pipeline.core.detector import DriftStream
+from pipeline.core.drift_watch import DRIFT_KINDS, DriftWatch
 from pipeline.core.economics import Prices, break_even_gap
+from pipeline.core.evaluation import Evaluation, Transition, transition
 from pipeline.core.histogram import QuantileBins, coarse_splits
-from pipeline.core.lagged import (
-    DelayDistribution,
-    DelayEstimate,
-    LaggedCounts,
-)
-from pipeline.core.pooled import RatioMixture
-from pipeline.core.quality import (
-    FEEDBACK_SIGNALS,
-    ROUTED_SIGNALS,
-    SIGNALS,
-    OutcomeCounts,
-    SequentialDropTest,
-    Totals,
-    effective_counts,
-    ipw_weight,
-    masked_tiers,
-    outcome,
-)
-from pipeline.core.readouts import Gauge, finite
+from pipeline.core.lagged import DelayEstimate
+from pipeline.core.quality import OutcomeCounts, Totals
+from pipeline.core.quality_watch import QualityConfig, QualityWatch
+from pipeline.core.readouts import Gauge
 from pipeline.core.recommend import Policy, PolicyConfig, Proposal
 from pipeline.core.segment_alerts import KIND as SHARE_SHIFT
 from pipeline.core.segment_alerts import annotate, share_shift_alerts
@@ -53,95 +36,18 @@ from pipeline.core.segments import ATTRIBUTED_KINDS, SegmentConfig, SegmentCount
 from pipeline.core.sequential import DEFAULT_TILTS
 from pipeline.schemas import Baseline, Thresholds
 
+__all__ = ["DAY", "DRIFT_KINDS", "Evaluation", "MonitorConfig", "QualityConfig",
+           "RouterState", "Transition"]
+
 DAY = 86400.0
-DRIFT_KINDS = frozenset({"confidence_drift", "tier_confidence_drift", "signal_drift"})
-# Reasons whose tier does not follow the thresholds: they stay out of per-tier drift.
-OFF_POLICY = frozenset({"escalated", "fallback", "override"})
-
-
-@dataclass(frozen=True, slots=True)
-class QualityConfig:
-    """Per-tier quality tests: windows, floors, evidence gates and the test family.
-
-    Feedback signals use ``windows``; routed-request signals (support contacts, one
-    observation per routed request) use ``routed_windows``. Contacts lag their requests
-    by hours to days, so they count against the request they belong to, by its decision
-    time, tier and score band (:mod:`pipeline.core.lagged`): a window covers the
-    requests *decided* in it, with the contacts of theirs still to come corrected by the
-    delay distribution learnt from the data (rolling over ``contact_history_days``,
-    delays up to ``contact_max_delay_days``; decision hours expected to be less than
-    ``min_completed`` complete are left out). That holds under any change of volume
-    (weekly and diurnal cycles, holidays, ramps) and, per band, under threshold moves.
-    The feedback kinds in ``attributed_signals`` (graded outcomes that come days later,
-    e.g. surveys) are likewise counted at their decision's time. With
-    ``standardize_bands``, while a window holds requests routed under thresholds the
-    reference period never saw, a tier (and the boundary) is compared with its reference
-    reweighted to the routing policy in force, band by band, and the tier's contact CUSUM
-    expects each band's requests at that band's reference rate: a threshold move changes
-    the bands a tier serves, not the quality of any band. Contacts are also
-    watched hour by hour (``contact_cusum``) by a CUSUM of each hour's arriving contacts
-    against those expected from the requests of the hours before it convolved with the
-    delay distribution, per tier and per band of the cheap tier. ``band_scan_signals``
-    are also tested per score band of the cheap tier, where a cohort the classifier
-    mistakes for simple lands. With ``pooled_test``, every signal's bad outcomes
-    (``pooled_signals``' bad mass, and the contacts of the contact CUSUM) are pooled hour
-    by hour, per tier and per band of the cheap tier, in one mixture Shiryaev–Roberts test
-    over rate ratios (:mod:`pipeline.core.pooled`); it pages (``tier_quality_drop``,
-    detail ``pooled``) once certain and its estimated ratio reaches
-    ``pooled_ratio_floor``. Every test of an evaluation shares one Bonferroni budget
-    of :meth:`n_comparisons` tests.
-
-    >>> QualityConfig().n_comparisons(n_tiers=2, n_bands=10)
-    87
-    """
-
-    windows: tuple[float, ...] = (DAY, 7 * DAY)
-    routed_windows: tuple[float, ...] = (DAY, 7 * DAY)
-    reference_days: float = 14.0
-    floors: dict[str, float] = field(default_factory=lambda: {
-        "thumbs": 0.03, "rating": 0.05, "review": 0.05, "shadow": 0.04, "survey": 0.05,
-        "support_contact": 0.004})
-    min_effective_n: float = 30.0
-    gap_floor: float = 0.03
-    starvation_drop: float = 0.05
-    starvation_within_days: float = 7.0
-    boundary_width: float = 0.15
-    band_scan_signals: tuple[str, ...] = (*ROUTED_SIGNALS, "thumbs")
-    # votes come minutes after their request, so a half-day scan sees a cohort early
-    band_scan_windows: dict[str, tuple[float, ...]] = field(
-        default_factory=lambda: {"thumbs": (DAY / 2,)})
-    boundary_signals: tuple[str, ...] = ("support_contact", "shadow", "thumbs")
-    gap_signals: tuple[str, ...] = ("thumbs", "shadow", "review")
-    reference_test: str = "conditional"
-    graded_signals: tuple[str, ...] = ("review", "shadow", "survey")
-    contact_cusum: bool = True
-    contact_max_delay_days: float = 7.0
-    contact_history_days: int = 14
-    min_completed: float = 0.1
-    attributed_signals: tuple[str, ...] = ("survey",)
-    standardize_bands: bool = True
-    pooled_test: bool = True
-    pooled_signals: tuple[str, ...] = ("thumbs", "rating", "review", "shadow")
-    pooled_ratio_floor: float = 1.25
-
-    def windows_for(self, signal: str) -> tuple[float, ...]:
-        """The windows ``signal`` is tested over."""
-        return self.routed_windows if signal in ROUTED_SIGNALS else self.windows
-
-    def scan_windows_for(self, signal: str) -> tuple[float, ...]:
-        """The windows of ``signal``'s band scan (its own windows unless configured)."""
-        return self.band_scan_windows.get(signal, self.windows_for(signal))
-
-    def n_comparisons(self, n_tiers: int, n_bands: int) -> int:
-        """Tests per evaluation: tier × signal × window, the cheap tier's band scan,
-        the boundary tests and the in-band gap tests (aggregate tests only tell
-        whether the aggregate hides a tier, and need no budget)."""
-        per_tier = sum(len(self.windows_for(s)) for s in SIGNALS)
-        scan = n_bands * sum(len(self.scan_windows_for(s)) for s in self.band_scan_signals)
-        boundary = sum(len(self.windows_for(s)) for s in self.boundary_signals)
-        cusums = n_tiers + n_bands if self.contact_cusum else 0
-        pooled = n_tiers + n_bands if self.pooled_test else 0
-        return n_tiers * per_tier + scan + boundary + len(self.gap_signals) + cusums + pooled
+#: where the attributes of a RouterState pickled before QualityWatch went (old → new)
+_QUALITY_ATTRIBUTES = {
+    "quality": "counts", "inband": "inband", "band_edges": "band_edges",
+    "_drop_tests": "drop_tests", "_gap_test": "gap_test", "lagged": "lagged",
+    "delays": "delays", "unattributed": "unattributed",
+    "reference_policies": "reference_policies", "off_policy_ts": "off_policy_ts",
+    "contact_cusums": "contact_cusums", "contact_done": "contact_done",
+    "pooled": "pooled", "pooled_done": "pooled_done"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,43 +86,6 @@ class MonitorConfig:
     delayed: DelayedConfig = field(default_factory=DelayedConfig)
 
 
-@dataclass(slots=True)
-class Transition:
-    key: AlertKey
-    state: str
-    window: str
-    summary: str
-    statistics: dict[str, Any]
-
-
-@dataclass(slots=True)
-class Evaluation:
-    """What one evaluation of one router produced."""
-
-    ts: float
-    transitions: list[Transition] = field(default_factory=list)
-    recommendation: Proposal | None = None
-    snapshot: dict[str, Any] = field(default_factory=dict)
-
-
-def _hours(since: float | None, at: float) -> str:
-    return "?" if since is None else f"{(at - since) / 3600:.0f}"
-
-
-def effective_counts_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`~pipeline.core.quality.effective_counts` of each row of bucket sums (in
-    the order of :meth:`Totals.as_vector`): effective ``(successes, n)`` per bucket.
-
-    >>> effective_counts_rows(np.array([[4.0, 4.0, 4.0, 3.0, 3.0, 3.0]]))
-    (array([3.]), array([4.]))
-    """
-    w, w2, wy = rows[:, 1], rows[:, 2], rows[:, 3]
-    ok = (w > 0) & (w2 > 0)
-    n_eff = np.where(ok, w * w / np.where(ok, w2, 1.0), 0.0)
-    rate = np.clip(np.where(ok, wy / np.where(ok, w, 1.0), 0.0), 0.0, 1.0)
-    return rate * n_eff, n_eff
-
-
 class RouterState:
     """All of one router's statistics; see the module docstring."""
 
@@ -224,19 +93,11 @@ class RouterState:
         self.router_id = router_id
         self.config = config
         self.start = start
-        q = config.quality
-        ref = (start, start + q.reference_days * DAY)
-        n_buckets = int(max(q.windows) // 3600) + 2
-        self.quality = OutcomeCounts(3600.0, n_buckets, reference=ref)
-        # in-band traffic weighted by 1/propensity: the causal cheap-vs-capable comparison,
-        # with its own reference period: the gap alarms when it widens, not for existing
-        self.inband = OutcomeCounts(3600.0, n_buckets, reference=ref)
+        ref = (start, start + config.quality.reference_days * DAY)
         self.alerts = AlertBook(config.clear_evals)
         self.policy = Policy(config.policy)
-        self.baseline: Baseline | None = None
-        self.bins: QuantileBins | None = None
-        self.band_edges = np.linspace(0.0, 1.0, config.n_bands + 1)
-        self.streams: dict[tuple[str, str], DriftStream] = {}
+        self.drift_watch = DriftWatch(router_id, config)
+        self.quality_watch = QualityWatch(router_id, config, start)
         self.thresholds: Thresholds | None = None
         self.thresholds_ts = -math.inf
         self.recommended: Thresholds | None = None
@@ -249,114 +110,69 @@ class RouterState:
         self.last_snapshot: dict[str, Any] = {}
         self.last_contacts: dict[str, Any] = {}  # for /status: unattributed, learnt delay
         self.gauges: list[Gauge] = []
-        self._drift_alpha = 1e-6
-        self._drop_tests: dict[str, SequentialDropTest] = {}
-        self._configure_quality_tests()
-        # lagging signals (support contacts) by their request's decision hour, tier and band;
-        # the ring covers the longest window plus the longest delay's CUSUM convolution
-        max_delay = int(q.contact_max_delay_days * 24)
-        ref_hours = (math.ceil(ref[0] / 3600), math.ceil(ref[1] / 3600))
-        self.lagged = LaggedCounts(max(n_buckets, max_delay + 2), reference=ref_hours)
-        self.delays = DelayDistribution(max_delay, history_days=q.contact_history_days)
-        # contacts that count against no request: no decision time (self-described
-        # feedback), a decision too old for the windows, or (from the monitor) never joined
-        self.unattributed: dict[str, int] = {"no_decision": 0, "too_late": 0, "unjoined": 0}
-        # the thresholds routed under in the reference period, and the newest request
-        # routed under others: tier tests are standardized on the policy while any
-        # request of their window was routed under a policy the reference never saw
-        self.reference_policies: set[tuple[float, float, float]] = set()
-        self.off_policy_ts = -math.inf
-        # attributed windows of one evaluation, until the next event (a plain cache)
-        self._lag_cache: dict[tuple[Any, ...], Totals] = {}
-        self.contact_cusums: dict[tuple[str, int | None], PoissonCusum] = {}
-        self.contact_done: int | None = None  # the newest bucket the CUSUMs have seen
-        # bad outcomes of every signal pooled, per tier and per band of the cheap tier
-        self.pooled: dict[tuple[str, int | None], RatioMixture] = {}
-        self.pooled_done: int | None = None
         # per-segment-value outcome counts (bounded sketches); fed by the Monitor
         self.segments = SegmentCounts(ref, config.segments)
         # outcomes months later: cohort curves, subjects, delayed_outcome_gap (issue #18)
         self.delayed = DelayedOutcomes(config.delayed, config.cheap_tier, config.capable_tier)
         self._delayed_snapshot: dict[str, Any] = {}
 
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_lag_cache": {}}  # a cache, not state
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if "drift_watch" not in state:  # pickled before the drift watch left RouterState
+            drift = self.drift_watch = DriftWatch(self.router_id, self.config)
+            for name in ("baseline", "bins", "streams"):
+                setattr(drift, name, self.__dict__.pop(name))
+            self.__dict__.pop("_drift_alpha", None)
+        if "quality_watch" not in state:  # and before the quality watch did
+            quality = self.quality_watch = QualityWatch(self.router_id, self.config, self.start)
+            for old, name in _QUALITY_ATTRIBUTES.items():
+                if old in self.__dict__:  # (snapshots before the pooled test lack it)
+                    setattr(quality, name, self.__dict__.pop(old))
+            self.__dict__.pop("_lag_cache", None)
 
     # -- configuration ------------------------------------------------------------------
     def set_baseline(self, baseline: Baseline) -> None:
-        """Compare against ``baseline`` from now on; histograms restart empty."""
-        self.baseline = baseline
-        self.bins = quantile_bins(baseline.score)
-        splits = coarse_splits(self.bins.baseline_probs, self.config.n_bands)
-        fine = self.bins.fine_edges
-        edges = fine[splits]
+        """Compare against ``baseline`` from now on; histograms restart empty, and the
+        score bands become the baseline's quantile bands."""
+        self.drift_watch.set_baseline(baseline)
+        bins = self.drift_watch.bins
+        assert bins is not None
+        splits = coarse_splits(bins.baseline_probs, self.config.n_bands)
+        edges = bins.fine_edges[splits]
         edges[0], edges[-1] = 0.0, 1.0
-        self.band_edges = np.maximum.accumulate(edges)
-        tiers = (self.config.cheap_tier, self.config.capable_tier)
-        c = self.config
-        n_streams = 1 + len(tiers) + len(baseline.signals)
-        n_tests = n_streams * len(c.drift_windows) * 2
-        # each level has its own budget; with the sequential tests on, the windows and
-        # the sequential tests each spend half of it
-        split = 2 if c.sequential_drift else 1
-        ticket = c.ticket_false_alarms_per_30d / split
-        info = c.info_false_alarms_per_30d / split
-        self._drift_alpha = calibrated_alpha(ticket, 30 * DAY, c.eval_every_s, n_tests)
-        info_alpha = calibrated_alpha(info, 30 * DAY, c.eval_every_s, n_tests)
-        seq_threshold = seq_info = None
-        if c.sequential_drift:
-            # the mixture Shiryaev-Roberts statistic crosses A within m steps with
-            # probability <= m/A (Doob); one test per stream, its tilts and directions
-            # inside the mixture (pipeline/core/sequential.py)
-            steps = 30 * DAY / c.seq_step_s * n_streams
-            seq_threshold, seq_info = math.log(steps / ticket), math.log(steps / info)
-        dc = DriftConfig(alpha=self._drift_alpha, windows=c.drift_windows,
-                         ks_floor=c.ks_floor, psi_floor=c.psi_floor,
-                         lateness_s=c.allowed_lateness_s, seq_threshold=seq_threshold,
-                         seq_tilts=c.seq_tilts, seq_step_s=c.seq_step_s,
-                         info_alpha=info_alpha, seq_info_threshold=seq_info)
-        self.streams = {("router", "score"): DriftStream(self.bins, dc)}
-        for tier in tiers:
-            self.streams[(tier, "score")] = DriftStream(self.bins, dc, tier=tier)
-        for name, dist in baseline.signals.items():
-            self.streams[("router", name)] = DriftStream(quantile_bins(dist), dc)
+        self.quality_watch.band_edges = np.maximum.accumulate(edges)
 
-    def _configure_quality_tests(self) -> None:
-        """Build every quality test from :class:`QualityConfig`, once.
+    @property
+    def baseline(self) -> Baseline | None:
+        """The baseline drift is measured against."""
+        return self.drift_watch.baseline
 
-        All of them share one Bonferroni family (:meth:`QualityConfig.n_comparisons`)
-        and the configured budget and evaluation interval; each signal gets its floor,
-        and graded signals the variance-aware test when the reference test allows it.
-        """
-        c = self.config
-        q = c.quality
-        family = q.n_comparisons(n_tiers=2, n_bands=c.n_bands)
-        common: dict[str, Any] = {
-            "false_alarms_per_period": c.false_alarms_per_30d,
-            "period_seconds": 30 * DAY,
-            "evaluation_interval_seconds": c.eval_every_s,
-            "n_comparisons": family,
-            "min_effective_n": q.min_effective_n,
-        }
-        for signal in SIGNALS:
-            self._drop_tests[signal] = SequentialDropTest(
-                floor=q.floors.get(signal, 0.05), reference_test=q.reference_test,
-                graded=signal in q.graded_signals and q.reference_test == "conditional",
-                **common)
-        self._gap_test = SequentialDropTest(floor=q.gap_floor, **common)
+    @property
+    def bins(self) -> QuantileBins | None:
+        """The baseline's fine score bins."""
+        return self.drift_watch.bins
+
+    @property
+    def streams(self) -> dict[tuple[str, str], DriftStream]:
+        """The drift streams, by ``(tier or "router", signal)``."""
+        return self.drift_watch.streams
+
+    @property
+    def band_edges(self) -> np.ndarray:
+        """The score bands' edges (the baseline's quantile bands; uniform before one)."""
+        return self.quality_watch.band_edges
 
     @property
     def reference_end(self) -> float:
         """When the reference period, the quality tests' baseline, ends."""
-        return self.start + self.config.quality.reference_days * DAY
+        return self.quality_watch.reference_end
 
     def band(self, score: float) -> int:
         return int(self.bands(np.array([score]))[0])
 
     def bands(self, scores: np.ndarray) -> np.ndarray:
         """Score band of each score (baseline-quantile bands; uniform before a baseline)."""
-        idx = np.searchsorted(self.band_edges, scores, side="right") - 1
-        return np.clip(idx, 0, self.config.n_bands - 1)
+        return self.quality_watch.bands(scores)
 
     # -- updates ------------------------------------------------------------------------
     def observe_routing(self, ts: np.ndarray, scores: np.ndarray, tiers: list[str],
@@ -367,6 +183,7 @@ class RouterState:
         routed: dict[tuple[str, int, int], int] = {}
         ref_end = self.reference_end
         policies = self.reference_policies
+        off_policy_ts = self.off_policy_ts
         for t, tier, th, cost, band in zip(ts.tolist(), tiers, thresholds, costs, bands,
                                            strict=True):
             if t >= self.thresholds_ts:
@@ -374,8 +191,8 @@ class RouterState:
             key = th.key
             if t < ref_end:
                 policies.add(key)
-            elif key not in policies and t > self.off_policy_ts:
-                self.off_policy_ts = t
+            elif key not in policies and t > off_policy_ts:
+                off_policy_ts = t
             self.routed[tier] = self.routed.get(tier, 0) + 1
             day = int(t // DAY)
             per = self.routed_day.setdefault(day, {})
@@ -385,39 +202,21 @@ class RouterState:
                 c[tier] = c.get(tier, 0.0) + cost
             k = (tier, band, int(t // 3600))
             routed[k] = routed.get(k, 0) + 1
+        self.off_policy_ts = off_policy_ts
         self.count_routed_hours(routed.items())
         self.observe_scores(ts, scores, tiers, reasons, [th.key for th in thresholds], signals)
 
     def count_routed_hours(self, counts: Iterable[tuple[tuple[str, int, int], int]]) -> None:
         """Count routed requests per ``(tier, band, decision hour)``: what the lagged
         signals (contacts, surveys) are attributed against, and the delay table's exposure."""
-        for (tier, band, hour), n in counts:
-            self.lagged.update_routed(tier, band, hour, n)
-            self.delays.add_exposure(hour, n)
-        self._lag_cache.clear()
+        self.quality_watch.count_routed(counts)
         self._trim_days()
 
     def observe_scores(self, ts: np.ndarray, scores: np.ndarray, tiers: Sequence[str],
                        reasons: Sequence[str], keys: Sequence[tuple[float, float, float]],
                        signals: Mapping[str, list[tuple[float, float]]]) -> None:
-        """The drift streams' share of a routing batch: the router's scores, each tier's
-        on-policy scores with the thresholds (``keys``) they were routed under, and the
-        router's other signals."""
-        if self.bins is None:
-            return
-        self.streams[("router", "score")].update_many(ts, scores)
-        tier_of = np.asarray(tiers, dtype=object)
-        on_policy = np.fromiter((r not in OFF_POLICY for r in reasons), bool, len(reasons))
-        for tier in (self.config.cheap_tier, self.config.capable_tier):
-            idx = np.flatnonzero((tier_of == tier) & on_policy)
-            if idx.size:
-                self.streams[(tier, "score")].update_many(
-                    ts[idx], scores[idx], [keys[i] for i in idx.tolist()])
-        for name, pairs in signals.items():
-            stream = self.streams.get(("router", name))
-            if stream is not None and pairs:
-                arr = np.asarray(pairs, dtype=np.float64)
-                stream.update_many(arr[:, 0], arr[:, 1])
+        """The drift streams' share of a routing batch (:meth:`DriftWatch.observe_scores`)."""
+        self.drift_watch.observe_scores(ts, scores, tiers, reasons, keys, signals)
 
     def _trim_days(self) -> None:
         if len(self.routed_day) > 40:
@@ -435,79 +234,62 @@ class RouterState:
         day = int(ts // DAY)
         per = self.feedback_day.setdefault(day, {})
         per[tier] = per.get(tier, 0) + 1
-        if kind in ROUTED_SIGNALS:
-            # a contact counts against its own request (decision hour, tier, band); the
-            # windows correct for the contacts still to come (pipeline.core.lagged)
-            if decision_ts is None:
-                self.unattributed["no_decision"] += 1
-                return
-            d, c = int(decision_ts // 3600), int(ts // 3600)
-            self._lag_cache.clear()
-            if not self.lagged.update_event(tier, band, d, c):
-                self.unattributed["too_late"] += 1
-            self.delays.add_delay(d, c)
-            return
-        w = weight or 1.0
         if kind in DELAYED_KINDS and decision_ts is not None:
             self.delayed.observe_request_outcome(
                 kind, value, ts=ts, decision_ts=decision_ts, tier=tier, weight=weight,
                 propensity=propensity, explored=bool(in_band))
-        if kind in self.config.quality.attributed_signals and decision_ts is not None:
-            ts = decision_ts  # a late graded outcome belongs to its request's window
-        self.quality.update(tier, band, kind, ts, outcome(kind, value), w)
-        if in_band and propensity is not None:
-            self.inband.update(tier, band, kind, ts, outcome(kind, value),
-                               ipw_weight(propensity, w))
+        self.quality_watch.observe_feedback(
+            tier=tier, band=band, kind=kind, value=value, ts=ts, decision_ts=decision_ts,
+            weight=weight, propensity=propensity, in_band=in_band)
 
-    # -- windows of any signal ----------------------------------------------------------
+    # -- the quality watch's state and windows ------------------------------------------
+    @property
+    def quality(self) -> OutcomeCounts:
+        """Feedback outcomes by tier, band and time (:attr:`QualityWatch.counts`)."""
+        return self.quality_watch.counts
+
+    @property
+    def unattributed(self) -> dict[str, int]:
+        """Contacts counted against no request, by reason."""
+        return self.quality_watch.unattributed
+
+    @property
+    def reference_policies(self) -> set[tuple[float, float, float]]:
+        """The thresholds routed under in the reference period."""
+        return self.quality_watch.reference_policies
+
+    @property
+    def off_policy_ts(self) -> float:
+        """The newest request routed under thresholds the reference never saw."""
+        return self.quality_watch.off_policy_ts
+
+    @off_policy_ts.setter
+    def off_policy_ts(self, ts: float) -> None:
+        self.quality_watch.off_policy_ts = ts
+
     def delay_estimate(self, at: float) -> DelayEstimate | None:
         """The contact delay distribution learnt up to the bucket that closes at ``at``."""
-        return self.delays.estimate(int(at // 3600))
+        return self.quality_watch.delay_estimate(at)
 
     def window(self, signal: str, at: float, seconds: float, *, tier: str | None = None,
                band: int | None = None) -> Totals:
-        """A signal's window ending at ``at``: feedback by its own time bucket; routed
-        signals (contacts) attributed to the requests decided in it, with the censoring
-        correction (empty until a delay distribution has been learnt)."""
-        if signal not in ROUTED_SIGNALS:
-            return self.quality.window(at, seconds, signal=signal, tier=tier, band=band)
-        m = math.ceil(seconds / 3600 - 1e-9)
-        return self._attributed(("window", int(at // 3600), seconds, tier, band), at,
-                                lambda cdf: self.lagged.window(
-                                    int(at // 3600), m, cdf, tier=tier, band=band,
-                                    min_completed=self.config.quality.min_completed))
+        """A signal's window ending at ``at`` (:meth:`QualityWatch.window`)."""
+        return self.quality_watch.window(signal, at, seconds, tier=tier, band=band)
 
     def reference(self, signal: str, at: float, *, tier: str | None = None,
                   band: int | None = None) -> Totals:
-        """A signal's reference-period totals (contacts attributed and corrected, as
-        of ``at``: the last reference hours' contacts are still coming in at its end)."""
-        if signal not in ROUTED_SIGNALS:
-            return self.quality.reference_totals(signal, tier=tier, band=band)
-        return self._attributed(("reference", int(at // 3600), tier, band), at,
-                                lambda cdf: self.lagged.reference_totals(
-                                    int(at // 3600), cdf, tier=tier, band=band,
-                                    min_completed=self.config.quality.min_completed))
-
-    def _attributed(self, key: tuple[Any, ...], at: float,
-                    compute: Callable[[Any], Totals]) -> Totals:
-        """Attributed totals, computed once per evaluation hour and key with the delay
-        distribution learnt by ``at`` (empty before one is learnt)."""
-        hit = self._lag_cache.get(key)
-        if hit is not None:
-            return hit
-        est = self.delay_estimate(at)
-        if est is None:
-            return Totals()
-        out = self._lag_cache[key] = compute(est.cdf)
-        return out
+        """A signal's reference-period totals (:meth:`QualityWatch.reference`)."""
+        return self.quality_watch.reference(signal, at, tier=tier, band=band)
 
     # -- evaluation ---------------------------------------------------------------------
     def evaluate(self, now: float) -> Evaluation:
         ev = Evaluation(now)
         at = now - 1e-6  # the window ends with the bucket that closes at ``now``
         ev.transitions += self.sequential(now).transitions
-        drift = self._evaluate_drift(ev, at)
-        quality = self._evaluate_quality(ev, at)
+        drift = self.drift_watch.evaluate(ev, at, self.alerts, self._transition)
+        quality = self.quality_watch.evaluate(
+            ev, at, self._transition, thresholds=self.thresholds, routed_day=self.routed_day,
+            feedback_day=self.feedback_day)
         econ = ledger.economics(self, at)
         if econ is not None:
             trap = econ.trap
@@ -559,552 +341,25 @@ class RouterState:
 
     def _transition(self, ev: Evaluation, key: AlertKey, condition: bool, window: str,
                     summary: str, statistics: dict[str, Any]) -> None:
-        state = self.alerts.update(key, condition, ev.ts)
-        if state == "firing" and key.kind in ATTRIBUTED_KINDS and key.tier is not None:
-            summary, statistics = annotate(self.segments, key.kind, key.tier, key.detail,
-                                           window, summary, statistics, ev.ts - 1e-6)
-        if state is not None:
-            ev.transitions.append(Transition(key, state, window, summary, statistics))
+        """Every alert condition of this router's evaluations (the watches' ``fire``)."""
+        transition(self.alerts, ev, key, condition, window, summary, statistics,
+                   self._annotate)
+
+    def _annotate(self, key: AlertKey, window: str, summary: str, statistics: dict[str, Any],
+                  ts: float) -> tuple[str, dict[str, Any]]:
+        """A firing quality alert names the segments behind it."""
+        if key.kind not in ATTRIBUTED_KINDS or key.tier is None:
+            return summary, statistics
+        return annotate(self.segments, key.kind, key.tier, key.detail, window, summary,
+                        statistics, ts - 1e-6)
 
     def _drift_key(self, who: str, signal: str) -> tuple[AlertKey, str]:
-        if signal != "score":
-            return AlertKey("signal_drift", self.router_id, None, signal), f"signal {signal}"
-        if who == "router":
-            return AlertKey("confidence_drift", self.router_id, None), "router confidence"
-        return AlertKey("tier_confidence_drift", self.router_id, who), f"{who}-tier confidence"
-
-    def _sequential_stats(self, stream: DriftStream,
-                          at: float) -> tuple[dict[str, Any], str] | None:
-        """The stream's sequential statistics for an alert, and their summary."""
-        seq = stream.seq
-        worst = None if seq is None else seq.worst()
-        if seq is None or worst is None:
-            return None
-        direction, statistic, since = worst
-        level, est = stream.sequential_level()
-        stats: dict[str, Any] = {
-            "direction": direction, "statistic": statistic, "threshold": seq.threshold,
-            "info_threshold": seq.info_threshold, "alarm": level == "alarm",
-            "level": level, "since": since, "tilts": seq.tilts.tolist(),
-            "estimate": None if est is None else est.to_dict()}
-        size = "" if est is None else (
-            f", estimated shift {est.shift_sd:.3f} sd (KS {est.ks:.3f}, PSI {est.psi:.3f}; "
-            f"at least KS {est.ks_lower:.3f}, PSI {est.psi_lower:.3f})")
-        return stats, (f"sequential test: {direction}{size}; statistic {statistic:.1f} vs "
-                       f"thresholds {seq.info_threshold:.1f} (info) / {seq.threshold:.1f}, "
-                       f"since {_hours(since, at)} h ago")
-
-    def _floors(self) -> str:
-        return f"KS {self.config.ks_floor:g} / PSI {self.config.psi_floor:g}"
-
-    def _drift_transition(self, ev: Evaluation, key: AlertKey, level: str | None,
-                          window: str, summary: str, stats: dict[str, Any], *,
-                          resolve: bool = True) -> None:
-        """One drift stream's two alerts: ``key`` above the effect floor, its ``info``
-        twin for a certain drift below it. At most one of them fires: an escalation
-        resolves the info finding at once, and a firing ticket stays a ticket (with its
-        hysteresis) while the drift is certain at any level. ``resolve=False`` (the
-        minute ticks) only fires."""
-        info_key = replace(key, level="info")
-        stats = {**stats, "level": level}
-        firing = self.alerts.firing(key)
-        main = level == "alarm" or (firing and level is not None)
-        if resolve or (main and not firing):
-            self._transition(ev, key, main, window, summary, stats)
-        if self.alerts.firing(key):
-            if self.alerts.clear(info_key) is not None:
-                ev.transitions.append(Transition(info_key, "resolved", window,
-                                                 "escalated: " + summary, stats))
-        elif resolve or (level == "info" and not self.alerts.firing(info_key)):
-            self._transition(ev, info_key, level == "info", window, summary, stats)
+        return self.drift_watch.key(who, signal)
 
     def sequential(self, now: float) -> Evaluation:
-        """Close the sequential drift tests' steps up to ``now``; fire what crossed.
-
-        Runs every ``seq_step_s`` of event time, between the hourly evaluations, which
-        alone resolve alerts (with their hysteresis).
-        """
-        ev = Evaluation(now)
-        for (who, signal), stream in self.streams.items():
-            if stream.seq is None or not stream.seq.advance(now):
-                continue
-            key, what = self._drift_key(who, signal)
-            if self.alerts.firing(key):
-                continue  # hourly evaluations keep it firing while the test is certain
-            level, _ = stream.sequential_level()
-            if level is None or (level == "info"
-                                 and self.alerts.firing(replace(key, level="info"))):
-                continue
-            seq = self._sequential_stats(stream, now)
-            assert seq is not None
-            stats, seq_summary = seq
-            below = "" if level == "alarm" else f", below the effect floors ({self._floors()})"
-            summary = f"{what} drifted from the baseline{below}: {seq_summary}"
-            self._drift_transition(ev, key, level, "seq", summary, {
-                "sequential": stats,
-                "baseline_version": self.baseline.version if self.baseline else None},
-                resolve=False)
-        return ev
-
-    def _evaluate_drift(self, ev: Evaluation, at: float) -> dict[str, StreamResult]:
-        results: dict[str, StreamResult] = {}
-        rank = {None: 0, "info": 1, "alarm": 2}
-        for (who, signal), stream in self.streams.items():
-            res = stream.evaluate(at)
-            label = who if signal == "score" else f"signal:{signal}"
-            results[label] = res
-            worst = res.worst
-            if worst is None:
-                continue
-            key, what = self._drift_key(who, signal)
-            level = res.level
-            # info: some test is certain, but none is both past its floor and significant
-            below = "" if level == "alarm" else (
-                f", certain but not past an effect floor ({self._floors()}) with significance")
-            summary = (f"{what} drifted from the baseline{below}: KS {worst.ks.effect:.3f}, "
-                       f"PSI {worst.psi.effect:.3f} over {worst.window}")
-            stats: dict[str, Any] = {
-                "windows": res.statistics(),
-                "baseline_version": self.baseline.version if self.baseline else None}
-            seq = self._sequential_stats(stream, at)
-            if seq is not None:
-                stats["sequential"], seq_summary = seq
-                seq_level = seq[0]["level"]
-                if rank[seq_level] > rank[level]:
-                    level = seq_level
-                    below = ("" if level == "alarm"
-                             else f", below the effect floors ({self._floors()})")
-                    summary = f"{what} drifted from the baseline{below}: {seq_summary}"
-            self._drift_transition(ev, key, level, worst.window, summary, stats)
-        return results
-
-    def _evaluate_quality(self, ev: Evaluation, at: float) -> dict[str, Any]:
-        c = self.config
-        q = c.quality
-        out: dict[str, Any] = {"mdd": {}, "rates": {}}
-        seen = set(self.quality.tiers) | set(self.lagged.tiers)
-        tiers = [t for t in (c.cheap_tier, c.capable_tier) if t in seen]
-        testing = at >= self.reference_end
-        steps: dict[tuple[tuple[str, int | None], int], tuple[float, float]] = {}
-        cusum = self._contact_cusums(at, tiers, steps) if testing and q.contact_cusum else {}
-        out["contact_cusum"] = cusum
-        if testing and q.pooled_test:
-            out["pooled"] = self._pooled(ev, at, tiers, steps)
-        for signal, test in self._drop_tests.items():
-            results = []
-            scan = []  # the cheap tier, band by band
-            for seconds in q.windows_for(signal):
-                w = window_name(seconds)
-                for tier in [*tiers, None]:
-                    if not testing:
-                        continue
-                    if tier is not None and self._policy_moved(at, seconds):
-                        cur, ref = self._standardized(signal, at, seconds, tier)
-                    else:
-                        ref = self.reference(signal, at, tier=tier)
-                        cur = self.window(signal, at, seconds, tier=tier)
-                    if ref.w <= 0:
-                        continue
-                    r = test.test(cur, ref, tier=tier, signal=signal, window=w)
-                    results.append(r)
-                    if tier is not None and signal == "thumbs" and ref.rate > 0:
-                        out["mdd"].setdefault(tier, {})[f"{signal}/{w}"] = test.mdd(
-                            cur.n_eff, ref.rate, n_reference=ref.n_eff)
-            if testing and signal in q.band_scan_signals and c.cheap_tier in tiers:
-                for seconds in q.scan_windows_for(signal):
-                    w = window_name(seconds)
-                    for b in range(c.n_bands):
-                        ref = self.reference(signal, at, tier=c.cheap_tier, band=b)
-                        if ref.w <= 0:
-                            continue
-                        cur = self.window(signal, at, seconds, tier=c.cheap_tier, band=b)
-                        scan.append(test.test(cur, ref, tier=c.cheap_tier, signal=signal,
-                                              window=w, band=b))
-            for tier in tiers:
-                mine = [r for r in results if r.tier == tier]
-                alarm = [r for r in mine + scan if r.tier == tier and r.alarm]
-                kind = "support_contact_rise" if signal == "support_contact" \
-                    else "tier_quality_drop"
-                key = AlertKey(kind, self.router_id, tier, signal)
-                seq = cusum.get(tier) if signal == "support_contact" else None
-                if seq is not None and seq["alarm"] and not alarm:
-                    self._transition(ev, key, True, "1h", seq["summary"], {"cusum": seq})
-                    continue
-                worst = max(alarm or mine, key=lambda r: r.drop if r.n_eff else -1.0,
-                            default=None)
-                if worst is None:
-                    continue
-                aggregate = [r for r in results if r.tier is None and r.window == worst.window]
-                masked = bool(aggregate) and tier in masked_tiers(aggregate[0], [worst])
-                stats = {"test": worst.to_dict(), "aggregate_hides_it": masked,
-                         "bands": sorted({r.band for r in alarm if r.band is not None})}
-                if seq is not None:
-                    stats["cusum"] = seq
-                what = ("support contacts per request rose" if signal == "support_contact"
-                        else f"{signal} satisfaction dropped")
-                where = ""
-                if worst.band is not None:
-                    lo, hi = self.band_edges[worst.band], self.band_edges[worst.band + 1]
-                    where = f" in score band {lo:.2f}–{hi:.2f}"
-                summary = (f"{tier} tier: {what}{where} by {abs(worst.drop):.3f} "
-                           f"({worst.reference_rate:.3f} → {worst.current_rate:.3f}) over "
-                           f"{worst.window}" + ("; the aggregate hides it" if masked else ""))
-                self._transition(ev, key, bool(alarm), worst.window or "", summary, stats)
-        self._boundary(ev, at)
-        self._gap(ev, at)
-        self._starvation(ev, at, out)
-        return out
-
-    def _policy_moved(self, at: float, seconds: float) -> bool:
-        """Whether a request of the window ``(at - seconds, at]`` was routed under
-        thresholds the reference period never saw (and standardization is on)."""
-        return self.config.quality.standardize_bands and self.off_policy_ts > at - seconds
-
-    def _standardized(self, signal: str, at: float, seconds: float, tier: str,
-                      bands: list[int] | None = None) -> tuple[Totals, Totals]:
-        """A tier's window and its reference, the reference's score bands reweighted to
-        the routing policy in force (direct standardization on the policy).
-
-        A threshold move (or a new exploration rate) changes which bands a tier serves,
-        and so its rate, with no band's quality changing: moving ``cheap_above`` down
-        hands the cheap tier a band it serves worse than its average. Each band's
-        reference counts therefore get the weight ``k_b = s_b(window) / s_b(reference)``
-        with ``s_b`` the tier's share of the band's routed requests: the reference then
-        has the mix of queries the tier would have served under today's policy. A change
-        of the *population* (a cohort, a drift into a worse band) leaves ``s_b`` alone
-        and stays in the comparison: the tier's users do see it. Weights enter Kish's
-        effective size, so the reference's noise is not understated. Bands the reference
-        never saw for this tier are left out of both (nothing to compare them with).
-        """
-        which = list(range(self.config.n_bands)) if bands is None else bands
-        cur_b = {b: self.window(signal, at, seconds, tier=tier, band=b) for b in which}
-        ref_b = {b: self.reference(signal, at, tier=tier, band=b) for b in which}
-        covered = [b for b in which if ref_b[b].w > 0]
-        cur, ref = Totals(), Totals()
-        for b in covered:
-            cur = cur + cur_b[b]
-        now, m = int(at // 3600), math.ceil(seconds / 3600 - 1e-9)
-        for b in covered:
-            k = 1.0
-            ref_all = self.lagged.reference_routed(band=b)
-            ref_tier = self.lagged.reference_routed(tier=tier, band=b)
-            cur_all = self.lagged.routed(now, m, band=b)
-            if ref_all > 0 and ref_tier > 0 and cur_all > 0:
-                k = (self.lagged.routed(now, m, tier=tier, band=b) / cur_all) / (
-                    ref_tier / ref_all)
-            r = ref_b[b]
-            if k > 0:
-                ref = ref + Totals(r.n, k * r.w, k * k * r.w2, k * r.wy, k * k * r.w2y,
-                                   k * k * r.w2y2)
-        return cur, ref
-
-    def _contact_cusums(self, at: float, tiers: list[str],
-                        steps: dict[tuple[tuple[str, int | None], int], tuple[float, float]]
-                        | None = None) -> dict[str, dict[str, Any]]:
-        """Feed the hours closed since the last evaluation to the contact CUSUMs (one per
-        tier, one per band of the cheap tier) and report the most alarming per tier.
-
-        A CUSUM alarms when its statistic crosses ``ln(1/α)`` (α: the quality family's
-        per-test level) and its excursion's extra contacts per request reach half the
-        floor (the CUSUM's own reference value): a rise worth paging for, not a
-        significant trickle.
-
-        Why arrival time here, when the windows attribute contacts to their requests: a
-        contact counts the hour it arrives, with no wait for its cohort to mature, and
-        the expected count is the exposure of the decision hours before it convolved
-        with the learnt delay pmf, ``p0 · Σ_a n_(h-a) f(a)``: unbiased under any change
-        of volume (a quiet weekend hour expects the contacts of Friday's busy hours).
-        ``p0`` is the reference period's attributed rate at its one-sided 90 % upper
-        bound, so a reference that happened to be quiet does not make every hour a rise.
-        Each bucket's observed and expected contacts per key go into ``steps`` (for the
-        pooled test).
-        """
-        c, q = self.config, self.config.quality
-        floor = q.floors.get("support_contact", 0.004)
-        now = int(at // 3600)
-        est = self.delay_estimate(at)
-        if est is None:
-            return {}
-        keys: list[tuple[str, int | None]] = [(t, None) for t in tiers]
-        if c.cheap_tier in tiers:
-            keys += [(c.cheap_tier, b) for b in range(c.n_bands)]
-        rates: dict[tuple[str, int | None], float] = {}
-        for k in {*keys, *self.contact_cusums}:
-            ref = self.reference("support_contact", at, tier=k[0], band=k[1])
-            bad = max(ref.w - ref.wy, 0.0)
-            rates[k] = (float(special.gammaincinv(bad + 1.0, 0.9)) / ref.w if ref.w > 0
-                        else math.nan)
-        first = now if self.contact_done is None else max(self.contact_done + 1, now - 24 * 7)
-        threshold = -math.log(self._drop_tests["support_contact"].alpha)
-        pmf = est.pmf
-        depth = pmf.size
-        series = {k: self.lagged.series(first - depth + 1, now, tier=k[0], band=k[1])
-                  for k in keys}
-        # a tier's expected contacts follow its band mix: each band's routed requests
-        # count at the band's reference rate relative to the tier's (a threshold move
-        # that hands the tier a worse band is no rise)
-        moved = self._policy_moved(at, depth * 3600.0)
-        mix = {t: self._band_mix(t, at, first - depth + 1, now) for t in tiers} if moved else {}
-        for b in range(first, now + 1):
-            i = b - first + depth - 1  # row of bucket b (rows are oldest first)
-            for k in keys:
-                rate = rates[k]
-                if not rate > 0:
-                    continue
-                rows = series[k]
-                observed = float(rows[i, LaggedCounts.BY_ARRIVAL])
-                routed = rows[i - depth + 1: i + 1, LaggedCounts.ROUTED]
-                if k[1] is None and moved:
-                    routed = mix[k[0]][i - depth + 1: i + 1]
-                expected = rate * float(np.dot(routed[::-1], pmf))
-                cs = self.contact_cusums.setdefault(k, PoissonCusum(threshold))
-                cs.update(max(observed, 0.0), expected, rate, floor=floor, bucket=b)
-                if steps is not None:
-                    steps[(k, b)] = (max(observed, 0.0), expected)
-        self.contact_done = now
-        out: dict[str, dict[str, Any]] = {}
-        for (tier, band), cs in self.contact_cusums.items():
-            rate = rates.get((tier, band), math.nan)
-            excess = cs.excess_rate(rate) if rate > 0 else 0.0
-            alarm = cs.alarm and excess >= floor / 2
-            mine = out.get(tier)
-            if mine is not None and (mine["alarm"], mine["ratio"]) >= (
-                    alarm, cs.statistic / cs.threshold):
-                continue
-            where = ""
-            if band is not None:
-                where = (f" in score band {self.band_edges[band]:.2f}–"
-                         f"{self.band_edges[band + 1]:.2f}")
-            since = None if cs.since is None else cs.since * 3600.0
-            out[tier] = {
-                "alarm": alarm, "band": band, "statistic": cs.statistic,
-                "threshold": cs.threshold, "ratio": cs.statistic / cs.threshold,
-                "since": since, "observed": cs.observed, "expected": cs.expected,
-                "reference_rate": rate, "excess_per_request": excess, "floor": floor,
-                "summary": (f"{tier} tier: support contacts{where} rose by {excess:.4f} per "
-                            f"request ({cs.observed:.0f} observed vs {cs.expected:.1f} "
-                            f"expected since {_hours(since, at)} h ago; sequential test)")}
-        return out
-
-    def _pooled(self, ev: Evaluation, at: float, tiers: list[str],
-                contacts: dict[tuple[tuple[str, int | None], int], tuple[float, float]],
-                ) -> dict[str, dict[str, Any]]:
-        """Feed the hours closed since the last evaluation to the pooled bad-outcome tests
-        (one per tier, one per band of the cheap tier) and fire or resolve their alerts.
-
-        A step's bad mass is every pooled feedback signal's ``Σ(1 - y)`` in the hour plus
-        the contacts that arrived in it; its expectation is, band by band, each signal's
-        outcomes times the band's reference bad rate at its one-sided 90 % upper bound
-        (Poisson, on Kish's effective counts), plus the contacts the contact CUSUM
-        expected. Bands the reference never saw for the tier are left out, so a threshold
-        move that hands a tier a worse band is compared band by band, not as a rise.
-        Outcomes that arrive after their hour was tested are not counted (they cannot
-        make a false alarm; a feedback backlog is simply not seen here). The threshold is
-        ``ln(1/α)``, the quality family's per-test level (:mod:`pipeline.core.pooled`).
-        """
-        c, q = self.config, self.config.quality
-        now = int(at // 3600)
-        done = getattr(self, "pooled_done", None)
-        first = now if done is None else max(done + 1, now - 24 * 7)
-        threshold = -math.log(self._drop_tests["thumbs"].alpha)
-        signals = [s for s in q.pooled_signals
-                   if s in FEEDBACK_SIGNALS and s not in q.attributed_signals]
-        n = now - first + 1
-        keys: list[tuple[str, int | None]] = [(t, None) for t in tiers]
-        if c.cheap_tier in tiers:
-            keys += [(c.cheap_tier, b) for b in range(c.n_bands)]
-        bad = {k: np.zeros(n) for k in keys}
-        expected = {k: np.zeros(n) for k in keys}
-        for tier in tiers:
-            for b in range(c.n_bands):
-                for s in signals:
-                    ref = self.quality.reference_totals(s, tier=tier, band=b)
-                    good_r, n_r = effective_counts(ref.wy, ref.w, ref.w2)
-                    if n_r < q.min_effective_n:
-                        continue
-                    q0 = min(1.0, float(special.gammaincinv(n_r - good_r + 1.0, 0.9)) / n_r)
-                    rows = self.quality.series(first, now, signal=s, tier=tier, band=b)[::-1]
-                    if not rows[:, 1].any():
-                        continue
-                    good, eff = effective_counts_rows(rows)
-                    for key in ((tier, None), (tier, b)):
-                        if key in bad:
-                            bad[key] += np.maximum(eff - good, 0.0)
-                            expected[key] += q0 * eff
-        pooled = self.__dict__.setdefault("pooled", {})
-        for k in keys:
-            test = pooled.get(k)
-            for i, bucket in enumerate(range(first, now + 1)):
-                x, lam = contacts.get((k, bucket), (0.0, 0.0))
-                x, lam = x + float(bad[k][i]), lam + float(expected[k][i])
-                if lam <= 0:
-                    continue
-                if test is None:
-                    test = pooled[k] = RatioMixture(threshold)
-                test.update(x, lam, bucket=bucket)
-        self.pooled_done = now
-        out: dict[str, dict[str, Any]] = {}
-        for (tier, band), test in sorted(pooled.items(), key=lambda kv: (kv[0][0],
-                                                                          kv[0][1] or -1)):
-            alarm = test.alarm and test.ratio >= q.pooled_ratio_floor
-            mine = out.get(tier)
-            ratio = test.statistic / test.threshold
-            if mine is not None and (mine["alarm"], mine["ratio"]) >= (alarm, ratio):
-                continue
-            where = "" if band is None else (
-                f" in score band {self.band_edges[band]:.2f}–{self.band_edges[band + 1]:.2f}")
-            since = None if test.since is None else test.since * 3600.0
-            out[tier] = {
-                "alarm": alarm, "band": band, "statistic": test.statistic,
-                "threshold": test.threshold, "ratio": ratio, "since": since,
-                "observed": test.observed, "expected": test.expected,
-                "rate_ratio": test.ratio, "floor": q.pooled_ratio_floor,
-                "signals": [*signals, *(["support_contact"] if q.contact_cusum else [])],
-                "summary": (f"{tier} tier: bad outcomes{where} rose {test.ratio:.1f}× "
-                            f"({test.observed:.0f} observed vs {test.expected:.1f} expected "
-                            f"since {_hours(since, at)} h ago: "
-                            f"{', '.join(signals)} and support contacts pooled; "
-                            "sequential test)")}
-        for tier, res in out.items():
-            self._transition(ev, AlertKey("tier_quality_drop", self.router_id, tier, "pooled"),
-                             res["alarm"], "1h", res["summary"], {"pooled": res})
-        return out
-
-    def _band_mix(self, tier: str, at: float, first: int, last: int) -> np.ndarray:
-        """A tier's routed requests per bucket ``first..last``, each band's weighted by its
-        reference contact rate over the tier's (shrunk toward 1 with the evidence of five
-        contacts, so a band with few reference contacts is not taken as contact-free)."""
-        ref = self.reference("support_contact", at, tier=tier)
-        p_tier = (ref.w - ref.wy) / ref.w if ref.w > 0 else 0.0
-        out = np.zeros(last - first + 1)
-        for b in range(self.config.n_bands):
-            rows = self.lagged.series(first, last, tier=tier, band=b)[:, LaggedCounts.ROUTED]
-            if not rows.any():
-                continue
-            rel = 1.0
-            if p_tier > 0:
-                rb = self.reference("support_contact", at, tier=tier, band=b)
-                prior = 5.0 / p_tier
-                rel = ((rb.w - rb.wy) + 5.0) / (rb.w + prior) / p_tier
-            out += rel * rows
-        return out
-
-    def _boundary_bands(self) -> list[int]:
-        if self.thresholds is None:
-            return []
-        lo = self.thresholds.cheap_above
-        hi = lo + self.config.quality.boundary_width
-        return [b for b in range(self.config.n_bands)
-                if self.band_edges[b + 1] > lo and self.band_edges[b] < hi]
-
-    def _boundary(self, ev: Evaluation, at: float) -> None:
-        c = self.config
-        if at < self.reference_end:
-            return
-        bands = self._boundary_bands()
-        worst = None
-        for signal in c.quality.boundary_signals:
-            test = self._drop_tests[signal]
-            for seconds in c.quality.windows_for(signal):
-                if self._policy_moved(at, seconds):  # a threshold move changes the mix
-                    cur, ref = self._standardized(signal, at, seconds, c.cheap_tier, bands)
-                else:
-                    cur, ref = Totals(), Totals()
-                    for b in bands:
-                        cur = cur + self.window(signal, at, seconds, tier=c.cheap_tier, band=b)
-                        ref = ref + self.reference(signal, at, tier=c.cheap_tier, band=b)
-                if ref.w <= 0:
-                    continue
-                r = test.test(cur, ref, tier=c.cheap_tier, signal=signal,
-                              window=window_name(seconds))
-                if worst is None or (r.alarm, r.drop) > (worst.alarm, worst.drop):
-                    worst = r
-        if worst is None:
-            return
-        summary = (f"cheap tier degrades just above cheap_above: {worst.signal} "
-                   f"{worst.reference_rate:.3f} → {worst.current_rate:.3f} over {worst.window}")
-        self._transition(ev, AlertKey("boundary_degradation", self.router_id, c.cheap_tier),
-                         worst.alarm, worst.window or "", summary,
-                         {"test": worst.to_dict(), "bands": bands})
-
-    def _uncertain_bands(self) -> list[int] | None:
-        """Score bands that meet the uncertain band under the thresholds in force
-        (``None``: no thresholds seen yet, every band)."""
-        th = self.thresholds
-        if th is None:
-            return None
-        edges = self.band_edges
-        return [b for b in range(self.config.n_bands)
-                if edges[b + 1] > th.capable_below and edges[b] < th.cheap_above]
-
-    def _gap(self, ev: Evaluation, at: float) -> None:
-        """Comparison (b): has cheap fallen further behind capable in the uncertain band?
-
-        Each arm's window is compared with the same arm over the reference period, on
-        the score bands of the uncertain band in force that the reference period also
-        covered for both arms, so that moving a threshold compares like with like.
-        """
-        c = self.config
-        if at < self.reference_end:
-            return
-        seconds = max(c.quality.windows)
-        bands = self._uncertain_bands()
-        best = None
-        for signal in c.quality.gap_signals:
-            pair = (c.cheap_tier, c.capable_tier)
-            covered = [b for b in (bands if bands is not None else [None])
-                       if all(self.inband.reference_totals(signal, tier=t, band=b).w > 0
-                              for t in pair)]
-            arms: dict[str, tuple[Totals, Totals]] = {}
-            for tier in pair:
-                cur, ref = Totals(), Totals()
-                for b in covered:
-                    cur = cur + self.inband.window(at, seconds, signal=signal, tier=tier, band=b)
-                    ref = ref + self.inband.reference_totals(signal, tier=tier, band=b)
-                arms[tier] = (cur, ref)
-            (cheap, cheap_ref), (capable, capable_ref) = arms[c.cheap_tier], arms[c.capable_tier]
-            if min(cheap.w, capable.w, cheap_ref.w, capable_ref.w) <= 0:
-                continue
-            r = self._gap_test.test_gap_change(cheap, capable, cheap_ref, capable_ref,
-                                               window=window_name(seconds))
-            if best is None or (r.alarm, r.widening or 0.0) > (best.alarm, best.widening or 0.0):
-                best = r
-        if best is None:
-            return
-        summary = (f"in the uncertain band, cheap fell further behind capable: gap "
-                   f"{best.reference_gap:.3f} → {best.gap:.3f} (IPW, exploration traffic, "
-                   f"{best.window} vs the reference period)")
-        self._transition(ev, AlertKey("tier_quality_gap", self.router_id, c.cheap_tier),
-                         best.alarm, best.window or "", summary, best.to_dict())
-
-    def _starvation(self, ev: Evaluation, at: float, out: dict[str, Any]) -> None:
-        c = self.config
-        q = c.quality
-        if at < self.start + q.starvation_within_days * DAY:
-            return
-        day = int(at // DAY)
-        days = [d for d in range(day - 7, day) if d in self.routed_day]
-        if not days:
-            return
-        test = self._drop_tests["thumbs"]
-        for tier in (c.cheap_tier, c.capable_tier):
-            if not any(self.routed_day[d].get(tier) for d in days):
-                continue
-            per_day = sum(self.feedback_day.get(d, {}).get(tier, 0) for d in days) / len(days)
-            ref = self.quality.reference_totals("thumbs", tier=tier)
-            base = ref.rate if ref.w > 0 else 0.9
-            if not base > 0:  # nothing to drop from: no drop can go unseen
-                continue
-            starving = test.starving(per_day, base, q.starvation_drop, q.starvation_within_days)
-            mdd = test.mdd(per_day * q.starvation_within_days, base)
-            out["mdd"].setdefault(tier, {})["feedback/7d"] = mdd
-            summary = (f"{tier} tier gets {per_day:.0f} feedback events/day: a drop of "
-                       f"{q.starvation_drop:.0%} would go unseen for {q.starvation_within_days:g}"
-                       f" days (detectable drop {mdd:.3f})")
-            self._transition(ev, AlertKey("feedback_starvation", self.router_id, tier),
-                             starving, "7d", summary,
-                             {"feedback_per_day": per_day, "base_rate": base,
-                              "minimum_detectable_drop": finite(mdd)})
+        """Close the sequential drift tests' steps up to ``now``; fire what crossed
+        (:meth:`DriftWatch.sequential`)."""
+        return self.drift_watch.sequential(now, self.alerts, self._transition)
 
     # -- money and policy ---------------------------------------------------------------
     def daily(self, at: float, table: dict[int, dict[str, Any]], tier: str) -> float:

@@ -21,7 +21,7 @@ the cheap-tier alert and ``support_contact_rise`` have fired, or 7 days after th
 (delay reported as ``> 168``).
 
 Nothing here is tuned: the thresholds come from the false-alarm budget and the Bonferroni
-family of :class:`~pipeline.core.router_state.QualityConfig`, whatever the rate. More
+family of :class:`~pipeline.core.quality_watch.QualityConfig`, whatever the rate. More
 traffic means more contacts per window, so the same cohort share is significant sooner.
 
 Environment: ``TIERWATCH_QD_RATES`` (default ``0.2,0.5,1,2``), ``TIERWATCH_QD_SEEDS``
@@ -258,7 +258,7 @@ def test_information_budget(write_report: Callable[[str, str], Path]) -> None:
                 day = ONSET_DAY + onset_hour / 24
                 feed, onset = run_cohort(CohortScenario(rate=rate, onset_day=day,
                                                         days=day + 0.55), seed)
-                test = feed.state.pooled[("cheap", 7)]
+                test = feed.state.quality_watch.pooled[("cheap", 7)]
                 first = int(onset // HOUR)
                 x = sum(o for i, b, o, _ in log if i == id(test) and first <= b < first + 12)
                 lam = sum(e for i, b, _, e in log if i == id(test) and first <= b < first + 12)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -186,3 +187,93 @@ def test_quality_state_pickled_before_quality_became_a_package_still_loads() -> 
     loaded = pickle.loads(old)
     assert [type(x) for x in loaded] == [type(x) for x in state]
     assert loaded[0].window(1_700_000_000.0 + 60, 3600, signal="thumbs", tier="cheap").n == 1
+
+
+#: a router state pickled by the code from before the drift and quality watches left
+#: RouterState (their attributes flat in it): ``_fed_router_state(0, 60)`` run on a
+#: ``git archive 4ac47e3 pipeline tests`` tree with this file copied in, pickled, gzipped
+OLD_ROUTER_STATE = Path(__file__).parent / "data" / "router_state_flat.pickle.gz"
+
+
+def _fed_router_state(first: int, last: int, state: Any = None) -> Any:
+    """A router state fed routing, votes, surveys and contacts hour by hour from hour
+    ``first`` to ``last`` (through and past a one-day reference period), evaluated each
+    hour; the same whatever the code's layout: it uses only RouterState's public methods."""
+    from datetime import UTC, datetime
+
+    import numpy as np
+
+    from pipeline.core.baseline import fit_baseline
+    from pipeline.core.router_state import MonitorConfig, QualityConfig, RouterState
+    from pipeline.schemas import Thresholds
+
+    t0 = 1_767_571_200.0
+    rng = np.random.default_rng(first)
+    if state is None:
+        config = MonitorConfig(drift_windows=(3600.0, 86400.0),
+                               quality=QualityConfig(reference_days=1.0))
+        state = RouterState("r", config, t0)
+        state.set_baseline(fit_baseline("r", "v1", datetime(2026, 1, 1, tzinfo=UTC),
+                                        rng.beta(3, 2, 5_000), {"length": rng.gamma(2, 1, 5_000)}))
+    th = Thresholds(cheap_above=0.6, capable_below=0.5, exploration_rate=0.2)
+    contacts: list[tuple[float, float, str, float]] = []
+    for h in range(first, last):
+        start = t0 + h * 3600.0
+        shifted = start >= t0 + 50 * 3600.0  # after the reference: scores and votes move
+        n = 150
+        ts = np.sort(rng.uniform(start, start + 3600.0, n))
+        scores = rng.beta(5 if shifted else 3, 2, n)
+        explore = rng.random(n) < th.exploration_rate
+        cheap = (scores >= th.cheap_above) | ((scores >= th.capable_below) & explore)
+        tiers = ["cheap" if c else "capable" for c in cheap.tolist()]
+        reasons = ["exploration" if e and th.capable_below <= s < th.cheap_above else "confident"
+                   for s, e in zip(scores.tolist(), explore.tolist(), strict=True)]
+        state.observe_routing(ts, scores, tiers, reasons, [th] * n, [0.01] * n,
+                              {"length": [(t, float(x)) for t, x in
+                                          zip(ts.tolist(), rng.gamma(2, 1, n).tolist(),
+                                              strict=True)]},
+                              state.bands(scores).tolist())
+        for t, s, tier, r in zip(ts.tolist(), scores.tolist(), tiers, reasons, strict=True):
+            good = rng.random() < (0.6 if shifted and tier == "cheap" else 0.85)
+            common = {"tier": tier, "score": s, "decision_ts": t, "weight": None,
+                      "propensity": 0.2 if r == "exploration" else 1.0,
+                      "in_band": r == "exploration"}
+            if rng.random() < 0.5:
+                state.observe_feedback(kind="thumbs", value=1.0 if good else 0.0,
+                                       ts=t + 60.0, **common)
+            if rng.random() < 0.1:
+                state.observe_feedback(kind="survey", value=float(rng.integers(0, 5)) / 4,
+                                       ts=t + 1800.0, **common)
+            if rng.random() < (0.08 if shifted and tier == "cheap" else 0.03):
+                contacts.append((t + rng.exponential(4 * 3600.0), t, tier, s))
+        due = sorted(c for c in contacts if c[0] < start + 3600.0)
+        contacts = [c for c in contacts if c[0] >= start + 3600.0]
+        for at, decided, tier, s in due:
+            state.observe_feedback(tier=tier, score=s, kind="support_contact", value=1.0,
+                                   ts=at, decision_ts=decided, weight=None, propensity=None,
+                                   in_band=None)
+        state.observe_feedback(tier="cheap", score=0.7, kind="support_contact", value=1.0,
+                               ts=start + 10.0, decision_ts=None, weight=None,
+                               propensity=None, in_band=None)
+        for minute in range(1, 60):
+            state.sequential(start + 60.0 * minute)
+        state.evaluate(start + 3600.0)
+    return state
+
+
+def test_a_router_state_pickled_before_its_watches_were_split_out_still_loads() -> None:
+    """A checkpoint's RouterState from before DriftWatch and QualityWatch loads into the
+    new layout with equal state, and evaluates on exactly as a state built by this code."""
+    import gzip
+    import pickle
+
+    from tests.integration.feed import canon, differences
+
+    old = pickle.loads(gzip.decompress(OLD_ROUTER_STATE.read_bytes()))
+    new = _fed_router_state(0, 60)
+    assert not list(differences(canon(old), canon(new)))
+    assert any(k.kind == "tier_confidence_drift" for k in new.alerts.active())
+    for state in (old, new):
+        _fed_router_state(60, 66, state)
+    assert not list(differences(canon(old), canon(new)))
+    assert old.last_snapshot == new.last_snapshot and old.gauges == new.gauges

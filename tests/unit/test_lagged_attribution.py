@@ -357,7 +357,7 @@ def test_a_contact_that_never_joins_is_counted_and_inflates_no_rate() -> None:
     assert status["unjoined_feedback"] == {"support": {"support_contact": 1}}
     assert status["routers"]["support"]["support_contacts"]["unattributed"]["unjoined"] == 1
     # only the joined contact is in the counts: one contact against request r0's hour
-    rows = state.lagged.series(0, 10**7, tier="cheap")
+    rows = state.quality_watch.lagged.series(0, 10**7, tier="cheap")
     assert rows[:, LaggedCounts.BY_DECISION].sum() == 1.0
     assert rows[:, LaggedCounts.ROUTED].sum() == 4.0
     gauges = {(g[0], g[1].get("reason")): g[2] for g in state.gauges}

@@ -56,8 +56,8 @@ def _run(
 
 
 def _inband(state: RouterState, tier: str, now: float) -> tuple[Totals, Totals]:
-    return (state.inband.window(now - 1e-6, 7 * DAY, signal="thumbs", tier=tier),
-            state.inband.reference_totals("thumbs", tier=tier))
+    return (state.quality_watch.inband.window(now - 1e-6, 7 * DAY, signal="thumbs", tier=tier),
+            state.quality_watch.inband.reference_totals("thumbs", tier=tier))
 
 
 def test_constant_structural_gap_does_not_page() -> None:
@@ -67,10 +67,10 @@ def test_constant_structural_gap_does_not_page() -> None:
     now = T0 + 35 * DAY
     cheap, cheap_ref = _inband(state, "cheap", now)
     capable, capable_ref = _inband(state, "capable", now)
-    old = state._gap_test.test_gap(cheap, capable)
+    old = state.quality_watch.gap_test.test_gap(cheap, capable)
     assert old.alarm, "the structural gap should be significant: the test below would be moot"
     assert not [t for t in transitions if t[1] == "firing"], transitions
-    new = state._gap_test.test_gap_change(cheap, capable, cheap_ref, capable_ref)
+    new = state.quality_watch.gap_test.test_gap_change(cheap, capable, cheap_ref, capable_ref)
     assert not new.alarm and new.reference_gap == pytest.approx(0.05, abs=0.03)
 
 
@@ -83,7 +83,7 @@ def test_widening_gap_pages_after_it_widens() -> None:
     now = T0 + 28 * DAY
     cheap, cheap_ref = _inband(state, "cheap", now)
     capable, capable_ref = _inband(state, "capable", now)
-    r = state._gap_test.test_gap_change(cheap, capable, cheap_ref, capable_ref)
+    r = state.quality_watch.gap_test.test_gap_change(cheap, capable, cheap_ref, capable_ref)
     assert r.alarm and r.widening == pytest.approx(0.10, abs=0.04)
 
 

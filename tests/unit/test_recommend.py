@@ -321,11 +321,11 @@ def test_band_evidence_borrows_capable_quality_from_the_nearest_band() -> None:
 
     def routed(tier: str, band: int, n: int, contacts: int) -> None:
         # contacts count against their requests' decision hour (pipeline.core.lagged)
-        state.lagged.update_routed(tier, band, hour, n)
-        state.delays.add_exposure(hour, n)
+        state.quality_watch.lagged.update_routed(tier, band, hour, n)
+        state.quality_watch.delays.add_exposure(hour, n)
         for _ in range(contacts):
-            state.lagged.update_event(tier, band, hour, hour + 1)
-            state.delays.add_delay(hour, hour + 1)
+            state.quality_watch.lagged.update_event(tier, band, hour, hour + 1)
+            state.quality_watch.delays.add_delay(hour, hour + 1)
 
     # capable serves bands 0-4 only: contact rates rise toward the hard (low-score) end
     for band, (n, contacts) in enumerate([(1000, 30), (1000, 20), (1000, 10), (1000, 6),
