@@ -53,13 +53,14 @@ Exactly-once state, without faust's experimental ``exactly_once``:
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import os
 import signal
 import sys
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -539,6 +540,7 @@ class Worker:
         metrics.checkpoint_seconds.observe(time.perf_counter() - started)
         metrics.checkpoint_bytes.set(size)
         metrics.checkpoint_time.set(time.time())
+        trim_heap()
 
     # -- the group -------------------------------------------------------------------------
     async def check_assignment(self, sender: Any, *args: Any, signal: Any = None,
@@ -602,6 +604,27 @@ class Worker:
             "held_partitions": sorted(
                 f"{tp.topic}:{tp.partition}"
                 for tp in getattr(app.consumer, "held", ()))}}
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL(None).malloc_trim
+    except (AttributeError, OSError):  # not glibc
+        return None
+
+
+_TRIM = _malloc_trim()
+
+
+def trim_heap() -> None:
+    """Give the C heap's free pages back to the operating system (glibc only).
+
+    Fetch buffers and the ordered merge hold up to hundreds of MB while a backlog is
+    caught up; freed, that memory stays in the process (RSS) unless trimmed, and a
+    container's memory limit counts it. A trim after each checkpoint costs milliseconds.
+    """
+    if _TRIM is not None:
+        _TRIM(0)
 
 
 def _worker(view: View) -> Worker:
