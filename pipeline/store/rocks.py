@@ -82,6 +82,7 @@ _FLAGS_MASK = 0x0F  # the join's flags (in band, exploration)
 _HAS_PROP, _HAS_SEG, _HAS_SUBJECT = 0x10, 0x20, 0x40
 _DAY = 86400.0
 _CACHE = 65536  # segments kept decoded, and (day, segment) entries known written
+_HASHES = 4096  # segments whose hash is kept: a batch repeats a few values many times
 _SIGN = 1 << 63
 _ALL = (1 << 64) - 1
 
@@ -172,7 +173,7 @@ class RocksDecisionStore:
         self._written: set[bytes] = set()
         # encodings that repeat from one decision to the next (not state: rebuilt on use)
         self._names: dict[tuple[str, str], bytes] = {}
-        self._hashes: dict[Segment, tuple[bytes, bytes]] = {}
+        self._hashes: dict[Segment, bytes] = {}
         self._kept: list[int] = []  # checkpoints referenced by retained snapshots
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -313,20 +314,21 @@ class RocksDecisionStore:
 
     def _segment_key(self, ts: float, segment: Segment) -> bytes:
         """Write the segment's dictionary entry for the day of ``ts``; returns its hash."""
-        known = self._hashes.get(segment)
-        if known is None:
+        h = self._hashes.get(segment)
+        raw = None
+        if h is None:
             raw = _segment_bytes(segment)
-            known = raw, hashlib.blake2b(raw, digest_size=8).digest()
-            if len(self._hashes) >= _CACHE:
+            h = hashlib.blake2b(raw, digest_size=8).digest()
+            if len(self._hashes) >= _HASHES:
                 self._hashes.clear()
-            self._hashes[segment] = known
-        raw, h = known
+            # the hash only: orjson's bytes keep their whole buffer (4 KB each, measured)
+            self._hashes[segment] = h
         key = b"g" + _day(ts) + h
         if key not in self._written or ts < self._low:  # its day may be dropped
             if len(self._written) >= _CACHE:
                 self._written.clear()
             self._written.add(key)
-            self.db.put(key, raw)
+            self.db.put(key, raw if raw is not None else _segment_bytes(segment))
         return h
 
     def _decode(self, request_id: str, v: bytes) -> DecisionRecord:
