@@ -278,3 +278,34 @@ def test_runs_of_messages_count_as_one_batch_with_the_same_outputs(
     assert many.messages == one.messages and many.monitor.counts == one.monitor.counts
     w, h = _state(one.monitor), _state(many.monitor)
     assert w == h, "\n".join(list(differences(w, h))[:20])
+
+
+def test_a_run_that_raises_costs_its_messages_not_the_worker(
+        run_sims: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bug met while counting a run dead-letters each of its messages, with the
+    error, as it would each message alone; the messages after it are counted."""
+    data = run_sims["fast-clean"]
+    settings = Settings(eval_every_s=10800, join_ttl_s=86400)
+    inputs = [(k, m) for k, m in _inputs(data, settings, batch=9) if k == "routing"][:400]
+    p = _processor(data, settings)
+    observe = Monitor.observe_routing
+    failed: list[int] = []
+
+    def flaky(self: Monitor, events: Any, epochs: Any = None) -> Any:
+        if len(events) > 9 and not failed:  # the first run of several messages
+            failed.append(len(events))
+            raise RuntimeError("a bug")
+        return observe(self, events, epochs)
+
+    monkeypatch.setattr(Monitor, "observe_routing", flaky)
+    out = p.handle_many(inputs[:200]) + p.handle_many(inputs[200:])
+    assert failed, "a run was counted"
+    dead = [orjson.loads(m.value) for m in out if m.topic == "dlq"]
+    assert dead and all(d["reason_class"] == "internal_error" and "a bug" in d["reason"]
+                        for d in dead)
+    assert len(dead) >= 2, "one dead letter per message of the run"
+    assert sum(len(orjson.loads(d["payload"])) for d in dead) == failed[0], \
+        "each carries its whole message"
+    assert p.messages == len(inputs) and p.consecutive_errors == 0
+    counted = sum(p.monitor.counts.routed.values())
+    assert counted + failed[0] == sum(len(orjson.loads(m.value)) for _, m in inputs)
