@@ -51,7 +51,7 @@ from pipeline.schemas import Rejection, ReviewRequest, RoutingEvent, Thresholds
 if TYPE_CHECKING:
     from pipeline.core.monitor import Monitor, Output
 
-__all__ = ["as_model", "observe_routing_columns"]
+__all__ = ["any_late", "as_model", "observe_routing_columns"]
 
 _EXPLORING = ("exploration", "uncertain_default")
 #: decoded thresholds → the contract's Thresholds (the router state keeps the latest)
@@ -129,6 +129,19 @@ def as_model(ev: Any) -> RoutingEvent:
     return RoutingEvent.model_validate(doc)
 
 
+def any_late(ts: np.ndarray, running: np.ndarray, wm: float, lateness: float) -> bool:
+    """Whether an event of a batch is later than ``lateness`` behind the watermark it
+    meets: ``wm`` then the batch's own running maximum ``running`` (its events all
+    accepted).
+
+    >>> ts = np.array([100.0, 50.0, 120.0])
+    >>> any_late(ts, np.maximum.accumulate(ts), 90.0, 40.0), any_late(ts, ts, 90.0, 60.0)
+    (True, False)
+    """
+    before = np.maximum(np.concatenate(([wm], running[:-1])), wm)
+    return bool((ts < before - lateness).any())
+
+
 def observe_routing_columns(monitor: Monitor, events: Sequence[Any],
                             epochs: np.ndarray) -> list[Output] | None:
     """Count a batch of routing events as ``monitor.observe_routing(events)`` would.
@@ -147,10 +160,7 @@ def observe_routing_columns(monitor: Monitor, events: Sequence[Any],
     config = monitor.config
     wm = monitor.watermark
     running = np.maximum.accumulate(ts)
-    late = False
-    if wm is not None:
-        before = np.maximum(np.concatenate(([wm], running[:-1])), wm)
-        late = bool((ts < before - config.allowed_lateness_s).any())
+    late = wm is not None and any_late(ts, running, wm, config.allowed_lateness_s)
     screened: tuple[list[tuple[int, Rejection]], int] | None = None
     if late or len(set(rids)) != n or decisions.contains_any(rids):
         # late or duplicate events: screened out one by one, as the per-event path does

@@ -23,7 +23,7 @@ import orjson
 from pydantic import BaseModel, ValidationError
 
 from pipeline.codec import Decoded, decode_message, split_wire_format
-from pipeline.core.columns import as_model
+from pipeline.core.columns import any_late, as_model
 from pipeline.core.join import Origin
 from pipeline.core.monitor import Monitor, Output
 from pipeline.fastcodec import RoutingBatch, decode_routing
@@ -236,8 +236,7 @@ class Processor:
         top = max(wm, float(running[-1]))
         if top >= monitor.next_eval + monitor.config.eval_every_s:
             return None  # a jump: the evaluations it skips run between two of its events
-        before = np.maximum(np.concatenate(([wm], running[:-1])), wm)
-        if bool((epochs < before - self.monitor.config.allowed_lateness_s).any()):
+        if any_late(epochs, running, wm, monitor.config.allowed_lateness_s):
             return None
         if self.clock is not None and top > self.clock() + self.settings.max_future_s:
             return None
