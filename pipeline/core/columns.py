@@ -33,7 +33,6 @@ times come as a column of epoch seconds.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections import Counter
 from collections.abc import Sequence
@@ -45,7 +44,7 @@ import numpy as np
 
 from pipeline.core.join import _EXPLORATION, _IN_BAND, _ONE, DecisionRecord
 from pipeline.core.router_state import DAY, RouterState
-from pipeline.core.sampling import _SCALE, DailyVolume, ReviewDecision, ReviewSampler
+from pipeline.core.sampling import DailyVolume, ReviewDecision, ReviewSampler, uniforms
 from pipeline.schemas import Rejection, ReviewRequest, RoutingEvent, Thresholds
 
 if TYPE_CHECKING:
@@ -291,11 +290,10 @@ def _count(monitor: Monitor, router_id: str, rows: Sequence[Any], ts: np.ndarray
     _observe_state(state, ts, scores, tiers, reasons, thresholds, cheap, capable, exploration,
                    costs, signals, bands, exact=not signed)
     # cohorts and subjects (pipeline.core.delayed), as Monitor._count_routing's rows
-    state.delayed.observe_routing(list(zip(
-        ts_list, tiers, [(th.key, ev.classifier_version) for th, ev in zip(
-            thresholds, rows, strict=True)],
-        [ev.subject_id for ev in rows], props_in, (in_band & exploring).tolist(),
-        strict=True)))
+    state.delayed.observe_columns(
+        ts, tiers, [(th.key, ev.classifier_version) for th, ev in zip(thresholds, rows,
+                                                                      strict=True)],
+        [ev.subject_id for ev in rows], props_in, (in_band & exploring).tolist())
     seg_rows = [(tier, t, seg) for tier, t, s, seg in zip(tiers, ts_list, segments, segs,
                                                           strict=True) if s and seg is not None]
     if seg_rows:
@@ -328,11 +326,7 @@ def _review(monitor: Monitor, router_id: str, rows: Sequence[Any], rids: list[st
     exp = math.exp
     gauss = np.asarray([exp(x) for x in ((-0.5 * z) * z).tolist()], dtype=np.float64)
     prio = 1.0 + (sampler.boundary_boost - 1.0) * gauss
-    seed = sampler.seed
-    blake2b = hashlib.blake2b
-    u = np.asarray([(int.from_bytes(blake2b(f"{seed}\x1f{rid}".encode(), digest_size=8)
-                                    .digest(), "big") >> 11) * _SCALE for rid in rids],
-                   dtype=np.float64)
+    u = uniforms(sampler.seed, rids)
     days = np.floor(ts / sampler.day_seconds)
     pi = np.zeros(n)
     selected = np.zeros(n, dtype=bool)

@@ -26,10 +26,16 @@ False
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import chain, compress
+from operator import ne
 from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
 
 from pipeline.core.cohorts import (
     DAY,
@@ -94,6 +100,30 @@ class DelayedOutcomes:
                 last = policy
             if subject is not None:
                 ledger.observe(subject, ts, tier, propensity, explored)
+
+    def observe_columns(self, ts: NDArray[np.float64], tiers: Sequence[str],
+                        policies: Sequence[Hashable], subjects: Sequence[str | None],
+                        propensities: Sequence[float], explored: Sequence[bool]) -> None:
+        """:meth:`observe_routing` of a batch given as columns: the same state, with the
+        weeks and the policy changes found at once."""
+        monday = week_start(0)
+        weeks = np.floor((ts - monday) / WEEK)  # week_of, at once
+        start = weeks * WEEK + monday  # integers: exact, so the weeks tile exactly
+        if not bool(((start <= ts) & (ts < start + WEEK)).all()):  # a division misrounded
+            self.observe_routing(list(zip(ts.tolist(), tiers, policies, subjects,
+                                          propensities, explored, strict=True)))
+            return
+        routed = self.curves.routed
+        for k, n in Counter(zip(weeks.astype(np.int64).tolist(), tiers, strict=True)).items():
+            routed[k] = routed.get(k, 0) + n
+        ts_list: list[float] = ts.tolist()
+        changed = map(ne, policies, chain([None], policies))
+        for i in compress(range(len(ts_list)), changed):
+            self.curves.observe_policy(ts_list[i], policies[i])
+        ledger = self.ledger
+        for i, subject in enumerate(subjects):
+            if subject is not None:
+                ledger.observe(subject, ts_list[i], tiers[i], propensities[i], explored[i])
 
     def observe_request_outcome(self, kind: str, value: float, *, ts: float,
                                 decision_ts: float, tier: str, weight: float | None,

@@ -179,11 +179,15 @@ class DriftStream:
             if len(thresholds) != t.size:
                 raise ValueError("need one thresholds key per event")
             buckets = np.floor(t / self.config.bucket_seconds).astype(np.int64)[~late]
-            keys = [k for k, is_late in zip(thresholds, late.tolist(), strict=True)
-                    if not is_late]
-            distinct = sorted(set(keys))  # a batch sees one or two policies, not thousands
-            code = {k: i for i, k in enumerate(distinct)}
-            codes = np.fromiter((code[k] for k in keys), np.int64, len(keys))
+            if not late.any() and thresholds.count(thresholds[0]) == t.size:
+                distinct = [thresholds[0]]  # one policy, none late: the common batch
+                codes = np.zeros(t.size, np.int64)
+            else:
+                keys = [k for k, is_late in zip(thresholds, late.tolist(), strict=True)
+                        if not is_late]
+                distinct = sorted(set(keys))  # a batch sees one or two policies
+                code = {k: i for i, k in enumerate(distinct)}
+                codes = np.fromiter((code[k] for k in keys), np.int64, len(keys))
             pairs, counts = np.unique(buckets * len(distinct) + codes, return_counts=True)
             for pair, n in zip(pairs.tolist(), counts.tolist(), strict=True):
                 b, i = divmod(pair, len(distinct))

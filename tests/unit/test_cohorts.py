@@ -319,3 +319,35 @@ def test_an_info_finding_grows_into_a_ticket() -> None:
         levels += [f.level for f in c.evaluate(week_start(w0 + 5) + day * DAY)]
     assert levels == ["info", "ticket"]
     assert c.findings[("survey", w0 + 4)].level == "ticket"
+
+
+_ROUTED_ROW = st.tuples(
+    # near week starts too, where a week is found by a division
+    st.one_of(st.floats(1.7e9, 1.7e9 + 30 * 86400.0),
+              st.integers(2800, 2830).map(lambda w: w * 7 * 86400.0 + 4 * 86400.0)),
+    st.sampled_from(["cheap", "capable"]),
+    st.sampled_from([((0.7, 0.3, 0.0), None), ((0.7, 0.3, 0.0), "v2"),
+                     ((0.8, 0.3, 0.05), None)]),
+    st.one_of(st.none(), st.sampled_from(["subject-aaaaaaaaaaaa", "subject-bbbbbbbbbbbb"])),
+    st.sampled_from([1.0, 0.5, 0.05]),
+    st.booleans(),
+)
+
+
+@given(st.lists(st.lists(_ROUTED_ROW, min_size=1, max_size=30), max_size=4))
+@settings(max_examples=200, deadline=None)
+def test_columns_count_as_rows_do(batches: list) -> None:
+    """``observe_columns`` (the columnar path's) leaves the state ``observe_routing``
+    leaves, batch after batch, in and out of time order."""
+    import pickle
+
+    by_rows = DelayedOutcomes(DelayedConfig(), "cheap", "capable")
+    by_columns = DelayedOutcomes(DelayedConfig(), "cheap", "capable")
+    for rows in batches:
+        by_rows.observe_routing(rows)
+        ts, tiers, policies, subjects, props, explored = (list(c) for c in zip(*rows))
+        by_columns.observe_columns(np.asarray(ts), tiers, policies, subjects, props, explored)
+    assert list(by_columns.curves.routed.items()) == list(by_rows.curves.routed.items())
+    assert by_columns.curves.policies == by_rows.curves.policies
+    assert by_columns.curves.changes == by_rows.curves.changes
+    assert pickle.dumps(by_columns.ledger) == pickle.dumps(by_rows.ledger)

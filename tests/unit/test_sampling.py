@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.core.quality import hajek_mean, horvitz_thompson_mean
-from pipeline.core.sampling import DailyVolume, ReviewSampler, uniform
+from pipeline.core.sampling import DailyVolume, ReviewSampler, uniform, uniforms
 
 DAY = 86400.0
 T0 = 1_699_920_000.0  # a UTC midnight
@@ -49,6 +49,15 @@ def run() -> tuple[ReviewSampler, list]:
     for rid, tier, score, ts, ood in _traffic(1, 8):
         decisions.append(sampler.offer(rid, tier, score, ts, ood_distance=ood, **TH))
     return sampler, decisions
+
+
+@given(st.one_of(st.integers(), st.text(max_size=20)), st.lists(st.text(max_size=300), max_size=40))
+@settings(max_examples=200, deadline=None)
+def test_uniforms_equal_uniform_bit_for_bit(seed: int | str, ids: list[str]) -> None:
+    """The batch form the columnar path uses is the scalar form, to the last bit."""
+    got = uniforms(seed, ids)
+    assert got.dtype == np.float64 and got.shape == (len(ids),)
+    assert got.tolist() == [uniform(seed, rid) for rid in ids]
 
 
 def test_uniform_is_deterministic_and_uniform() -> None:
