@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pipeline.core.drift_watch import Signals
 from pipeline.core.join import _EXPLORATION, _IN_BAND, _ONE, DecisionRecord
 from pipeline.core.router_state import DAY, RouterState
 from pipeline.core.sampling import DailyVolume, ReviewDecision, ReviewSampler, uniforms
@@ -52,7 +53,7 @@ if TYPE_CHECKING:
 
 __all__ = ["any_late", "as_model", "observe_routing_columns"]
 
-_EXPLORING = ("exploration", "uncertain_default")
+_EXPLORING = frozenset({"exploration", "uncertain_default"})
 #: decoded thresholds → the contract's Thresholds (the router state keeps the latest)
 _THRESHOLDS: dict[Any, Thresholds] = {}
 
@@ -81,21 +82,22 @@ def _segments(join: Any, segments: list[Any]) -> list[Any]:
     return out
 
 
-def _signals(ts: list[float], sigs: list[Any]) -> dict[str, list[tuple[float, float]]]:
-    """The ``(ts, value)`` pairs of every signal name, in event order."""
-    signals: dict[str, list[tuple[float, float]]] = {}
+def _signals(ts: list[float], sigs: list[Any]) -> dict[str, tuple[list[float], list[float]]]:
+    """The times and values of every signal name, in event order."""
+    signals: dict[str, tuple[list[float], list[float]]] = {}
     if sigs and all(s is not None and len(s) == 1 for s in sigs):
         names = {next(iter(s)) for s in sigs}
         if len(names) == 1:  # the common case: every event carries the same one signal
             name = names.pop()
-            return {name: list(zip(ts, [s[name] for s in sigs], strict=True))}
+            return {name: (ts, [s[name] for s in sigs])}
     for t, sig in zip(ts, sigs, strict=True):
         if sig:
             for name, value in sig.items():
-                pairs = signals.get(name)
-                if pairs is None:
-                    pairs = signals[name] = []
-                pairs.append((t, value))
+                pair = signals.get(name)
+                if pair is None:
+                    pair = signals[name] = ([], [])
+                pair[0].append(t)
+                pair[1].append(value)
     return signals
 
 
@@ -257,7 +259,7 @@ def _count(monitor: Monitor, router_id: str, rows: Sequence[Any], ts: np.ndarray
     cheap, capable, exploration = (np.asarray(col, dtype=np.float64)
                                    for col in zip(*map(_POLICY, ths), strict=True))
     in_band = (capable <= scores) & (scores < cheap)
-    exploring = np.fromiter((r in _EXPLORING for r in reasons), bool, n)
+    exploring = np.array(list(map(_EXPLORING.__contains__, reasons)), dtype=bool)
     flags: list[int] = (np.where(in_band, _IN_BAND, 0)
                         | np.where(exploring, _EXPLORATION, 0)).tolist()
     intern = join._intern
@@ -278,12 +280,14 @@ def _count(monitor: Monitor, router_id: str, rows: Sequence[Any], ts: np.ndarray
     signals = _signals(ts_list, sigs)
     # -0.0 == 0.0, but the two are written differently: a batch holding one (or a
     # cascade's escalate_below) keeps each event's own thresholds, as the per-event path
+    one = ths.count(ths[0]) == n  # equal thresholds (-0.0 == 0.0: see signed)
     signed = bool(np.signbit(cheap).any() or np.signbit(capable).any()
-                  or np.signbit(exploration).any()) or any(
-        th.escalate_below is not None for th in ths)
+                  or np.signbit(exploration).any()) or (
+        ths[0].escalate_below is not None if one
+        else any(th.escalate_below is not None for th in ths))
     if signed:
         thresholds = [_own_thresholds(th) for th in ths]
-    elif all(th == ths[0] for th in ths):
+    elif one:
         thresholds = [_thresholds(ths[0])] * n
     else:
         thresholds = [_thresholds(th) for th in ths]
@@ -424,7 +428,7 @@ def _offer_run(sampler: ReviewSampler, tier: str, vol: DailyVolume, day: int, ru
 def _observe_state(state: RouterState, ts: np.ndarray, scores: np.ndarray, tiers: list[str],
                    reasons: list[str], thresholds: list[Thresholds], cheap: np.ndarray,
                    capable: np.ndarray, exploration: np.ndarray, costs: list[float | None],
-                   signals: dict[str, list[tuple[float, float]]], bands: list[int],
+                   signals: Signals, bands: list[int],
                    exact: bool = True) -> None:
     """``RouterState.observe_routing`` on columns (one policy and one day per batch is
     the common case; anything else, or ``exact=False``: signed zeros in the thresholds,

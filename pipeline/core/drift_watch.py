@@ -37,6 +37,9 @@ OFF_POLICY = frozenset({"escalated", "fallback", "override"})
 _RANK = {None: 0, "info": 1, "alarm": 2}
 
 
+#: per signal name, the event times and the values of the events that carry it, in order
+Signals = Mapping[str, tuple[list[float], list[float]]]
+
 class DriftWatch:
     """One router's drift streams and the drift alerts they raise.
 
@@ -117,7 +120,7 @@ class DriftWatch:
     # -- updates ------------------------------------------------------------------------
     def observe_scores(self, ts: np.ndarray, scores: np.ndarray, tiers: Sequence[str],
                        reasons: Sequence[str], keys: Sequence[tuple[float, float, float]],
-                       signals: Mapping[str, list[tuple[float, float]]]) -> None:
+                       signals: Signals) -> None:
         """The streams' share of a routing batch: the router's scores, each tier's
         on-policy scores with the thresholds (``keys``) they were routed under, and the
         router's other signals."""
@@ -125,17 +128,17 @@ class DriftWatch:
             return
         self.streams[("router", "score")].update_many(ts, scores)
         tier_of = np.asarray(tiers, dtype=object)
-        on_policy = np.fromiter((r not in OFF_POLICY for r in reasons), bool, len(reasons))
+        on_policy = ~np.array(list(map(OFF_POLICY.__contains__, reasons)), dtype=bool)
         for tier in (self.config.cheap_tier, self.config.capable_tier):
             idx = np.flatnonzero((tier_of == tier) & on_policy)
             if idx.size:
                 self.streams[(tier, "score")].update_many(
                     ts[idx], scores[idx], [keys[i] for i in idx.tolist()])
-        for name, pairs in signals.items():
+        for name, (times, values) in signals.items():
             stream = self.streams.get(("router", name))
-            if stream is not None and pairs:
-                arr = np.asarray(pairs, dtype=np.float64)
-                stream.update_many(arr[:, 0], arr[:, 1])
+            if stream is not None and times:
+                stream.update_many(np.asarray(times, dtype=np.float64),
+                                   np.asarray(values, dtype=np.float64))
 
     # -- evaluation ---------------------------------------------------------------------
     def key(self, who: str, signal: str) -> tuple[AlertKey, str]:

@@ -271,7 +271,7 @@ class Monitor:
             ts_arr = np.fromiter((ts for _, ts in rows), np.float64, n)
             scores = np.fromiter((ev.score for ev, _ in rows), np.float64, n)
             bands = state.bands(scores).tolist()
-            signals: dict[str, list[tuple[float, float]]] = {}
+            signals: dict[str, tuple[list[float], list[float]]] = {}
             tiers: list[str] = []
             reasons: list[str] = []
             thresholds = []
@@ -301,10 +301,11 @@ class Monitor:
                 review(ev, ts, band, th, sig)
                 if sig:
                     for name, value in sig.items():
-                        pairs = signals.get(name)
-                        if pairs is None:
-                            pairs = signals[name] = []
-                        pairs.append((ts, value))
+                        pair = signals.get(name)
+                        if pair is None:
+                            pair = signals[name] = ([], [])
+                        pair[0].append(ts)
+                        pair[1].append(value)
                 tiers.append(tier)
                 reasons.append(reason)
                 thresholds.append(th)

@@ -9,7 +9,7 @@ numbers behind them (for ``/status``, metrics and the report).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +21,7 @@ from pipeline.core.delayed import KIND as DELAYED_GAP
 from pipeline.core.delayed import REQUEST_KINDS as DELAYED_KINDS
 from pipeline.core.delayed import DelayedConfig, DelayedOutcomes
 from pipeline.core.detector import DriftStream
-from pipeline.core.drift_watch import DRIFT_KINDS, DriftWatch
+from pipeline.core.drift_watch import DRIFT_KINDS, DriftWatch, Signals
 from pipeline.core.economics import Prices, break_even_gap
 from pipeline.core.evaluation import Evaluation, Transition, transition
 from pipeline.core.histogram import QuantileBins, coarse_splits
@@ -177,7 +177,7 @@ class RouterState:
     # -- updates ------------------------------------------------------------------------
     def observe_routing(self, ts: np.ndarray, scores: np.ndarray, tiers: list[str],
                         reasons: list[str], thresholds: list[Thresholds],
-                        costs: list[float | None], signals: dict[str, list[tuple[float, float]]],
+                        costs: list[float | None], signals: Signals,
                         bands: list[int]) -> None:
         """Count one batch of this router's routing decisions (already deduplicated)."""
         routed: dict[tuple[str, int, int], int] = {}
@@ -214,7 +214,7 @@ class RouterState:
 
     def observe_scores(self, ts: np.ndarray, scores: np.ndarray, tiers: Sequence[str],
                        reasons: Sequence[str], keys: Sequence[tuple[float, float, float]],
-                       signals: Mapping[str, list[tuple[float, float]]]) -> None:
+                       signals: Signals) -> None:
         """The drift streams' share of a routing batch (:meth:`DriftWatch.observe_scores`)."""
         self.drift_watch.observe_scores(ts, scores, tiers, reasons, keys, signals)
 

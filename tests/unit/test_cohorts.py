@@ -345,7 +345,7 @@ def test_columns_count_as_rows_do(batches: list) -> None:
     by_columns = DelayedOutcomes(DelayedConfig(), "cheap", "capable")
     for rows in batches:
         by_rows.observe_routing(rows)
-        ts, tiers, policies, subjects, props, explored = (list(c) for c in zip(*rows))
+        ts, tiers, policies, subjects, props, explored = (list(c) for c in zip(*rows, strict=True))
         by_columns.observe_columns(np.asarray(ts), tiers, policies, subjects, props, explored)
     assert list(by_columns.curves.routed.items()) == list(by_rows.curves.routed.items())
     assert by_columns.curves.policies == by_rows.curves.policies
