@@ -546,12 +546,8 @@ class BucketedHistogram:
         """
         if not 0 <= bin_index < self.n_bins:
             raise ValueError(f"bin index {bin_index} out of range [0, {self.n_bins})")
-        if not math.isfinite(ts):
-            raise ValueError("event time must be finite")
-        j = self.bucket_id(ts)
-        self._advance(j)
-        assert self._newest is not None
-        if j <= self._newest - self.horizon_buckets:
+        j = self._live_bucket(ts)
+        if j is None:
             self._n_late += 1
             return self
         slot = j % self.horizon_buckets
@@ -567,16 +563,21 @@ class BucketedHistogram:
         c = np.asarray(counts)
         if c.shape != (self.n_bins,) or c.dtype.kind not in "iu" or (c.size and c.min() < 0):
             raise ValueError(f"counts must be {self.n_bins} non-negative integers")
+        j = self._live_bucket(ts)
+        if j is None:
+            self._n_late += int(c.sum())
+            return self
+        self._add_block(j, c.astype(np.int64).reshape(1, -1))
+        return self
+
+    def _live_bucket(self, ts: float) -> int | None:
+        """The bucket of ``ts``, the ring advanced to it; ``None`` if it is late."""
         if not math.isfinite(ts):
             raise ValueError("event time must be finite")
         j = self.bucket_id(ts)
         self._advance(j)
         assert self._newest is not None
-        if j <= self._newest - self.horizon_buckets:
-            self._n_late += int(c.sum())
-            return self
-        self._add_block(j, c.astype(np.int64).reshape(1, -1))
-        return self
+        return None if j <= self._newest - self.horizon_buckets else j
 
     # -- reads -------------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ seen. Its findings become the router's quality alerts through the evaluation's
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -261,6 +262,11 @@ class QualityWatch:
         """Score band of each score (baseline-quantile bands; uniform before a baseline)."""
         idx = np.searchsorted(self.band_edges, scores, side="right") - 1
         return np.clip(idx, 0, self.config.n_bands - 1)
+
+    def band(self, score: float) -> int:
+        """:meth:`bands` of one score, without numpy's per-call cost (most of the cost
+        of a feedback event, which is counted one at a time)."""
+        return min(max(bisect_right(self.band_edges, score) - 1, 0), self.config.n_bands - 1)
 
     # -- updates ------------------------------------------------------------------------
     def count_routed(self, counts: Iterable[tuple[tuple[str, int, int], int]]) -> None:

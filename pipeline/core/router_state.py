@@ -168,7 +168,8 @@ class RouterState:
         return self.quality_watch.reference_end
 
     def band(self, score: float) -> int:
-        return int(self.bands(np.array([score]))[0])
+        """The score band of one score (:meth:`bands`)."""
+        return self.quality_watch.band(score)
 
     def bands(self, scores: np.ndarray) -> np.ndarray:
         """Score band of each score (baseline-quantile bands; uniform before a baseline)."""

@@ -229,9 +229,7 @@ def _fed_router_state(first: int, last: int, state: Any = None) -> Any:
         reasons = ["exploration" if e and th.capable_below <= s < th.cheap_above else "confident"
                    for s, e in zip(scores.tolist(), explore.tolist(), strict=True)]
         state.observe_routing(ts, scores, tiers, reasons, [th] * n, [0.01] * n,
-                              {"length": [(t, float(x)) for t, x in
-                                          zip(ts.tolist(), rng.gamma(2, 1, n).tolist(),
-                                              strict=True)]},
+                              {"length": (ts.tolist(), rng.gamma(2, 1, n).tolist())},
                               state.bands(scores).tolist())
         for t, s, tier, r in zip(ts.tolist(), scores.tolist(), tiers, reasons, strict=True):
             good = rng.random() < (0.6 if shifted and tier == "cheap" else 0.85)

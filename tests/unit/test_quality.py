@@ -521,3 +521,22 @@ def test_aggregate_masks_a_tier_drop() -> None:
     by_tier = {r.tier: r for r in configured}
     assert not by_tier["cheap"].alarm and by_tier["cheap"].n_eff_reference is None
     assert by_tier["cheap"].mdd is not None and by_tier["cheap"].mdd < 0.05
+
+
+@given(st.lists(st.floats(0.0, 1.0), min_size=1, max_size=12),
+       st.lists(st.one_of(st.floats(-0.5, 1.5), st.sampled_from([0.0, 0.5, 1.0])),
+                min_size=1, max_size=30))
+@settings(max_examples=300, deadline=None)
+def test_the_band_of_one_score_is_the_band_of_the_batch(cuts: list[float],
+                                                         scores: list[float]) -> None:
+    """``band`` (feedback, one at a time) agrees with ``bands`` (routing batches) on any
+    monotone edges, ties and scores on an edge included."""
+    from pipeline.core.quality_watch import QualityWatch
+    from pipeline.core.router_state import MonitorConfig
+
+    watch = QualityWatch("r", MonitorConfig(), start=0.0)
+    edges = np.maximum.accumulate(np.asarray([0.0, *sorted(cuts), 1.0]))
+    watch.band_edges = edges
+    scores += [float(e) for e in edges]
+    want = watch.bands(np.asarray(scores)).tolist()
+    assert [watch.band(s) for s in scores] == want
