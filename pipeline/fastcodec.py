@@ -39,6 +39,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
+from operator import attrgetter, le
 from typing import Annotated, Any, Final, Literal
 
 import msgspec
@@ -119,6 +120,8 @@ _TS_DECODER: Final = msgspec.json.Decoder(list[_TzDatetime])
 #: more than six fraction digits: pydantic truncates them, msgspec rounds
 _SUB_MICRO: Final = re.compile(r"\.[0-9]{7}")
 _LO, _HI = EARLIEST.timestamp(), LATEST.timestamp()
+_THRESHOLDS, _SEQ = attrgetter("thresholds"), attrgetter("policy_seq")
+_CHEAP, _CAPABLE = attrgetter("cheap_above"), attrgetter("capable_below")
 #: what msgspec raises on input it will not take; a deeply nested array exhausts its
 #: recursion limit (RecursionError), and the contract's decoder then names the problem
 _REFUSED: Final = (msgspec.ValidationError, msgspec.DecodeError, RecursionError)
@@ -171,7 +174,7 @@ def _times(events: list[FastRouting]) -> tuple[list[datetime], np.ndarray] | Non
         return None
     if len(times) != len(events):  # cannot happen after the check above; kept as a guard
         return None
-    epochs = np.fromiter((t.timestamp() for t in times), np.float64, len(times))
+    epochs = np.array(list(map(datetime.timestamp, times)), dtype=np.float64)
     if epochs.min() < _LO or epochs.max() >= _HI:
         return None
     return times, epochs
@@ -179,8 +182,11 @@ def _times(events: list[FastRouting]) -> tuple[list[datetime], np.ndarray] | Non
 
 def _ordered(events: list[FastRouting]) -> bool:
     """The rules msgspec is not told: thresholds in order, integers orjson reads whole."""
-    return all(ev.thresholds.capable_below <= ev.thresholds.cheap_above
-               and (ev.policy_seq is None or ev.policy_seq <= JSON_INT_MAX) for ev in events)
+    ths = list(map(_THRESHOLDS, events))
+    if not all(map(le, map(_CAPABLE, ths), map(_CHEAP, ths))):
+        return False
+    seqs = [s for s in map(_SEQ, events) if s is not None]
+    return not seqs or max(seqs) <= JSON_INT_MAX
 
 
 def decode_routing(raw: bytes, *, strict: bool = False, max_event_bytes: int = MAX_EVENT_BYTES,

@@ -36,8 +36,8 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Sequence
-from itertools import repeat
-from operator import attrgetter
+from itertools import compress, repeat
+from operator import attrgetter, is_not
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -86,7 +86,7 @@ def _signals(ts: list[float], sigs: list[Any]) -> dict[str, tuple[list[float], l
     """The times and values of every signal name, in event order."""
     signals: dict[str, tuple[list[float], list[float]]] = {}
     if sigs and all(s is not None and len(s) == 1 for s in sigs):
-        names = {next(iter(s)) for s in sigs}
+        names = set(map(next, map(iter, sigs)))
         if len(names) == 1:  # the common case: every event carries the same one signal
             name = names.pop()
             return {name: (ts, [s[name] for s in sigs])}
@@ -298,10 +298,14 @@ def _count(monitor: Monitor, router_id: str, rows: Sequence[Any], ts: np.ndarray
         ts, tiers, [(th.key, ev.classifier_version) for th, ev in zip(thresholds, rows,
                                                                       strict=True)],
         [ev.subject_id for ev in rows], props_in, (in_band & exploring).tolist())
-    seg_rows = [(tier, t, seg) for tier, t, s, seg in zip(tiers, ts_list, segments, segs,
-                                                          strict=True) if s and seg is not None]
-    if seg_rows:
-        state.segments.observe_many(seg_rows)
+    # SegmentCounts.observe_many of the rows with a segment, grouped here at once
+    segmented = list(map(is_not, segs, repeat(None)))
+    if any(segmented):
+        lo, hi = state.segments.reference
+        hours = (ts // 3600).astype(np.int64).tolist()
+        in_ref = ((lo <= ts) & (ts < hi)).tolist()
+        state.segments.observe_groups(Counter(compress(zip(
+            tiers, hours, in_ref, segs, strict=True), segmented)).items())
 
 
 # -- review sampling ---------------------------------------------------------------------------

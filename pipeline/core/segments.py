@@ -446,7 +446,13 @@ class SegmentCounts:
         for tier, ts, seg in rows:
             g = (tier, int(ts // 3600), lo <= ts < hi, seg)
             groups[g] = groups.get(g, 0) + 1
-        for (tier, hour, in_ref, seg), n in groups.items():
+        return self.observe_groups(groups.items())
+
+    def observe_groups(self, groups: Iterable[tuple[
+            tuple[str, int, bool, Sequence[tuple[str, str]]], int]]) -> Self:
+        """Count routed requests already grouped by (tier, decision hour, in the
+        reference or not, segment pairs), in the order the groups first appeared."""
+        for (tier, hour, in_ref, seg), n in groups:
             self._count_open(tier, hour, in_ref, dict(seg), float(n))
         return self
 
