@@ -31,7 +31,14 @@ from pipeline.settings import Settings
 from pipeline.stream.metrics import WorkerMetrics
 from pipeline.stream.processor import Processor
 
-__all__ = ["bootstrap", "build_monitor", "monitor_config"]
+__all__ = ["GC_THRESHOLDS", "bootstrap", "build_monitor", "monitor_config"]
+
+#: the cyclic collector's thresholds in a worker and during a replay. The state holds
+#: millions of small objects, and at Python's defaults (700, 10, 10) a full collection
+#: over all of them ran every ~12k events: a third of a replay's time, and 10-19 % of a
+#: worker's CPU (tests/benchmarks/README.md). Cyclic garbage waits a little longer;
+#: RSS measured the same.
+GC_THRESHOLDS = (50_000, 20, 100)
 
 
 def monitor_config(settings: Settings) -> MonitorConfig:

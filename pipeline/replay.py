@@ -49,7 +49,7 @@ import orjson
 
 # build_monitor and monitor_config live in the composition root; still importable from
 # here for code written before it existed
-from pipeline.bootstrap import bootstrap, build_monitor, monitor_config
+from pipeline.bootstrap import GC_THRESHOLDS, bootstrap, build_monitor, monitor_config
 from pipeline.core.monitor import Monitor
 from pipeline.fastcodec import decode_line
 from pipeline.schemas import MAX_EVENT_BYTES, UNPARSED, Alert, Baseline, DeadLetter
@@ -62,8 +62,6 @@ __all__ = ["BATCH", "Line", "Message", "Replay", "ReplayResult", "build_monitor"
 OUTPUT_FILES = {"alerts": "alerts.jsonl", "control": "control.jsonl", "review": "review.jsonl",
                 "dlq": "dlq.jsonl"}
 BATCH = 512
-#: the cyclic collector's thresholds during a replay (see ``Replay.run``)
-GC_THRESHOLDS = (50_000, 20, 100)
 PARQUET_ROWS = 10_000
 
 
@@ -352,9 +350,7 @@ class Replay:
                                        for k, name in OUTPUT_FILES.items()}
         bar = _progress(progress)
         started = time.perf_counter()
-        collector = gc.get_threshold()
-        # the state holds millions of small objects, and Python's default thresholds ran
-        # a full collection over all of them every ~12k events (a third of the time)
+        collector = gc.get_threshold()  # put back after: a replay may run inside a program
         gc.set_threshold(*GC_THRESHOLDS)
         try:
             for msg in self.messages(routing, feedback):

@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import gc
 import logging
 import os
 import signal
@@ -72,7 +73,7 @@ from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from pipeline import kafka_clients
-from pipeline.bootstrap import bootstrap, build_monitor
+from pipeline.bootstrap import GC_THRESHOLDS, bootstrap, build_monitor
 from pipeline.core.merge import OrderedMerge
 from pipeline.core.monitor import Monitor
 from pipeline.core.signing import parse_key
@@ -766,6 +767,7 @@ def run_worker(settings: Settings) -> None:
         log.warning("signing advisory recommendations with the public development key: "
                     "set TIERWATCH_CONTROL_KEY (`tierwatch control keygen`) before routers "
                     "trust them")
+    gc.set_threshold(*GC_THRESHOLDS)  # before the state is restored, millions of objects
     try:
         worker = build_worker(settings)
     except StateUnusable as err:

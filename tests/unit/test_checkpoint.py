@@ -275,3 +275,31 @@ def test_a_router_state_pickled_before_its_watches_were_split_out_still_loads() 
         _fed_router_state(60, 66, state)
     assert not list(differences(canon(old), canon(new)))
     assert old.last_snapshot == new.last_snapshot and old.gauges == new.gauges
+
+
+def test_the_worker_restores_and_runs_with_the_replays_collector_thresholds(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Set before the state is restored; at Python's defaults a full collection over the
+    state's millions of objects cost the worker 10-19 % of its CPU."""
+    import gc
+
+    from pipeline import bootstrap
+    from pipeline.settings import Settings
+    from pipeline.stream import app
+
+    seen: list[tuple[int, int, int]] = []
+
+    def unusable(settings: Settings) -> None:
+        seen.append(gc.get_threshold())
+        raise StateUnusable("refusing to start: test")
+
+    before = gc.get_threshold()
+    monkeypatch.setattr(app.kafka_clients, "check_connection", lambda settings: None)
+    monkeypatch.setattr(app, "build_worker", unusable)
+    try:
+        with pytest.raises(SystemExit) as exit_:
+            app.run_worker(Settings())
+    finally:
+        gc.set_threshold(*before)
+    assert exit_.value.code == 2
+    assert seen == [bootstrap.GC_THRESHOLDS] != [before]
