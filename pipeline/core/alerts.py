@@ -25,6 +25,8 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from pipeline.schemas import AlertKind
+
 Transition = Literal["firing", "resolved"] | None
 
 SEVERITY: dict[str, Literal["page", "ticket", "info"]] = {
@@ -55,7 +57,7 @@ def runbook_link(base: str, section: str) -> str:
 
 @dataclass(frozen=True, slots=True, order=True)
 class AlertKey:
-    kind: str
+    kind: AlertKind
     router_id: str
     tier: str | None
     detail: str = ""  # e.g. the signal name, for one alert per signal

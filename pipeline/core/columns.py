@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pipeline.core.drift_watch import Signals
+from pipeline.core.drift_watch import Signals, gather_signals
 from pipeline.core.join import _EXPLORATION, _IN_BAND, _ONE, DecisionRecord
 from pipeline.core.router_state import DAY, RouterState
 from pipeline.core.sampling import DailyVolume, ReviewDecision, ReviewSampler, uniforms
@@ -80,25 +80,6 @@ def _segments(join: Any, segments: list[Any]) -> list[Any]:
             got = seen[key] = intern_segment(s)
         append(got)
     return out
-
-
-def _signals(ts: list[float], sigs: list[Any]) -> dict[str, tuple[list[float], list[float]]]:
-    """The times and values of every signal name, in event order."""
-    signals: dict[str, tuple[list[float], list[float]]] = {}
-    if sigs and all(s is not None and len(s) == 1 for s in sigs):
-        names = set(map(next, map(iter, sigs)))
-        if len(names) == 1:  # the common case: every event carries the same one signal
-            name = names.pop()
-            return {name: (ts, [s[name] for s in sigs])}
-    for t, sig in zip(ts, sigs, strict=True):
-        if sig:
-            for name, value in sig.items():
-                pair = signals.get(name)
-                if pair is None:
-                    pair = signals[name] = ([], [])
-                pair[0].append(t)
-                pair[1].append(value)
-    return signals
 
 
 def _own_thresholds(th: Any) -> Thresholds:
@@ -273,11 +254,13 @@ def _count(monitor: Monitor, router_id: str, rows: Sequence[Any], ts: np.ndarray
     join.store.put_many(records)
     join._counts["decisions"] += n
     routed = monitor.counts.routed
-    for tier, k in Counter(tiers).items():
+    per_tier = Counter(tiers)
+    hours: list[int] = (ts // 3600).astype(np.int64).tolist()
+    for tier, k in per_tier.items():
         key = (router_id, tier)
         routed[key] = routed.get(key, 0) + k
     _review(monitor, router_id, rows, rids, tiers, ts, scores, cheap, capable, sigs, bands)
-    signals = _signals(ts_list, sigs)
+    signals = gather_signals(ts_list, sigs)
     # -0.0 == 0.0, but the two are written differently: a batch holding one (or a
     # cascade's escalate_below) keeps each event's own thresholds, as the per-event path
     one = ths.count(ths[0]) == n  # equal thresholds (-0.0 == 0.0: see signed)
@@ -292,7 +275,7 @@ def _count(monitor: Monitor, router_id: str, rows: Sequence[Any], ts: np.ndarray
     else:
         thresholds = [_thresholds(th) for th in ths]
     _observe_state(state, ts, scores, tiers, reasons, thresholds, cheap, capable, exploration,
-                   costs, signals, bands, exact=not signed)
+                   costs, signals, bands, per_tier, hours, exact=not signed)
     # cohorts and subjects (pipeline.core.delayed), as Monitor._count_routing's rows
     state.delayed.observe_columns(
         ts, tiers, [(th.key, ev.classifier_version) for th, ev in zip(thresholds, rows,
@@ -302,7 +285,6 @@ def _count(monitor: Monitor, router_id: str, rows: Sequence[Any], ts: np.ndarray
     segmented = list(map(is_not, segs, repeat(None)))
     if any(segmented):
         lo, hi = state.segments.reference
-        hours = (ts // 3600).astype(np.int64).tolist()
         in_ref = ((lo <= ts) & (ts < hi)).tolist()
         state.segments.observe_groups(Counter(compress(zip(
             tiers, hours, in_ref, segs, strict=True), segmented)).items())
@@ -432,11 +414,12 @@ def _offer_run(sampler: ReviewSampler, tier: str, vol: DailyVolume, day: int, ru
 def _observe_state(state: RouterState, ts: np.ndarray, scores: np.ndarray, tiers: list[str],
                    reasons: list[str], thresholds: list[Thresholds], cheap: np.ndarray,
                    capable: np.ndarray, exploration: np.ndarray, costs: list[float | None],
-                   signals: Signals, bands: list[int],
-                   exact: bool = True) -> None:
+                   signals: Signals, bands: list[int], per_tier: Counter[str],
+                   hours: list[int], exact: bool = True) -> None:
     """``RouterState.observe_routing`` on columns (one policy and one day per batch is
     the common case; anything else, or ``exact=False``: signed zeros in the thresholds,
-    goes to the per-event code)."""
+    goes to the per-event code). ``per_tier``: the batch's events per tier; ``hours``:
+    each event's epoch hour."""
     n = ts.size
     ts_list: list[float] = ts.tolist()
     one_policy = exact and bool((cheap == cheap[0]).all() and (capable == capable[0]).all()
@@ -460,18 +443,16 @@ def _observe_state(state: RouterState, ts: np.ndarray, scores: np.ndarray, tiers
     off = ts[~in_ref & ~np.asarray(known, dtype=bool)]
     if off.size and float(off.max()) > state.off_policy_ts:
         state.off_policy_ts = float(off.max())
-    counts = Counter(tiers)
-    for tier, k in counts.items():
+    for tier, k in per_tier.items():
         state.routed[tier] = state.routed.get(tier, 0) + k
     day = int(days[0])
     per = state.routed_day.setdefault(day, {})
-    for tier, k in counts.items():
+    for tier, k in per_tier.items():
         per[tier] = per.get(tier, 0) + k
     if any(c is not None for c in costs):
         c = state.cost_day.setdefault(day, {})
         for tier, cost in zip(tiers, costs, strict=True):
             if cost is not None:
                 c[tier] = c.get(tier, 0.0) + cost
-    hours = (ts // 3600).astype(np.int64).tolist()
     state.count_routed_hours(Counter(zip(tiers, bands, hours, strict=True)).items())
     state.observe_scores(ts, scores, tiers, reasons, [key] * n, signals)

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import chain, compress
 from operator import ne
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 from numpy.typing import NDArray
@@ -47,8 +47,9 @@ from pipeline.core.cohorts import (
     week_start,
 )
 from pipeline.core.subjects import SubjectLedger
+from pipeline.schemas import AlertKind
 
-KIND = "delayed_outcome_gap"
+KIND: Final[AlertKind] = "delayed_outcome_gap"
 #: request-level delayed outcome kinds (joined to their request) and subject-level ones
 REQUEST_KINDS = ("survey",)
 SUBJECT_KINDS = ("retention",)

@@ -30,15 +30,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from pipeline.core.drift import (
-    DriftTest,
-    DriftVerdict,
-    Thresholds,
-    expected_mixture_probs,
-    tier_mass,
-)
+from pipeline.core.drift import DriftTest, DriftVerdict, expected_mixture_probs, tier_mass
 from pipeline.core.histogram import BucketedHistogram, QuantileBins
 from pipeline.core.sequential import DEFAULT_TILTS, DriftEstimate, TiltMixture
+from pipeline.schemas import Thresholds
 
 ThresholdKey = tuple[float, float, float]
 
@@ -159,11 +154,19 @@ class DriftStream:
         # per bucket id: {thresholds key: events of this tier routed under them}
         self.mix: dict[int, dict[ThresholdKey, int]] = {}
         self._tests = config.tests()
-        self._cache: dict[Thresholds, tuple[NDArray[np.float64], float]] = {}
+        # per thresholds key: the baseline truncated to this tier under them, and its mass
+        self._cache: dict[ThresholdKey, tuple[NDArray[np.float64], float]] = {}
         self.seq = None if config.seq_threshold is None else TiltMixture(
             config.seq_threshold, info_threshold=config.seq_info_threshold,
             tilts=config.seq_tilts, step_seconds=config.seq_step_s,
             n_coarse=config.coarse_bins)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_cache"}  # derived
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # snapshots written before 2026-12-05 carry the cache (keyed by a former class)
+        self.__dict__.update({k: v for k, v in state.items() if k != "_cache"}, _cache={})
 
     def update_many(self, ts: ArrayLike, values: ArrayLike,
                     thresholds: Sequence[ThresholdKey] | None = None) -> NDArray[np.bool_]:
@@ -198,13 +201,13 @@ class DriftStream:
                 kept_t, kept_idx = t[~late], idx[~late]
                 for i, key in enumerate(distinct):
                     try:
-                        probs = self._truncated(Thresholds(*key))
+                        probs = self._truncated(key)
                     except ValueError:  # no baseline mass in this tier: nothing to expect
                         continue
                     mine = codes == i
                     n = self.bins.n
                     self.seq.add(kept_t[mine], kept_idx[mine], probs,
-                                 None if n is None else n * self._mass(Thresholds(*key)))
+                                 None if n is None else n * self._mass(key))
         return late
 
     def _evict(self) -> None:
@@ -222,35 +225,38 @@ class DriftStream:
             return probs, n
         last = int(np.floor(end_ts / self.config.bucket_seconds))
         first = last - int(seconds // self.config.bucket_seconds) + 1
-        counts: dict[Thresholds, float] = {}
+        counts: dict[ThresholdKey, float] = {}
         for b in range(first, last + 1):
             for key, c in self.mix.get(b, {}).items():
-                th = Thresholds(*key)
-                counts[th] = counts.get(th, 0.0) + c
+                counts[key] = counts.get(key, 0.0) + c
         if not counts:
             return probs, n
         total = sum(counts.values())
         expected = np.zeros_like(probs)
-        for th, count in counts.items():
-            expected += (count / total) * self._truncated(th)
+        for key, count in counts.items():
+            expected += (count / total) * self._truncated(key)
         if n is None:
             return expected, None
-        mass = min(self._mass(th) for th in counts)
+        mass = min(self._mass(key) for key in counts)
         return expected, max(1, round(n * mass))
 
-    def _truncated(self, th: Thresholds) -> NDArray[np.float64]:
-        """The baseline truncated to this tier under ``th`` (cached: thresholds are few)."""
-        cached = self._cache.get(th)
+    def _truncated(self, key: ThresholdKey) -> NDArray[np.float64]:
+        """The baseline truncated to this tier under the thresholds ``key`` (cached:
+        thresholds are few)."""
+        cached = self._cache.get(key)
         if cached is None:
+            cheap_above, capable_below, exploration_rate = key
+            th = Thresholds(cheap_above=cheap_above, capable_below=capable_below,
+                            exploration_rate=exploration_rate)
             probs, edges = self.bins.baseline_probs, self.bins.fine_edges
-            cached = self._cache[th] = (
+            cached = self._cache[key] = (
                 expected_mixture_probs(probs, edges, {th: 1.0}, str(self.tier)),
                 tier_mass(probs, edges, th, str(self.tier)))
         return cached[0]
 
-    def _mass(self, th: Thresholds) -> float:
-        self._truncated(th)
-        return self._cache[th][1]
+    def _mass(self, key: ThresholdKey) -> float:
+        self._truncated(key)
+        return self._cache[key][1]
 
     def evaluate(self, now: float) -> StreamResult:
         """KS and PSI verdicts for every configured window ending at ``now``."""

@@ -34,6 +34,7 @@ from numpy.typing import ArrayLike, NDArray
 from scipy import special, stats
 
 from pipeline.core.histogram import coarse_splits
+from pipeline.schemas import Thresholds
 
 __all__ = [
     "DEFAULT_EFFECT_FLOORS",
@@ -41,8 +42,8 @@ __all__ = [
     "DriftVerdict",
     "KSDistance",
     "Statistic",
-    "Thresholds",
     "ThresholdsLike",
+    "as_thresholds",
     "calibrated_alpha",
     "effective_n",
     "expected_mixture_probs",
@@ -85,72 +86,23 @@ class _ThresholdsAttrs(Protocol):
 ThresholdsLike: TypeAlias = "Thresholds | Mapping[str, float] | _ThresholdsAttrs"
 
 
-@dataclass(frozen=True)
-class Thresholds:
-    """The routing thresholds in force (hashable, so usable as a mapping key).
+def as_thresholds(obj: ThresholdsLike) -> Thresholds:
+    """The contract's :class:`~pipeline.schemas.Thresholds` (validated, hashable) of a
+    mapping or of any object with the three attributes.
 
-    ``score >= cheap_above`` goes to cheap; ``score < capable_below`` to capable; the
-    uncertain band in between goes to capable, except a random ``exploration_rate`` of it
-    that goes to cheap.
-
-    Examples
-    --------
-    >>> th = Thresholds(cheap_above=0.7, capable_below=0.4, exploration_rate=0.1)
-    >>> th.p_cheap(np.array([0.1, 0.5, 0.7, 0.9])).tolist()
-    [0.0, 0.1, 1.0, 1.0]
-    >>> Thresholds.from_any({"cheap_above": 0.7, "capable_below": 0.4}) == Thresholds(0.7, 0.4)
+    >>> as_thresholds({"cheap_above": 0.7, "capable_below": 0.4}) == Thresholds(
+    ...     cheap_above=0.7, capable_below=0.4)
     True
-
     """
-
-    cheap_above: float
-    capable_below: float
-    exploration_rate: float = 0.0
-
-    def __post_init__(self) -> None:
-        vals = (self.cheap_above, self.capable_below, self.exploration_rate)
-        if not all(math.isfinite(v) for v in vals):
-            raise ValueError(f"thresholds must be finite, got {vals}")
-        if self.capable_below > self.cheap_above:
-            raise ValueError(
-                f"capable_below ({self.capable_below}) must not exceed cheap_above "
-                f"({self.cheap_above}): the uncertain band would have negative width"
-            )
-        if not 0.0 <= self.exploration_rate <= 1.0:
-            raise ValueError(f"exploration_rate must be in [0, 1], got {self.exploration_rate}")
-
-    @classmethod
-    def from_any(cls, obj: ThresholdsLike) -> Thresholds:
-        """Accept a :class:`Thresholds`, a mapping, or any object with the three attributes
-        (e.g. the pydantic payload model)."""
-        if isinstance(obj, Thresholds):
-            return obj
-        if isinstance(obj, Mapping):
-            return cls(
-                float(obj["cheap_above"]),
-                float(obj["capable_below"]),
-                float(obj.get("exploration_rate", 0.0)),
-            )
-        return cls(float(obj.cheap_above), float(obj.capable_below), float(obj.exploration_rate))
-
-    def p_cheap(self, scores: ArrayLike) -> NDArray[np.float64]:
-        """P(cheap | score), vectorized."""
-        s = np.asarray(scores, dtype=np.float64)
-        band = np.where(s >= self.capable_below, self.exploration_rate, 0.0)
-        return np.where(s >= self.cheap_above, 1.0, band)
-
-    def to_dict(self) -> dict[str, float]:
-        """Plain JSON-able form (the field names of the RoutingEvent contract)."""
-        return {
-            "cheap_above": self.cheap_above,
-            "capable_below": self.capable_below,
-            "exploration_rate": self.exploration_rate,
-        }
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, float]) -> Thresholds:
-        """Inverse of :meth:`to_dict`."""
-        return cls.from_any(d)
+    if isinstance(obj, Thresholds):
+        return obj
+    if isinstance(obj, Mapping):
+        return Thresholds(cheap_above=float(obj["cheap_above"]),
+                          capable_below=float(obj["capable_below"]),
+                          exploration_rate=float(obj.get("exploration_rate", 0.0)))
+    return Thresholds(cheap_above=float(obj.cheap_above),
+                      capable_below=float(obj.capable_below),
+                      exploration_rate=float(obj.exploration_rate))
 
 
 def _check_tier(tier: str) -> None:
@@ -171,7 +123,10 @@ def tier_probability(
 
     """
     _check_tier(tier)
-    p = Thresholds.from_any(thresholds).p_cheap(scores)
+    th = as_thresholds(thresholds)
+    s = np.asarray(scores, dtype=np.float64)
+    p = np.where(s >= th.cheap_above, 1.0,
+                 np.where(s >= th.capable_below, th.exploration_rate, 0.0))
     return p if tier == "cheap" else 1.0 - p
 
 
@@ -702,7 +657,8 @@ def expected_tier_probs(
     fine_edges
         ``len(probs) + 1`` finite bin bounds (:attr:`QuantileBins.fine_edges`).
     thresholds
-        :class:`Thresholds`, a mapping, or an object with the three attributes.
+        :class:`~pipeline.schemas.Thresholds`, a mapping, or an object with the three
+        attributes.
     tier
         ``"cheap"`` or ``"capable"``.
     normalize
@@ -725,7 +681,7 @@ def expected_tier_probs(
     e = np.asarray(fine_edges, dtype=np.float64)
     if e.shape != (p.size + 1,) or not np.all(np.isfinite(e)) or np.any(np.diff(e) < 0):
         raise ValueError(f"fine_edges must be {p.size + 1} finite non-decreasing values")
-    th = Thresholds.from_any(thresholds)
+    th = as_thresholds(thresholds)
     above_cheap = _frac_at_or_above(e, th.cheap_above)
     above_band = _frac_at_or_above(e, th.capable_below)
     cheap = p * (above_cheap + th.exploration_rate * (above_band - above_cheap))
@@ -770,7 +726,8 @@ def expected_mixture_probs(
     Examples
     --------
     >>> edges, probs = np.linspace(0, 1, 5), np.full(4, 0.25)
-    >>> old, new = Thresholds(0.5, 0.5), Thresholds(0.75, 0.75)
+    >>> old = Thresholds(cheap_above=0.5, capable_below=0.5)
+    >>> new = Thresholds(cheap_above=0.75, capable_below=0.75)
     >>> expected_mixture_probs(probs, edges, {old: 300, new: 100}, "cheap").tolist()
     [0.0, 0.0, 0.375, 0.625]
 

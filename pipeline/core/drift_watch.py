@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -39,6 +39,32 @@ _RANK = {None: 0, "info": 1, "alarm": 2}
 
 #: per signal name, the event times and the values of the events that carry it, in order
 Signals = Mapping[str, tuple[list[float], list[float]]]
+
+
+def gather_signals(ts: list[float], sigs: Sequence[Mapping[str, float] | None],
+                   ) -> dict[str, tuple[list[float], list[float]]]:
+    """The times and values of every signal name in a batch, in event order.
+
+    >>> gather_signals([1.0, 2.0, 3.0], [{"ood": 0.5}, None, {"ood": 0.7, "len": 9.0}])
+    {'ood': ([1.0, 3.0], [0.5, 0.7]), 'len': ([3.0], [9.0])}
+    """
+    if sigs and all(s is not None and len(s) == 1 for s in sigs):
+        each = cast("Sequence[Mapping[str, float]]", sigs)
+        names = set(map(next, map(iter, each)))
+        if len(names) == 1:  # the common case: every event carries the same one signal
+            name = names.pop()
+            return {name: (ts, [s[name] for s in each])}
+    signals: dict[str, tuple[list[float], list[float]]] = {}
+    for t, sig in zip(ts, sigs, strict=True):
+        if sig:
+            for name, value in sig.items():
+                pair = signals.get(name)
+                if pair is None:
+                    pair = signals[name] = ([], [])
+                pair[0].append(t)
+                pair[1].append(value)
+    return signals
+
 
 class DriftWatch:
     """One router's drift streams and the drift alerts they raise.

@@ -29,6 +29,8 @@ import math
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
+from pipeline.schemas import AlertKind
+
 __all__ = ["Figure", "alert_figures"]
 
 DRIFT_KINDS = frozenset({"confidence_drift", "tier_confidence_drift", "signal_drift"})
@@ -54,7 +56,7 @@ def _figure(signal: str, window: str, quantity: str, observed: Any,
     return [] if obs is None else [Figure(signal, window, quantity, obs, _num(reference))]
 
 
-def alert_figures(kind: str, window: str, statistics: Mapping[str, Any],
+def alert_figures(kind: AlertKind, window: str, statistics: Mapping[str, Any],
                   detail: str = "") -> list[Figure]:
     """The figures of one alert (``detail``: the signal of a ``signal_drift``).
 

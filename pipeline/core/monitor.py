@@ -30,6 +30,7 @@ from pipeline.core.alerts import runbook_link, severity_of
 from pipeline.core.columns import as_model, observe_routing_columns
 from pipeline.core.decision_store import DecisionStore
 from pipeline.core.delayed import SUBJECT_KINDS, RoutedRow
+from pipeline.core.drift_watch import gather_signals
 from pipeline.core.join import UNJOINED_REASON, FeedbackJoin, JoinedFeedback, Origin
 from pipeline.core.quality import outcome
 from pipeline.core.recommend import Proposal
@@ -271,7 +272,7 @@ class Monitor:
             ts_arr = np.fromiter((ts for _, ts in rows), np.float64, n)
             scores = np.fromiter((ev.score for ev, _ in rows), np.float64, n)
             bands = state.bands(scores).tolist()
-            signals: dict[str, tuple[list[float], list[float]]] = {}
+            sigs: list[dict[str, float] | None] = []
             tiers: list[str] = []
             reasons: list[str] = []
             thresholds = []
@@ -299,17 +300,12 @@ class Monitor:
                     self._count_feedback(fb)
                 sig = ev.signals
                 review(ev, ts, band, th, sig)
-                if sig:
-                    for name, value in sig.items():
-                        pair = signals.get(name)
-                        if pair is None:
-                            pair = signals[name] = ([], [])
-                        pair[0].append(ts)
-                        pair[1].append(value)
+                sigs.append(sig)
                 tiers.append(tier)
                 reasons.append(reason)
                 thresholds.append(th)
                 costs.append(ev.cost_usd)
+            signals = gather_signals(ts_arr.tolist(), sigs)
             state.observe_routing(ts_arr, scores, tiers, reasons, thresholds, costs, signals,
                                   bands)
             if segs:

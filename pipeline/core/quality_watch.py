@@ -42,7 +42,7 @@ from pipeline.core.quality import (
     outcome,
 )
 from pipeline.core.readouts import finite
-from pipeline.schemas import Thresholds
+from pipeline.schemas import AlertKind, Thresholds
 
 if TYPE_CHECKING:
     from pipeline.core.router_state import MonitorConfig
@@ -424,7 +424,8 @@ class QualityWatch:
         CUSUM ``seq`` when it alone alarms."""
         mine = [r for r in results if r.tier == tier]
         alarm = [r for r in mine + scan if r.tier == tier and r.alarm]
-        kind = "support_contact_rise" if signal == "support_contact" else "tier_quality_drop"
+        kind: AlertKind = ("support_contact_rise" if signal == "support_contact"
+                           else "tier_quality_drop")
         key = AlertKey(kind, self.router_id, tier, signal)
         if seq is not None and seq["alarm"] and not alarm:
             fire(ev, key, True, "1h", seq["summary"], {"cusum": seq})

@@ -12,17 +12,18 @@ once per evaluation.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from pipeline.core.segments import DAY, Attribution, SegmentCounts, ShareShift, format_attribution
+from pipeline.schemas import AlertKind
 
 __all__ = ["KIND", "annotate", "share_shift_alerts", "share_shift_summary"]
 
-KIND = "segment_share_shift"
+KIND: Final[AlertKind] = "segment_share_shift"
 _WHAT = {"contacts": "contacts", "feedback_bad": "bad feedback"}
 
 
-def _measure(kind: str, signal: str, statistics: dict[str, Any]) -> str:
+def _measure(kind: AlertKind, signal: str, statistics: dict[str, Any]) -> str:
     if kind == "support_contact_rise":
         return "contacts"
     if kind == "boundary_degradation":
@@ -30,7 +31,7 @@ def _measure(kind: str, signal: str, statistics: dict[str, Any]) -> str:
     return "contacts" if signal == "support_contact" else "feedback_bad"
 
 
-def annotate(segments: SegmentCounts, kind: str, tier: str, signal: str, window: str,
+def annotate(segments: SegmentCounts, kind: AlertKind, tier: str, signal: str, window: str,
              summary: str, statistics: dict[str, Any], at: float,
              ) -> tuple[str, dict[str, Any]]:
     """Add the segment attribution of a firing alert to its statistics and summary.

@@ -6,7 +6,7 @@ which alerts of the kinds relevant to a plot were firing.
 
 Examples
 --------
->>> from pipeline.schemas import Alert
+>>> from pipeline.schemas import Alert, AlertKind
 >>> def ev(state, ts):
 ...     return Alert(alert_id="a1", kind="confidence_drift", state=state, severity="page",
 ...                  router_id="r", window="1d", ts=ts, statistics={}, summary=state,
@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 
-from pipeline.schemas import Alert
+from pipeline.schemas import Alert, AlertKind
 
 DRIFT_KINDS = frozenset({"confidence_drift", "tier_confidence_drift", "signal_drift"})
 QUALITY_KINDS = frozenset({"tier_quality_drop", "tier_quality_gap", "boundary_degradation",
@@ -38,7 +38,7 @@ class AlertRow:
     """One alert (all events sharing an ``alert_id``), in the order of its first event."""
 
     alert_id: str
-    kind: str
+    kind: AlertKind
     severity: str
     tier: str | None
     window: str

@@ -45,6 +45,7 @@ import ctypes
 import fcntl
 import hashlib
 import hmac
+import io
 import logging
 import os
 import pickle
@@ -65,6 +66,21 @@ HEADER = struct.Struct(">4sH32s")  # magic, format version, HMAC-SHA256 of the b
 #: the key when none is configured: the HMAC then guards integrity only
 DEFAULT_KEY = b"tierwatch-checkpoint-integrity-only"
 _V1_MAGIC = b"TWCP1\n"  # format 1 (until 2026-12): magic with the version, SHA-256 digest
+
+
+class _FormerThresholds:
+    """``pipeline.core.drift.Thresholds``, merged into ``pipeline.schemas.Thresholds``
+    on 2026-12-05. Format-4 snapshots written before then hold instances only as keys of
+    ``DriftStream``'s cache, which the stream drops as it is restored."""
+
+
+#: classes that moved or went, by the (module, name) older snapshots pickled them under
+_MOVED: dict[tuple[str, str], type] = {("pipeline.core.drift", "Thresholds"): _FormerThresholds}
+
+
+class _Unpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        return _MOVED.get((module, name)) or super().find_class(module, name)
 
 
 class CheckpointError(Exception):
@@ -185,7 +201,8 @@ class CheckpointStore:
             raise CorruptCheckpoint("HMAC mismatch: torn or corrupt file, or written with "
                                     "another TIERWATCH_CHECKPOINT_KEY")
         try:
-            snapshot = pickle.loads(body)  # authenticated above: see the module docstring
+            # authenticated above: see the module docstring
+            snapshot = _Unpickler(io.BytesIO(body)).load()
         except (AttributeError, ImportError, TypeError) as err:  # a class that moved
             raise IncompatibleCheckpoint(
                 f"snapshot of format {version} names code this tierwatch lacks ({err})",

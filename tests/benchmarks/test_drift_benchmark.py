@@ -60,9 +60,10 @@ from scipy import stats
 
 from pipeline.core.baseline import fit_baseline
 from pipeline.core.detector import DriftConfig, DriftStream
-from pipeline.core.drift import Thresholds, expected_tier_probs, ks_distance, psi
+from pipeline.core.drift import expected_tier_probs, ks_distance, psi
 from pipeline.core.histogram import QuantileBins, coarse_splits, regroup
 from pipeline.core.router_state import MonitorConfig, RouterState
+from pipeline.schemas import Thresholds
 
 pytestmark = pytest.mark.benchmark
 

@@ -303,3 +303,47 @@ def test_the_worker_restores_and_runs_with_the_replays_collector_thresholds(
         gc.set_threshold(*before)
     assert exit_.value.code == 2
     assert seen == [bootstrap.GC_THRESHOLDS] != [before]
+
+
+def test_a_snapshot_holding_the_former_core_thresholds_restores(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Snapshots written while ``pipeline.core.drift`` had a Thresholds class of its own
+    (merged into the contract's on 2026-12-05) hold it as keys of DriftStream's cache:
+    they restore, without the cache, and the stream goes on as the original does."""
+    from dataclasses import dataclass
+
+    import numpy as np
+
+    import pipeline.core.drift as drift
+    from pipeline.core.detector import DriftConfig, DriftStream
+    from pipeline.core.histogram import QuantileBins
+
+    @dataclass(frozen=True)
+    class Former:
+        cheap_above: float
+        capable_below: float
+        exploration_rate: float = 0.0
+
+    rng = np.random.default_rng(3)
+    bins = QuantileBins.from_sample(rng.beta(2, 3, 5000), 50)
+    key = (0.6, 0.5, 0.1)
+    stream = DriftStream(bins, DriftConfig(alpha=1e-4, seq_threshold=13.0), tier="cheap")
+    ts, scores = np.sort(rng.uniform(0, 7200, 500)), rng.uniform(0.6, 1.0, 500)
+    stream.update_many(ts[:250], scores[:250], [key] * 250)
+    with monkeypatch.context() as m:  # pickled as the code before the merge did
+        Former.__module__, Former.__qualname__ = "pipeline.core.drift", "Thresholds"
+        m.setattr(drift, "Thresholds", Former)
+        m.setattr(DriftStream, "__getstate__", lambda self: dict(self.__dict__))
+        stream._cache[Former(*key)] = stream._cache.pop(key)  # type: ignore[index]
+        blob = CheckpointStore.encode(Snapshot({("t", 0): 1}, stream))
+        del stream._cache[Former(*key)]  # type: ignore[arg-type]
+    assert b"pipeline.core.drift" in blob and b"Thresholds" in blob
+
+    with monkeypatch.context() as m:  # whatever pipeline.core.drift imports by that name
+        m.delattr(drift, "Thresholds")
+        restored = CheckpointStore.decode(blob).state
+    assert isinstance(restored, DriftStream) and restored._cache == {}
+    for s in (stream, restored):
+        s.update_many(ts[250:], scores[250:], [key] * 250)
+    assert restored.evaluate(7200.0).statistics() == stream.evaluate(7200.0).statistics()
+    assert restored.hist.to_dict() == stream.hist.to_dict()

@@ -9,8 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.core.detector import DriftConfig, DriftStream
-from pipeline.core.drift import Thresholds
+from pipeline.core.drift import tier_probability
 from pipeline.core.histogram import QuantileBins
+from pipeline.schemas import Thresholds
 
 BINS = QuantileBins.from_sample(np.random.default_rng(0).beta(2, 2, 20_000), n_bins=40)
 KEYS = [(0.6, 0.5, 0.1), (0.7, 0.6, 0.1), (0.8, 0.7, 0.2)]
@@ -33,9 +34,11 @@ def test_mix_counts_equal_a_direct_count(
 def test_moving_the_threshold_is_not_drift() -> None:
     rng = np.random.default_rng(5)
     s = DriftStream(BINS, DriftConfig(alpha=1e-4, seq_threshold=13.0), tier="cheap")
-    for day, th in enumerate([Thresholds(0.6, 0.5, 0.1), Thresholds(0.75, 0.65, 0.1)]):
+    policies = [Thresholds(cheap_above=0.6, capable_below=0.5, exploration_rate=0.1),
+                Thresholds(cheap_above=0.75, capable_below=0.65, exploration_rate=0.1)]
+    for day, th in enumerate(policies):
         scores = rng.beta(2, 2, 40_000)
-        p = th.p_cheap(scores)
+        p = tier_probability(scores, th, "cheap")
         cheap = scores[rng.random(scores.size) < p]
         ts = np.sort(rng.uniform(day * 86400, (day + 1) * 86400, cheap.size))
         s.update_many(ts, cheap, [(th.cheap_above, th.capable_below, th.exploration_rate)]
@@ -48,12 +51,12 @@ def test_moving_the_threshold_is_not_drift() -> None:
 
 def test_a_shift_in_the_tier_fires_the_sequential_test_within_the_hour() -> None:
     rng = np.random.default_rng(6)
-    th = Thresholds(0.6, 0.5, 0.1)
+    th = Thresholds(cheap_above=0.6, capable_below=0.5, exploration_rate=0.1)
     key = (th.cheap_above, th.capable_below, th.exploration_rate)
     s = DriftStream(BINS, DriftConfig(alpha=1e-4, seq_threshold=13.0), tier="cheap")
     for hour, a in enumerate([2.0] * 24 + [4.0]):  # the cheap tier: KS 0.12 from 0
         scores = rng.beta(a, 2, 2_000)
-        cheap = scores[rng.random(scores.size) < th.p_cheap(scores)]
+        cheap = scores[rng.random(scores.size) < tier_probability(scores, th, "cheap")]
         ts = np.sort(rng.uniform(hour * 3600, (hour + 1) * 3600, cheap.size))
         s.update_many(ts, cheap, [key] * cheap.size)
         assert s.seq is not None

@@ -15,7 +15,6 @@ from scipy import stats
 
 from pipeline.core.drift import (
     DriftTest,
-    Thresholds,
     calibrated_alpha,
     effective_n,
     expected_mixture_probs,
@@ -28,6 +27,7 @@ from pipeline.core.drift import (
     tier_probability,
 )
 from pipeline.core.histogram import QuantileBins, regroup
+from pipeline.schemas import Thresholds
 
 Sampler = Callable[[np.random.Generator, int], np.ndarray]
 
@@ -278,7 +278,7 @@ def beta_bins() -> tuple[QuantileBins, np.ndarray]:
 THRESHOLDS = [
     Thresholds(cheap_above=0.35, capable_below=0.2, exploration_rate=0.1),
     Thresholds(cheap_above=0.3, capable_below=0.3, exploration_rate=0.0),
-    Thresholds(cheap_above=2.0, capable_below=-1.0, exploration_rate=0.5),  # all band
+    Thresholds(cheap_above=1.0, capable_below=0.0, exploration_rate=0.5),  # all band
     Thresholds(cheap_above=0.0, capable_below=0.0),  # all cheap
 ]
 
@@ -325,7 +325,7 @@ def test_tier_probs_interpolate_inside_a_bin(beta_bins):
 
 
 def _route(rng: np.random.Generator, scores: np.ndarray, th: Thresholds) -> np.ndarray:
-    return rng.uniform(size=scores.size) < th.p_cheap(scores)
+    return rng.uniform(size=scores.size) < tier_probability(scores, th, "cheap")
 
 
 @pytest.mark.parametrize("tier", ["cheap", "capable"])
@@ -369,7 +369,7 @@ def test_mixture_of_one_is_the_tier_truncation(beta_bins):
     th = THRESHOLDS[0]
     p, e = qb.baseline_probs, qb.fine_edges
     np.testing.assert_allclose(
-        expected_mixture_probs(p, e, [(th.to_dict(), 7)], "cheap"),
+        expected_mixture_probs(p, e, [(th.model_dump(exclude_none=True), 7)], "cheap"),
         expected_tier_probs(p, e, th, "cheap"),
     )
     with pytest.raises(ValueError):
