@@ -24,8 +24,9 @@ demo: $(STAMP)
 test: $(STAMP) system-deps kafka-jars lint
 	$(PYTEST) -n 2
 
+## unit: the in-process tests and doctests, without the long (`slow`) simulations
 unit: $(STAMP)
-	$(PYTEST) tests/unit pipeline
+	$(PYTEST) -m 'not slow and not benchmark and not soak' tests/unit pipeline
 
 lint: $(STAMP)
 	$(BIN)/ruff check pipeline tests

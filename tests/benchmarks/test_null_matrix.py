@@ -30,7 +30,7 @@ two-routers-10x             a second router at a tenth of the volume
 The monitor is the replay's (``build_monitor(Settings())``, the production defaults and
 ``TIERWATCH_*`` overrides) except a support contact priced at $3, the price the scenario
 is calibrated for (at $8 ``pareto_trap`` is a true alarm from day one: see
-``tests/unit/test_quality_no_change.py``); events are validated and fed in event-time
+``tests/scenarios/test_quality_no_change.py``); events are validated and fed in event-time
 order as the replay cuts them (``tests.sim_feed``). A false alert is a ``firing``
 transition. Rates are per 30 router-days over the whole run (warm-up included: every
 alert of the run is counted), with exact one-sided 95 % Poisson upper bounds.
@@ -181,7 +181,7 @@ def run_case(name: str, seed: int, index: int) -> dict[str, Any]:
 
 def _closed_loop(sim: Simulator, settings: Settings, verdicts: list[str]) -> tuple[
         Callable[[float], Thresholds], Callable[[ThresholdRecommendation], None]]:
-    """The router side of the loop (as ``tests/unit/test_closed_loop.py``): each hour it
+    """The router side of the loop (as ``tests/scenarios/test_closed_loop.py``): each hour it
     routes with what the subscriber holds; every published recommendation is offered to
     the subscriber as the bytes on the wire."""
     ring = Keyring({settings.control_key_id: parse_key(settings.control_key)})

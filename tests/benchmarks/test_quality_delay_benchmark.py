@@ -14,7 +14,7 @@ For each simulator rate (routing events/s) and seed:
   hour: the false quality alerts, against the budget of ``false_alarms_per_30d`` (1 per
   router per 30 days by default: 2 in 60 days).
 
-Both run as ``tests/unit/test_incident.py`` and ``tests/unit/test_quality_no_change.py``
+Both run as ``tests/scenarios/test_incident.py`` and ``tests/scenarios/test_quality_no_change.py``
 do: validated events fed to the pure core in event-time order (``tests.sim_feed``), with
 ``Settings()`` except a support contact priced at $3. The incident run stops once both
 the cheap-tier alert and ``support_contact_rise`` have fired, or 7 days after the onset

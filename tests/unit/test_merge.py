@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -28,6 +29,7 @@ def reference(sequences: list[list[int]]) -> list[Item]:
 sequences = st.lists(st.lists(st.integers(0, 50), max_size=12), min_size=1, max_size=4)
 
 
+@pytest.mark.slow  # 300 examples: about 35 s
 @settings(max_examples=300, deadline=None)
 @given(sequences, st.data())
 def test_any_fetch_timing_gives_the_merge_of_the_complete_logs(
