@@ -53,7 +53,6 @@ the merged state equals the state of one join that saw both streams.
 from __future__ import annotations
 
 import base64
-import copy
 import heapq
 import math
 from collections.abc import Iterable, Mapping
@@ -66,6 +65,7 @@ from pipeline.core.decision_store import (
     DecisionStore,
     MemoryDecisionStore,
 )
+from pipeline.core.mergeable import Mergeable
 
 __all__ = [
     "UNJOINED_REASON",
@@ -207,7 +207,7 @@ def _join(fb: Feedback, d: DecisionRecord) -> JoinedFeedback:
     )
 
 
-class FeedbackJoin:
+class FeedbackJoin(Mergeable):
     """Join feedback to routing decisions by ``request_id`` in event time.
 
     Parameters
@@ -548,12 +548,6 @@ class FeedbackJoin:
             )
         return self
 
-    def __iadd__(self, other: FeedbackJoin) -> Self:
-        return self.merge(other)
-
-    def __add__(self, other: FeedbackJoin) -> FeedbackJoin:
-        return copy.deepcopy(self).merge(other)
-
     # ------------------------------------------------------------------ serde
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able state (lists sorted, so equal states serialize equally)."""
@@ -604,13 +598,6 @@ class FeedbackJoin:
         counts = state.get("counts", {})
         j._counts = {k: int(counts.get(k, 0)) for k in _COUNTERS}
         return j
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, FeedbackJoin):
-            return NotImplemented
-        return self.to_dict() == other.to_dict()
-
-    __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
         return (

@@ -42,7 +42,6 @@ workers partitioned by ``request_id``, give each ``quota / P``: each sees
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import math
 from collections.abc import Mapping, Sequence
@@ -50,6 +49,8 @@ from typing import Any, NamedTuple, Self
 
 import numpy as np
 from numpy.typing import NDArray
+
+from pipeline.core.mergeable import Mergeable
 
 __all__ = ["DailyVolume", "ReviewDecision", "ReviewSampler", "uniform", "uniforms"]
 
@@ -90,7 +91,7 @@ def uniforms(seed: str | int, request_ids: Sequence[str]) -> NDArray[np.float64]
 _PRIORITY, _REQUESTS, _SELECTED = 0, 1, 2
 
 
-class DailyVolume:
+class DailyVolume(Mergeable):
     """Mergeable per-event-time-day totals: priority sum, requests, selected.
 
     Keeps the current day and the ``history_days`` days before it.
@@ -215,12 +216,6 @@ class DailyVolume:
         self.n_late += other.n_late
         return self
 
-    def __iadd__(self, other: DailyVolume) -> Self:
-        return self.merge(other)
-
-    def __add__(self, other: DailyVolume) -> DailyVolume:
-        return copy.deepcopy(self).merge(other)
-
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able state."""
         return {
@@ -241,13 +236,6 @@ class DailyVolume:
         v.n_late = int(state["n_late"])
         v._days = {int(d): [float(a), float(b), float(c)] for d, a, b, c in state["days"]}
         return v
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, DailyVolume):
-            return NotImplemented
-        return self.to_dict() == other.to_dict()
-
-    __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
         return f"DailyVolume(history_days={self.history_days}, head={self._head})"
@@ -271,7 +259,7 @@ class ReviewDecision(NamedTuple):
         return math.inf if p <= 0 else 1.0 / p
 
 
-class ReviewSampler:
+class ReviewSampler(Mergeable):
     """Select requests for human review with per-tier daily quotas.
 
     Parameters
@@ -548,12 +536,6 @@ class ReviewSampler:
         self.n_capped += other.n_capped
         return self
 
-    def __iadd__(self, other: ReviewSampler) -> Self:
-        return self.merge(other)
-
-    def __add__(self, other: ReviewSampler) -> ReviewSampler:
-        return copy.deepcopy(self).merge(other)
-
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able configuration and state."""
         return {
@@ -570,13 +552,6 @@ class ReviewSampler:
         s.n_capped = int(state["n_capped"])
         s._volume = {t: DailyVolume.from_dict(v) for t, v in state["volume"].items()}
         return s
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, ReviewSampler):
-            return NotImplemented
-        return self.to_dict() == other.to_dict()
-
-    __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
         return f"ReviewSampler(quota_per_day={self.quota_per_day!r}, tiers={self.tiers})"

@@ -62,6 +62,8 @@ from typing import Any, Self
 
 from scipy import stats
 
+from pipeline.core.mergeable import Mergeable
+
 __all__ = [
     "ATTRIBUTED_KINDS",
     "Attribution",
@@ -81,7 +83,7 @@ ATTRIBUTED_KINDS = frozenset({"support_contact_rise", "tier_quality_drop",
 _EPS = 1e-9
 
 
-class HeavyHitters:
+class HeavyHitters(Mergeable):
     """A mergeable, serializable Misra–Gries heavy-hitter summary with ``k`` counters.
 
     Parameters
@@ -185,12 +187,6 @@ class HeavyHitters:
             self._shrink()
         return self
 
-    def __iadd__(self, other: HeavyHitters) -> Self:
-        return self.merge(other)
-
-    def __add__(self, other: HeavyHitters) -> HeavyHitters:
-        return copy.deepcopy(self).merge(other)
-
     # -- serde -----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able state (counters sorted)."""
@@ -203,13 +199,6 @@ class HeavyHitters:
         hh.n, hh.delta = float(state["n"]), float(state["delta"])
         hh.counts = {str(x): float(v) for x, v in state["counts"]}
         return hh
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, HeavyHitters):
-            return NotImplemented
-        return self.to_dict() == other.to_dict()
-
-    __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
         return f"HeavyHitters(k={self.k}, n={self.n:g}, tracked={len(self)}, delta={self.delta:g})"

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Iterable, Mapping
 from typing import Any, Self
 
 import numpy as np
 
+from pipeline.core.mergeable import Mergeable
 from pipeline.core.quality.outcomes import outcome
 from pipeline.core.quality.totals import Totals, _vec
 
 Key = tuple[str, int, str]
 
 
-class OutcomeCounts:
+class OutcomeCounts(Mergeable):
     """Mergeable per ``(tier, band, signal)`` outcome sums over event-time buckets.
 
     Parameters
@@ -365,12 +365,6 @@ class OutcomeCounts:
         self.n_late += other.n_late
         return self
 
-    def __iadd__(self, other: OutcomeCounts) -> Self:
-        return self.merge(other)
-
-    def __add__(self, other: OutcomeCounts) -> OutcomeCounts:
-        return copy.deepcopy(self).merge(other)
-
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able state: non-empty buckets by absolute index, sorted keys."""
         rings = []
@@ -420,13 +414,6 @@ class OutcomeCounts:
         for tier, band, signal, vals in state["reference_totals"]:
             c._ref[(tier, int(band), signal)] = np.array(vals, dtype=float)
         return c
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, OutcomeCounts):
-            return NotImplemented
-        return self.to_dict() == other.to_dict()
-
-    __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
         return (
