@@ -10,9 +10,14 @@ Layout (one column family, raw bytes keys; ``T(x)`` is a float's order-preservin
 -----------------------------------------------------------------------------------------
 ``d`` + request_id
     the decision record (below)
-``t`` + T(ts) + request_id
-    the expiry index: :meth:`pop_expired` scans it from the last cutoff to the new one,
-    deletes those decisions, and drops the scanned range with one range tombstone
+``b`` + T(ts) + request_id
+    the expiry index, one entry per batch of decisions written together: the times and
+    request_ids of the batch, keyed by its earliest decision. :meth:`pop_expired` scans
+    the entries from the last cutoff to the new one, deletes their decisions below the
+    cutoff and writes the rest of each batch again under its new earliest decision. One
+    index write per batch, not per decision, halves the keys RocksDB inserts and deletes.
+    (``t`` + T(ts) + request_id, one per decision, is the index of stores written before
+    2026-12-05: still expired, never written)
 ``s`` + event_id → T(ts), and ``u`` + T(ts) + event_id
     seen feedback ids and their expiry index
 ``g`` + T(day start) + hash
@@ -25,8 +30,8 @@ Layout (one column family, raw bytes keys; ``T(x)`` is a float's order-preservin
 A record is ``<ddiB`` (ts, score, band, flags), the propensity as a float only when it is
 not 1, then router_id and tier (length-prefixed UTF-8), the segment hash (8 bytes) and
 the subject key (length-prefixed), each when present: about 40 bytes, and with its key
-and index entry about 110 bytes per decision on disk after LZ4 block compression (see
-``tests/benchmarks/test_join_store_benchmark.py``).
+and its share of an index entry about 90 bytes per decision on disk after LZ4 block
+compression (see ``tests/benchmarks/test_join_store_benchmark.py``).
 
 Checkpoints
 -----------
@@ -101,16 +106,34 @@ def _t(x: float) -> bytes:
     return _BE64.pack(bits ^ _ALL if bits & _SIGN else bits | _SIGN)
 
 
-def _t_many(xs: Sequence[float]) -> list[bytes]:
-    """:func:`_t` of each of ``xs``, on one array.
+_COUNT = struct.Struct("<I")
 
-    >>> _t_many([-1.0, 0.0, 1e9]) == [_t(-1.0), _t(0.0), _t(1e9)]
-    True
+
+def _batch(ts: Sequence[float], rids: Sequence[bytes]) -> bytes:
+    """An expiry index entry: the count, the times, the id lengths, the ids.
+
+    >>> _entries(_batch([5.0, 2.5], [b"r1", b"req-2"]))
+    ([5.0, 2.5], [b'r1', b'req-2'])
     """
-    bits = np.asarray(xs, dtype=np.float64).view(np.uint64)
-    flipped = np.where(bits & np.uint64(_SIGN), ~bits, bits | np.uint64(_SIGN))
-    raw = flipped.astype(">u8").tobytes()
-    return [raw[i:i + 8] for i in range(0, len(raw), 8)]
+    n = len(rids)
+    return b"".join((_COUNT.pack(n), np.asarray(ts, dtype="<f8").tobytes(),
+                     np.fromiter(map(len, rids), dtype="<u2", count=n).tobytes(), *rids))
+
+
+def _entries(value: bytes) -> tuple[list[float], list[bytes]]:
+    """The times and request_ids of an expiry index entry (:func:`_batch`)."""
+    (n,) = _COUNT.unpack_from(value)
+    ts: list[float] = np.frombuffer(value, dtype="<f8", count=n, offset=4).tolist()
+    lengths = np.frombuffer(value, dtype="<u2", count=n, offset=4 + 8 * n)
+    ends = np.cumsum(lengths, dtype=np.int64) + (4 + 10 * n)
+    return ts, list(map(value.__getitem__, map(slice, (ends - lengths).tolist(),
+                                                ends.tolist())))
+
+
+def _batch_key(ts: Sequence[float], rids: Sequence[bytes]) -> bytes:
+    """``b`` + T(earliest ts) + its request_id: unique, as a live id is in one batch."""
+    i = min(range(len(ts)), key=ts.__getitem__)
+    return b"b" + _t(ts[i]) + rids[i]
 
 
 def _segment_bytes(segment: Segment) -> bytes:
@@ -398,26 +421,20 @@ class RocksDecisionStore:
         return self._n
 
     def put(self, record: DecisionRecord) -> None:
-        rid = record.request_id.encode()
-        wb = WriteBatch(raw_mode=True)
-        wb.put(b"d" + rid, self._encode(record))
-        wb.put(b"t" + _t(record.ts) + rid, b"")
-        self.db.write(wb)
-        self._n += 1
-        self._dirty = True
-        if record.ts < self._low:  # below the scanned index: the next scan starts there
-            self._late = min(self._late, record.ts)
+        self.put_many((record,))
 
     def put_many(self, records: Sequence[DecisionRecord]) -> None:
+        if not records:
+            return
         wb = WriteBatch(raw_mode=True)
         put, encode = wb.put, self._encode
-        times = _t_many([r.ts for r in records])
-        for record, t in zip(records, times, strict=True):
-            rid = record.request_id.encode()
+        rids = [r.request_id.encode() for r in records]
+        for record, rid in zip(records, rids, strict=True):
             put(b"d" + rid, encode(record))
-            put(b"t" + t + rid, b"")
-        late = min((r.ts for r in records), default=math.inf)
-        if late < self._low:
+        ts = [r.ts for r in records]
+        put(_batch_key(ts, rids), _batch(ts, rids))
+        late = min(ts)
+        if late < self._low:  # below the scanned index: the next scan starts there
             self._late = min(self._late, late)
         self.db.write(wb)
         self._n += len(records)
@@ -433,7 +450,20 @@ class RocksDecisionStore:
         n = seen = 0
         # point deletes: a range tombstone per evaluation would pile up by the thousand
         # and every read would have to step over them
-        for key in self._scan(b"t" + lo, b"t" + hi):
+        for key, value in self._scan_items(b"b" + lo, b"b" + hi):
+            ts, rids = _entries(value)
+            wb.delete(key)
+            if max(ts) < cutoff:  # the whole batch, as a rule
+                gone = rids
+            else:
+                gone = [r for t, r in zip(ts, rids, strict=True) if t < cutoff]
+                kept = [(t, r) for t, r in zip(ts, rids, strict=True) if t >= cutoff]
+                k_ts, k_rids = [t for t, _ in kept], [r for _, r in kept]
+                wb.put(_batch_key(k_ts, k_rids), _batch(k_ts, k_rids))
+            for rid in gone:
+                wb.delete(b"d" + rid)
+            n += len(gone)
+        for key in self._scan(b"t" + lo, b"t" + hi):  # stores written before 2026-12-05
             wb.delete(b"d" + key[9:])
             wb.delete(key)
             n += 1
@@ -457,19 +487,25 @@ class RocksDecisionStore:
         return n
 
     def _scan(self, lo: bytes, hi: bytes) -> Iterator[bytes]:
+        for key, _ in self._scan_items(lo, hi):
+            yield key
+
+    def _scan_items(self, lo: bytes, hi: bytes) -> Iterator[tuple[bytes, bytes]]:
         opts = ReadOptions()
         opts.set_iterate_upper_bound(hi)
         it = self.db.iter(opts)
         it.seek(lo)
         while it.valid():
-            yield it.key()
+            yield it.key(), it.value()
             it.next()
 
     def records(self) -> Iterator[DecisionRecord]:
-        # the index is in (ts, request_id) order: T(ts) sorts as ts, then the id's bytes
-        for key in self._scan(b"t", b"u"):
-            rid = key[9:].decode()
-            rec = self.get(rid)
+        index = [(t, rid) for _, value in self._scan_items(b"b", b"c")
+                 for t, rid in zip(*_entries(value), strict=True)]
+        index += [(_from_t(key[1:9]), key[9:]) for key in self._scan(b"t", b"u")]
+        # (ts, request_id) order: the ids' UTF-8 bytes sort as the strings do
+        for _, rid in sorted(index):
+            rec = self.get(rid.decode())
             if rec is not None:
                 yield rec
 

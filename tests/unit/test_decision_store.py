@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from pipeline.core.decision_store import DecisionRecord, DecisionStore, MemoryDecisionStore
 from pipeline.core.join import FeedbackJoin
-from pipeline.store.rocks import RocksDecisionStore, _from_t, _t, _t_many
+from pipeline.store.rocks import RocksDecisionStore, _batch, _entries, _from_t, _t
 
 T0 = 1_700_000_000.0
 H = 3600.0
@@ -22,7 +22,7 @@ SEGMENTS = [None, (("intent", "billing"),), (("intent", "billing"), ("locale", "
 
 # (op, request/event number, hour offset, variant)
 _ops = st.lists(st.tuples(st.sampled_from(["put", "many", "seen", "expire", "get"]),
-                          st.integers(0, 12), st.integers(-30, 80), st.integers(0, 3)),
+                          st.integers(0, 12), st.integers(-8, 24), st.integers(0, 3)),
                 max_size=80)
 
 
@@ -41,7 +41,8 @@ def _run(store: DecisionStore, ops: list[tuple[str, int, int, int]]) -> list[obj
             if rec.request_id not in store:
                 store.put(rec)
         elif op == "many":  # as the columnar path inserts a batch
-            batch = [_record(r + k, h + k, (v + k) % 4) for k in range(3)]
+            # a batch's times may fall or rise: its earliest is first or last
+            batch = [_record(r + k, h + (k if v % 2 else -k), (v + k) % 4) for k in range(3)]
             out.append(store.contains_any([rec.request_id for rec in batch]))
             fresh = {rec.request_id: rec for rec in batch if rec.request_id not in store}
             store.put_many(list(fresh.values()))
@@ -58,7 +59,7 @@ def _run(store: DecisionStore, ops: list[tuple[str, int, int, int]]) -> list[obj
     return out
 
 
-@settings(max_examples=60, deadline=None,
+@settings(max_examples=100, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ops=_ops)
 def test_rocks_store_equals_memory_store(ops: list, tmp_path_factory: pytest.TempPathFactory
@@ -70,9 +71,12 @@ def test_rocks_store_equals_memory_store(ops: list, tmp_path_factory: pytest.Tem
         rocks.close()
 
 
-@given(xs=st.lists(st.floats(allow_nan=False, allow_infinity=False), max_size=20))
-def test_time_keys_of_a_batch_are_those_of_each(xs: list[float]) -> None:
-    assert _t_many(xs) == [_t(x) for x in xs]
+@given(st.lists(st.tuples(st.floats(allow_nan=False, allow_infinity=False),
+                          st.text(min_size=1, max_size=40)), min_size=1, max_size=30))
+def test_an_expiry_index_entry_gives_back_its_times_and_ids(
+        entries: list[tuple[float, str]]) -> None:
+    ts, rids = [t for t, _ in entries], [r.encode() for _, r in entries]
+    assert _entries(_batch(ts, rids)) == (ts, rids)
 
 
 def test_order_preserving_time_encoding() -> None:
