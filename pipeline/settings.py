@@ -123,7 +123,7 @@ class Settings(BaseSettings):
     join_ttl_s: float = Field(30 * 86400, gt=0, description="Feedback↔routing join TTL "
         "(event time): how long a decision waits for its feedback. 90-180 days (7776000-"
         "15552000) joins surveys and churn months later; the worker keeps the decisions on "
-        "disk (join_store), about 110 bytes each.",
+        "disk (join_store), about 150 bytes each.",
         json_schema_extra={"group": "statistics"})
     # -- join horizon (issue 18): the join's decisions on disk ----------------------------
     join_store: Literal["rocksdb", "memory"] = Field(

@@ -29,9 +29,9 @@ Layout (one column family, raw bytes keys; ``T(x)`` is a float's order-preservin
 
 A record is ``<ddiB`` (ts, score, band, flags), the propensity as a float only when it is
 not 1, then router_id and tier (length-prefixed UTF-8), the segment hash (8 bytes) and
-the subject key (length-prefixed), each when present: about 40 bytes, and with its key
-and its share of an index entry about 90 bytes per decision on disk after LZ4 block
-compression (see ``tests/benchmarks/test_join_store_benchmark.py``).
+the subject key (length-prefixed), each when present: about 40 bytes, and with its key,
+its share of an index entry and RocksDB's own overhead about 145-160 bytes per live
+decision on disk after LZ4 block compression (``tests/benchmarks/test_join_store_benchmark.py``).
 
 Checkpoints
 -----------
@@ -197,6 +197,7 @@ class RocksDecisionStore:
         # encodings that repeat from one decision to the next (not state: rebuilt on use)
         self._names: dict[tuple[str, str], bytes] = {}
         self._hashes: dict[Segment, bytes] = {}
+        self._day_of: tuple[int, bytes] = (0, _t(0.0))  # the last day number and its key
         self._kept: list[int] = []  # checkpoints referenced by retained snapshots
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -346,7 +347,10 @@ class RocksDecisionStore:
                 self._hashes.clear()
             # the hash only: orjson's bytes keep their whole buffer (4 KB each, measured)
             self._hashes[segment] = h
-        key = b"g" + _day(ts) + h
+        number = math.floor(ts / _DAY)  # _day(ts), its key kept: a batch is in one day
+        if number != self._day_of[0]:
+            self._day_of = (number, _t(number * _DAY))
+        key = b"g" + self._day_of[1] + h
         if key not in self._written or ts < self._low:  # its day may be dropped
             if len(self._written) >= _CACHE:
                 self._written.clear()

@@ -238,3 +238,27 @@ def test_rocks_store_keeps_no_per_segment_buffers(tmp_path: Path) -> None:
         assert kept < 4 << 20, f"{kept / 1e6:.1f} MB kept by the store"
     finally:
         store.close()
+
+
+def test_a_store_written_with_the_former_per_decision_index_still_expires(
+        tmp_path: Path) -> None:
+    """Stores written before 2026-12-05 index each decision under ``t``: restored, their
+    decisions list, expire and count as the new ones do."""
+    store = RocksDecisionStore(tmp_path)
+    memory = MemoryDecisionStore()
+    former = [_record(i, i, 0) for i in range(4)]
+    for rec in former:  # as the code before wrote them
+        rid = rec.request_id.encode()
+        store.db.put(b"d" + rid, store._encode(rec))
+        store.db.put(b"t" + _t(rec.ts) + rid, b"")
+        memory.put(rec)
+    store._n = len(former)
+    store.put_many(new := [_record(10 + i, i, 1) for i in range(4)])
+    memory.put_many(new)
+    assert list(store.records()) == list(memory.records())
+    for hour in (1.5, 2.5, 10.0):
+        assert store.pop_expired(T0 + hour * H) == memory.pop_expired(T0 + hour * H)
+        assert list(store.records()) == list(memory.records())
+        assert len(store) == len(memory)
+    assert len(store) == 0 and not list(store._scan(b"t", b"u"))
+    store.close()
