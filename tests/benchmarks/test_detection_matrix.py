@@ -58,25 +58,23 @@ import pytest
 from river import drift as river_drift
 
 from pipeline.core.detector import DriftStream
-from pipeline.core.drift import expected_tier_probs, psi
-from pipeline.core.histogram import coarse_splits, regroup
 from pipeline.core.sequential import n_directions
 from tests.benchmarks.test_drift_benchmark import (
     BASE_MEAN,
     BASE_VAR,
     KEY,
-    KSWIN_MIN_K,
     KSWIN_R,
     TH,
+    alarm_totals,
+    baseline_alarms,
     beta_params,
+    daily_psi,
     ks_pvalue_table,
-    kswin_detections,
     kswin_first_replica,
-    kswin_stats,
     production,
     river_first,
-    river_grid,
 )
+from tests.benchmarks.test_drift_benchmark import Stream as DriftBenchStream
 
 pytestmark = pytest.mark.benchmark
 
@@ -151,21 +149,11 @@ SHAPES = tuple(s for s in ALL_SHAPES if not _pick or s.name in _pick.split(","))
 
 
 @dataclass
-class Stream:
+class Stream(DriftBenchStream):
+    """The drift benchmark's stream, with its rate and each event's support contact."""
+
     rate: float
-    t: np.ndarray
-    s: np.ndarray
-    cheap: np.ndarray
     contact: np.ndarray
-    onset: float
-    end: float
-
-    def tier(self, tier: str) -> tuple[np.ndarray, np.ndarray]:
-        m = self.cheap if tier == "cheap" else ~self.cheap
-        return self.t[m], self.s[m]
-
-    def events_between(self, a: float, b: float) -> int:
-        return int(np.searchsorted(self.t, b, "right") - np.searchsorted(self.t, a, "left"))
 
 
 def make_stream(seed: int, shape: Shape, rate: float) -> Stream:
@@ -180,7 +168,8 @@ def make_stream(seed: int, shape: Shape, rate: float) -> Stream:
     explore = rng.random(t.size) < TH.exploration_rate
     cheap = (s >= TH.cheap_above) | ((s >= TH.capable_below) & explore)
     p = np.where(cheap, np.where(hard, CONTACT["cohort"], CONTACT["cheap"]), CONTACT["capable"])
-    return Stream(rate, t, s, cheap, rng.random(t.size) < p, onset, end)
+    return Stream(t=t, s=s, cheap=cheap, onset=onset, end=end, rate=rate,
+                  contact=rng.random(t.size) < p)
 
 
 # -- tierwatch ---------------------------------------------------------------------------------
@@ -259,24 +248,6 @@ def run_tierwatch(st: Stream, *, stop: bool) -> list[tuple[float, str, str, str]
 
 
 # -- dashboards ----------------------------------------------------------------------------------
-def daily_psi(st: Stream) -> np.ndarray:
-    """PSI per (calendar day, tier) vs the tier-truncated baseline, 10 equal-mass bins."""
-    bins, _ = production()
-    n_days = int(st.end // DAY)
-    out = np.zeros((n_days, len(TIERS)))
-    for j, tier in enumerate(TIERS):
-        expected = expected_tier_probs(bins.baseline_probs, bins.fine_edges, TH, tier)
-        splits = coarse_splits(expected, 10)
-        pk = regroup(expected, splits)
-        tt, ss = st.tier(tier)
-        keep = tt < n_days * DAY
-        day = (tt[keep] // DAY).astype(np.int64)
-        counts = np.bincount(day * bins.n_bins + bins.index(ss[keep]),
-                             minlength=n_days * bins.n_bins).reshape(n_days, bins.n_bins)
-        out[:, j] = [psi(pk, row) for row in regroup(counts, splits)]
-    return out
-
-
 def contact_chart(st: Stream) -> list[int]:
     """Days on which the cheap tier's contact rate exceeds the pooled rate of the days
     before it by more than 3 binomial standard deviations (a p-chart; from day 2)."""
@@ -304,23 +275,8 @@ def null_worker(job: tuple[float, int]) -> dict[str, Any]:
     out["tierwatch"] = {lv: sum(1 for o in onsets if o[2] == lv) for lv in ("info", "alarm")}
     out["psi"] = int((daily_psi(st) >= 0.1).any(axis=1).sum())
     out["chart"] = len(contact_chart(st))
-    adwin = dict.fromkeys(ADWIN_DELTAS, 0)
-    ph = dict.fromkeys(PH_THRESHOLDS, 0)
-    ksw = dict.fromkeys(range(KSWIN_MIN_K, KSWIN_R + 1), 0)
-    rng = np.random.default_rng(seed + 10_000)
-    for tier in TIERS:
-        values = st.tier(tier)[1]
-        as_list = values.tolist()
-        for d, c in river_grid(lambda g: river_drift.ADWIN(delta=g), ADWIN_DELTAS,
-                               as_list).items():
-            adwin[d] += c
-        for thr, c in river_grid(lambda g: river_drift.PageHinkley(threshold=g),
-                                 PH_THRESHOLDS, as_list).items():
-            ph[thr] += c
-        k = kswin_stats(values, rng)
-        for kc in ksw:
-            ksw[kc] += len(kswin_detections(k, kc))
-    out.update(adwin=adwin, ph=ph, kswin=ksw, seconds=time.perf_counter() - t0)
+    out.update(baseline_alarms(st, seed, ADWIN_DELTAS, PH_THRESHOLDS),
+               seconds=time.perf_counter() - t0)
     return out
 
 
@@ -370,9 +326,7 @@ def drift_worker(job: tuple[Shape, float, int, dict[str, Any]]) -> dict[str, Any
 
 # -- calibration and report ----------------------------------------------------------------------
 def calibrate(nd: list[dict[str, Any]], budget: float) -> dict[str, Any]:
-    adwin = {d: sum(r["adwin"][d] for r in nd) for d in ADWIN_DELTAS}
-    ph = {t: sum(r["ph"][t] for r in nd) for t in PH_THRESHOLDS}
-    ksw = {k: sum(r["kswin"][k] for r in nd) for k in range(KSWIN_MIN_K, KSWIN_R + 1)}
+    adwin, ph, ksw = alarm_totals(nd, ADWIN_DELTAS, PH_THRESHOLDS)
     ok_d = [d for d in ADWIN_DELTAS if adwin[d] <= budget]
     ok_t = [t for t in PH_THRESHOLDS if ph[t] <= budget]
     ok_k = [k for k in ksw if ksw[k] <= budget]

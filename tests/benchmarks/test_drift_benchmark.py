@@ -46,7 +46,7 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -423,6 +423,38 @@ def kswin_first_replica(values: np.ndarray, k_crit: int, start: int, stop_from: 
 # -- workers ------------------------------------------------------------------------------------
 
 
+def baseline_alarms(st: Stream, seed: int, adwin_deltas: Sequence[float] = ADWIN_DELTAS,
+                    ph_thresholds: Sequence[float] = PH_THRESHOLDS) -> dict[str, Any]:
+    """Alarms of river's ADWIN and Page-Hinkley at each setting of their grids, and of
+    the KSWIN replica at each k, summed over the two tiers' score streams."""
+    adwin = dict.fromkeys(adwin_deltas, 0)
+    ph = dict.fromkeys(ph_thresholds, 0)
+    ksw = dict.fromkeys(range(KSWIN_MIN_K, KSWIN_R + 1), 0)
+    rng = np.random.default_rng(seed + 10_000)
+    for tier in TIERS:
+        values = st.tier(tier)[1]
+        as_list = values.tolist()
+        for d, c in river_grid(lambda g: river_drift.ADWIN(delta=g), adwin_deltas,
+                               as_list).items():
+            adwin[d] += c
+        for thr, c in river_grid(lambda g: river_drift.PageHinkley(threshold=g), ph_thresholds,
+                                 as_list).items():
+            ph[thr] += c
+        k = kswin_stats(values, rng)
+        for kc in ksw:
+            ksw[kc] += len(kswin_detections(k, kc))
+    return {"adwin": adwin, "ph": ph, "kswin": ksw}
+
+
+def alarm_totals(runs: Sequence[dict[str, Any]], adwin_deltas: Sequence[float] = ADWIN_DELTAS,
+                 ph_thresholds: Sequence[float] = PH_THRESHOLDS,
+                 ) -> tuple[dict[float, int], dict[float, int], dict[int, int]]:
+    """Each setting's alarms summed over ``runs`` (each holding :func:`baseline_alarms`)."""
+    return ({d: sum(r["adwin"][d] for r in runs) for d in adwin_deltas},
+            {t: sum(r["ph"][t] for r in runs) for t in ph_thresholds},
+            {k: sum(r["kswin"][k] for r in runs) for k in range(KSWIN_MIN_K, KSWIN_R + 1)})
+
+
 def no_drift_worker(seed: int) -> dict[str, Any]:
     t0 = time.perf_counter()
     st = make_stream(seed, NO_DRIFT)
@@ -433,23 +465,7 @@ def no_drift_worker(seed: int) -> dict[str, Any]:
     psi_days = daily_psi(st)
     out["psi"] = {r: int((psi_days >= r).any(axis=1).sum()) for r in PSI_RULES}
     out["psi_max"] = float(psi_days.max())
-    adwin = dict.fromkeys(ADWIN_DELTAS, 0)
-    ph = dict.fromkeys(PH_THRESHOLDS, 0)
-    ksw = dict.fromkeys(range(KSWIN_MIN_K, KSWIN_R + 1), 0)
-    rng = np.random.default_rng(seed + 10_000)
-    for tier in TIERS:
-        values = st.tier(tier)[1]
-        as_list = values.tolist()
-        for d, c in river_grid(lambda g: river_drift.ADWIN(delta=g), ADWIN_DELTAS,
-                               as_list).items():
-            adwin[d] += c
-        for thr, c in river_grid(lambda g: river_drift.PageHinkley(threshold=g), PH_THRESHOLDS,
-                                 as_list).items():
-            ph[thr] += c
-        k = kswin_stats(values, rng)
-        for kc in ksw:
-            ksw[kc] += len(kswin_detections(k, kc))
-    out.update(adwin=adwin, ph=ph, kswin=ksw, seconds=time.perf_counter() - t0)
+    out.update(baseline_alarms(st, seed), seconds=time.perf_counter() - t0)
     return out
 
 
@@ -526,9 +542,7 @@ def drift_worker(job: tuple[Shape, int, dict[str, Any]]) -> dict[str, Any]:
 
 def calibrate(nd: list[dict[str, Any]], budget: float) -> dict[str, Any]:
     """Most sensitive grid value whose total false alarms stay within the budget."""
-    adwin = {d: sum(r["adwin"][d] for r in nd) for d in ADWIN_DELTAS}
-    ph = {t: sum(r["ph"][t] for r in nd) for t in PH_THRESHOLDS}
-    ksw = {k: sum(r["kswin"][k] for r in nd) for k in range(KSWIN_MIN_K, KSWIN_R + 1)}
+    adwin, ph, ksw = alarm_totals(nd)
     ok_d = [d for d in ADWIN_DELTAS if adwin[d] <= budget]
     ok_t = [t for t in PH_THRESHOLDS if ph[t] <= budget]
     ok_k = [k for k in ksw if ksw[k] <= budget]
