@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import heapq
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from pipeline.bootstrap import build_monitor
 from pipeline.core.monitor import Monitor
 from pipeline.schemas import Alert, FeedbackEvent, RoutingEvent, ThresholdRecommendation
+from pipeline.settings import Settings
 from pipeline.sim import Simulator
 from pipeline.sim.fleet import Fleet
 from pipeline.sim.simulator import Policy
@@ -94,3 +97,25 @@ def fork_at_onset(monitor: Monitor, quiet: Any, incident: Any,
         feed_alerts(m, rest, alerts)
         out[name] = (m, alerts)
     return out
+
+
+def forked_runs(monitor: Monitor, sim: Simulator, quiet: Any, incident: Any, onset: float,
+                started: float) -> dict[str, dict[str, Any]]:
+    """:func:`fork_at_onset`'s two runs as the scenario tests read them: each run's
+    monitor, alerts, start, onset and router; the incident's with the wall seconds since
+    ``started`` (``time.perf_counter()``)."""
+    out = {name: {"monitor": m, "alerts": alerts, "start": sim.start, "onset": onset,
+                  "router": sim.scenario.router_id}
+           for name, (m, alerts) in fork_at_onset(monitor, quiet, incident, onset).items()}
+    out["incident"]["seconds"] = time.perf_counter() - started
+    return out
+
+
+def monitored(scenario: str, settings: Settings, *, rate: float, seed: int,
+              days: float) -> tuple[Monitor, Simulator, list[Alert]]:
+    """A recording monitor with the scenario's baseline, fed ``days`` of its traffic
+    (:func:`drive`): the monitor, the simulator and the alerts."""
+    monitor = build_monitor(settings, record=True)
+    sim = Simulator(scenario, rate=rate, seed=seed)
+    monitor.set_baseline(sim.baseline())
+    return monitor, sim, drive(monitor, sim, days)

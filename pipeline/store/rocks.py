@@ -461,8 +461,8 @@ class RocksDecisionStore:
                 gone = rids
             else:
                 gone = [r for t, r in zip(ts, rids, strict=True) if t < cutoff]
-                kept = [(t, r) for t, r in zip(ts, rids, strict=True) if t >= cutoff]
-                k_ts, k_rids = [t for t, _ in kept], [r for _, r in kept]
+                k_ts = [t for t in ts if t >= cutoff]
+                k_rids = [r for t, r in zip(ts, rids, strict=True) if t >= cutoff]
                 wb.put(_batch_key(k_ts, k_rids), _batch(k_ts, k_rids))
             for rid in gone:
                 wb.delete(b"d" + rid)
@@ -535,11 +535,8 @@ class RocksDecisionStore:
         return self._n_seen
 
     def seen_items(self) -> Iterator[tuple[str, float]]:
-        db = self.db
-        for key in self._scan(b"s", b"t"):
-            v = db.get(key)
-            if v is not None:
-                yield key[1:].decode(), _from_t(v)
+        for key, value in self._scan_items(b"s", b"t"):
+            yield key[1:].decode(), _from_t(value)
 
     def disk_bytes(self) -> int:
         """Bytes of the live database's files (SST, logs, manifest)."""

@@ -33,7 +33,7 @@ from pipeline.settings import Settings
 from pipeline.sim import Simulator
 from pipeline.sim.delayed import DelayedMix, with_delayed_outcomes
 from pipeline.sim.segments import SegmentMix, with_segments
-from tests.sim_feed import fork_at_onset
+from tests.sim_feed import forked_runs
 
 DAY = 86400.0
 RATE = 0.01  # 864 requests a day
@@ -64,12 +64,7 @@ def runs() -> dict[str, dict[str, Any]]:
     start = sims[0].start
     onset = start + ONSET_DAY * DAY
     quiet, incident = _chunks(sims[0], None), _chunks(sims[1], ONSET_DAY)
-    router = sims[0].scenario.router_id
-    out = {name: {"monitor": m, "alerts": alerts, "start": start, "onset": onset,
-                  "router": router}
-           for name, (m, alerts) in fork_at_onset(monitor, quiet, incident, onset).items()}
-    out["incident"]["seconds"] = time.perf_counter() - started
-    return out
+    return forked_runs(monitor, sims[0], quiet, incident, onset, started)
 
 
 def test_rollout_cohort_survey_gap_is_flagged_once_matured(runs: dict[str, Any]) -> None:

@@ -24,12 +24,10 @@ from typing import Any
 
 import pytest
 
-from pipeline.bootstrap import build_monitor
 from pipeline.core.quality import wilson_interval
 from pipeline.schemas import Alert
 from pipeline.settings import Settings
-from pipeline.sim import Simulator
-from tests.sim_feed import QUALITY_KINDS, drive
+from tests.sim_feed import QUALITY_KINDS, monitored
 
 pytestmark = pytest.mark.slow  # the incident simulated and replayed: 47 s on 2026-12-04
 
@@ -52,11 +50,8 @@ MAX_DELAY_H = 60.0
 @pytest.fixture(scope="module")
 def incident() -> dict[str, Any]:
     started = time.perf_counter()
-    settings = Settings(support_contact_cost_usd=3.0)
-    monitor = build_monitor(settings, record=True)
-    sim = Simulator("pareto-trap", rate=RATE, seed=SEED)
-    monitor.set_baseline(sim.baseline())
-    alerts = drive(monitor, sim, DAYS)
+    monitor, sim, alerts = monitored("pareto-trap", Settings(support_contact_cost_usd=3.0),
+                                     rate=RATE, seed=SEED, days=DAYS)
     truth = sim.truth()
     return {"monitor": monitor, "alerts": alerts, "truth": truth,
             "router": truth["router_id"], "onset": float(truth["changes"][0]["onset_epoch"]),

@@ -23,11 +23,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pipeline.bootstrap import build_monitor
 from pipeline.core.quality import SequentialDropTest, Totals
 from pipeline.settings import Settings
-from pipeline.sim import Simulator
-from tests.sim_feed import QUALITY_KINDS, drive
+from tests.sim_feed import QUALITY_KINDS, monitored
 
 pytestmark = pytest.mark.slow  # 60 steady days evaluated hourly: 35 s on 2026-12-04
 
@@ -41,10 +39,7 @@ SEED = 7
 def steady_run() -> dict[str, Any]:
     started = time.perf_counter()
     settings = Settings(support_contact_cost_usd=3.0)
-    monitor = build_monitor(settings, record=True)
-    sim = Simulator("steady", rate=RATE, seed=SEED)
-    monitor.set_baseline(sim.baseline())
-    alerts = drive(monitor, sim, DAYS)
+    monitor, sim, alerts = monitored("steady", settings, rate=RATE, seed=SEED, days=DAYS)
     return {"monitor": monitor, "alerts": alerts, "truth": sim.truth(), "settings": settings,
             "events": sum(monitor.counts.routed.values()) + sum(monitor.counts.feedback.values()),
             "seconds": time.perf_counter() - started}

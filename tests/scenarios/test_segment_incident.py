@@ -20,7 +20,7 @@ from pipeline.bootstrap import build_monitor
 from pipeline.settings import Settings
 from pipeline.sim import Simulator
 from pipeline.sim.segments import SegmentMix, with_segments
-from tests.sim_feed import QUALITY_KINDS, fork_at_onset
+from tests.sim_feed import QUALITY_KINDS, forked_runs
 
 DAY = 86400.0
 RATE = 0.03  # routing events per second: 2,592 requests a day
@@ -43,12 +43,7 @@ def runs() -> dict[str, dict[str, Any]]:
     quiet = with_segments(sims[0].run(ONSET_DAY + NO_CHANGE_DAYS), SegmentMix(), start=start)
     incident = with_segments(sims[1].run(ONSET_DAY + 3), SegmentMix(onset_day=ONSET_DAY),
                              start=start)
-    router = sims[0].scenario.router_id
-    out = {name: {"monitor": m, "alerts": alerts, "start": start, "onset": onset,
-                  "router": router}
-           for name, (m, alerts) in fork_at_onset(monitor, quiet, incident, onset).items()}
-    out["incident"]["seconds"] = time.perf_counter() - started
-    return out
+    return forked_runs(monitor, sims[0], quiet, incident, onset, started)
 
 
 def test_first_cheap_quality_alert_names_billing(runs: dict[str, Any]) -> None:

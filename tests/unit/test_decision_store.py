@@ -262,3 +262,19 @@ def test_a_store_written_with_the_former_per_decision_index_still_expires(
         assert len(store) == len(memory)
     assert len(store) == 0 and not list(store._scan(b"t", b"u"))
     store.close()
+
+
+@pytest.mark.parametrize("hours", [(0, 1, 2), (2, 1, 0), (1, 0, 2)])
+def test_a_cut_through_a_batch_keeps_exactly_its_decisions_at_or_after_the_cutoff(
+        tmp_path: Path, hours: tuple[int, int, int]) -> None:
+    """Expiry at a time that a batch's decision has exactly, then at later cutoffs."""
+    store, memory = RocksDecisionStore(tmp_path), MemoryDecisionStore()
+    batch = [_record(i, h, 0) for i, h in enumerate(hours)]  # v = 0: ts = T0 + h * H
+    for s in (store, memory):
+        s.put_many(batch)
+    for cutoff in (T0 + H, T0 + H, T0 + 1.5 * H, T0 + 2 * H, T0 + 3 * H):
+        assert store.pop_expired(cutoff) == memory.pop_expired(cutoff)
+        assert list(store.records()) == list(memory.records())
+        assert len(store) == len(memory)
+    assert len(store) == 0
+    store.close()
