@@ -55,7 +55,7 @@ from __future__ import annotations
 import base64
 import heapq
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple, Self
 
 from pipeline.core.decision_store import (
@@ -357,11 +357,12 @@ class FeedbackJoin(Mergeable):
         score: float | None = None,
         weight: float | None = None,
         source: str | None = None,
-        origin: Origin | None = None,
+        origin: Origin | Callable[[], Origin] | None = None,
     ) -> JoinedFeedback | None:
         """Join one feedback event.
 
-        ``origin`` is kept with the feedback only while it waits for its decision.
+        ``origin`` is kept with the feedback only while it waits for its decision; given
+        as a function, it is called only then.
 
         Returns
         -------
@@ -412,7 +413,7 @@ class FeedbackJoin(Mergeable):
             self._counts["joined"] += 1
             return _join(fb, rec)
         if origin is not None:
-            fb = fb._replace(origin=origin)
+            fb = fb._replace(origin=origin() if callable(origin) else origin)
         self._pending.setdefault(request_id, []).append(fb)
         heapq.heappush(self._pending_heap, fb)
         self._counts["pending"] += 1
@@ -473,6 +474,11 @@ class FeedbackJoin(Mergeable):
     def seen(self, event_id: str) -> bool:
         """Whether feedback ``event_id`` was seen within the TTL."""
         return self.store.seen(event_id) is not None
+
+    @property
+    def duplicates(self) -> int:
+        """Feedback events refused because their ``event_id`` was seen within the TTL."""
+        return self._counts["duplicate_feedback"]
 
     @property
     def n_pending(self) -> int:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -330,7 +330,8 @@ class Monitor:
 
     # -- feedback ------------------------------------------------------------------------
     def observe_feedback(self, events: Sequence[FeedbackEvent],
-                         origins: Sequence[Origin | None] | None = None) -> list[Output]:
+                         origins: Sequence[Origin | Callable[[], Origin] | None] | None = None
+                         ) -> list[Output]:
         """Join and count a batch of feedback; late ones come back as DLQ outputs.
 
         ``origins``: per event, where it came from; kept with feedback that waits for its
@@ -345,21 +346,30 @@ class Monitor:
             if (late := self._late(ts, self.feedback_watermark)) is not None:
                 out.append(Output("dlq", ev.request_id, late, ev))
                 continue
-            if self.join.seen(ev.event_id):
-                self.counts.duplicates += 1
-                continue
-            if self.feedback_watermark is None or ts > self.feedback_watermark:
-                self.feedback_watermark = ts
             if ev.kind in SUBJECT_KINDS:  # about a subject: attributed, never joined
+                if self.join.seen(ev.event_id):
+                    self.counts.duplicates += 1
+                    continue
+                self._feedback_time(ts)
                 self._subject_outcome(ev, ts)
                 continue
+            # the join counts each event id once: one look-up, not a check and then another
+            duplicates = self.join.duplicates
             joined = self.join.add_feedback(
                 ev.event_id, ev.request_id, ev.kind, ev.value, ts, router_id=ev.router_id,
                 tier=ev.tier, score=ev.score, weight=ev.weight, source=ev.source,
                 origin=origins[i] if origins is not None else None)
+            if self.join.duplicates != duplicates:
+                self.counts.duplicates += 1
+                continue
+            self._feedback_time(ts)
             if joined is not None:
                 self._count_feedback(joined)
         return out
+
+    def _feedback_time(self, ts: float) -> None:
+        if self.feedback_watermark is None or ts > self.feedback_watermark:
+            self.feedback_watermark = ts
 
     def _subject_outcome(self, ev: FeedbackEvent, ts: float) -> None:
         """Attribute a subject outcome to the subject's interactions, in its router (or,

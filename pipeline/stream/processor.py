@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -119,7 +120,7 @@ class Processor:
         self.messages = 0
         self.consecutive_errors = 0
         #: the message being handled: each valid event's index in its batch, by id()
-        self._index: dict[int, int | None] = {}
+        self._index = _Indexes()
         self._spans: list[tuple[int, int]] | None = None
         self._fault = os.environ.get(FAULT_ENV, "")
         #: seconds spent decoding messages ahead of their handling, by id() of the message
@@ -173,7 +174,7 @@ class Processor:
         except Exception as err:  # a bug must cost one message, not the worker
             out = self._internal_error(kind, msg, raw, err)
         finally:
-            self._index = {}
+            self._index = _Indexes()
             self._batch = None
             self._evaluation_errors()
         self.metrics.processing.labels(kind).observe(time.perf_counter() - started)
@@ -331,8 +332,7 @@ class Processor:
                  events: list[RoutingEvent] | list[FeedbackEvent],
                  rejections: list[Rejection]) -> list[OutMessage]:
         out: list[OutMessage] = []
-        # batch elements are found in the JSON payload, after any Schema Registry header
-        self._index = _indexes(split_wire_format(raw)[1], events, rejections)
+        self._index = _Indexes(raw, events, rejections)
         if self._fault:
             self._inject(events)
         batch = self._batch
@@ -374,10 +374,9 @@ class Processor:
             taken: dict[tuple[str, str], int] = {}
             dups = counts.duplicates
             for ev in feedback:
-                index = self._index.get(id(ev))
-                origin = Origin(msg.topic, msg.partition, msg.offset, index, msg.key,
-                                self._event_bytes(raw, ev))
                 seen = counts.duplicates
+                # where it came from, sliced out of the batch only if it has to wait
+                origin = functools.partial(self._origin, msg, raw, ev)
                 late = self.monitor.observe_feedback([ev], origins=[origin])
                 outputs += late
                 if not late and counts.duplicates == seen:
@@ -429,6 +428,10 @@ class Processor:
                       router_id, datetime.fromtimestamp(now, UTC).isoformat(),
                       type(err).__name__, err, exc_info=err)
         errors.clear()
+
+    def _origin(self, msg: InMessage, raw: bytes, ev: FeedbackEvent) -> Origin:
+        return Origin(msg.topic, msg.partition, msg.offset, self._index.get(id(ev)), msg.key,
+                      self._event_bytes(raw, ev))
 
     def _event_bytes(self, raw: bytes, ev: Any) -> bytes:
         """The original bytes of one event of the current message.
@@ -589,6 +592,25 @@ def _element_spans(raw: bytes) -> list[tuple[int, int]] | None:
             add(start, m.start())
             start = m.end()
     return None
+
+
+class _Indexes:
+    """Each valid event's index in the message's batch, by ``id()`` of the event; worked
+    out only if something asks (a dead letter, feedback that waits for its decision)."""
+
+    __slots__ = ("_by_id", "_message")
+
+    def __init__(self, raw: bytes = b"", events: list[Any] | None = None,
+                 rejections: list[Rejection] | None = None) -> None:
+        self._message = (raw, events or [], rejections or [])
+        self._by_id: dict[int, int | None] | None = None
+
+    def get(self, event_id: int) -> int | None:
+        if self._by_id is None:
+            raw, events, rejections = self._message
+            # batch elements are found in the JSON payload, after any Schema Registry header
+            self._by_id = _indexes(split_wire_format(raw)[1], events, rejections)
+        return self._by_id.get(event_id)
 
 
 def _indexes(raw: bytes, events: list[Any], rejections: list[Rejection]) -> dict[int, int | None]:
