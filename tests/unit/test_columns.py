@@ -309,3 +309,23 @@ def test_a_run_that_raises_costs_its_messages_not_the_worker(
     assert p.messages == len(inputs) and p.consecutive_errors == 0
     counted = sum(p.monitor.counts.routed.values())
     assert counted + failed[0] == sum(len(orjson.loads(m.value)) for _, m in inputs)
+
+
+def test_a_duplicate_feedback_counts_once_and_leaves_the_feedback_watermark() -> None:
+    from pipeline.core.monitor import _example_event
+    from pipeline.schemas import FeedbackEvent
+
+    m = Monitor()
+    ev = _example_event()
+    m.observe_routing([ev])
+
+    def feedback(ts: str) -> FeedbackEvent:
+        return FeedbackEvent.model_validate({"event_id": "f1", "request_id": ev.request_id,
+                                             "kind": "thumbs", "value": 0, "ts": ts})
+
+    first = feedback("2026-01-01T01:00:00+00:00")
+    assert m.observe_feedback([first]) == []
+    assert m.observe_feedback([feedback("2026-01-01T05:00:00+00:00")]) == []
+    assert m.counts.duplicates == 1 and m.join.duplicates == 1
+    assert m.feedback_watermark == first.epoch
+    assert m.counts.feedback == {("support", "thumbs"): 1}

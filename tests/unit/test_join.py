@@ -8,12 +8,13 @@ import time
 import tracemalloc
 import uuid
 import zlib
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.core.join import UNJOINED_REASON, FeedbackJoin
+from pipeline.core.join import UNJOINED_REASON, FeedbackJoin, Origin
 
 DAY = 86400.0
 T0 = 1_700_000_000.0
@@ -61,11 +62,30 @@ def test_duplicated_feedback_counts_once_within_ttl() -> None:
     assert j.add_feedback("e9", "r9", "thumbs", 0.0, T0 + 2) is None
     assert len(_decide(j, "r9", T0 + 3)) == 1
     assert j.add_feedback("e9", "r9", "thumbs", 0.0, T0 + 2) is None
-    assert j.stats["duplicate_feedback"] == 3
+    assert j.stats["duplicate_feedback"] == j.duplicates == 3
     assert j.stats["feedback"] == 2
     # once the TTL has passed the event_id is forgotten (and the decision too)
     j.expire(T0 + 11 * DAY)
     assert not j.seen("e1")
+
+
+def test_an_origin_given_as_a_function_is_worked_out_only_for_feedback_that_waits() -> None:
+    j = FeedbackJoin()
+    _decide(j, "r1", T0)
+    asked: list[str] = []
+
+    def origin(event_id: str) -> Callable[[], Origin]:
+        def make() -> Origin:
+            asked.append(event_id)
+            return Origin("tierwatch.feedback", 0, 7, 1, b"k", event_id.encode())
+        return make
+
+    assert j.add_feedback("e1", "r1", "thumbs", 1.0, T0 + 1, origin=origin("e1")) is not None
+    assert j.add_feedback("e1", "r1", "thumbs", 1.0, T0 + 1, origin=origin("e1")) is None
+    assert j.add_feedback("e2", "r2", "thumbs", 1.0, T0 + 2, origin=origin("e2")) is None
+    assert asked == ["e2"]  # joined and duplicate feedback never needed theirs
+    [waiting] = j.pending
+    assert waiting.origin == Origin("tierwatch.feedback", 0, 7, 1, b"k", b"e2")
 
 
 def test_passthrough_needs_no_join_and_is_not_enriched() -> None:
