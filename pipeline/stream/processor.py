@@ -605,12 +605,12 @@ class _Indexes:
         self._message = (raw, events or [], rejections or [])
         self._by_id: dict[int, int | None] | None = None
 
-    def get(self, event_id: int) -> int | None:
+    def get(self, key: int) -> int | None:
         if self._by_id is None:
             raw, events, rejections = self._message
             # batch elements are found in the JSON payload, after any Schema Registry header
             self._by_id = _indexes(split_wire_format(raw)[1], events, rejections)
-        return self._by_id.get(event_id)
+        return self._by_id.get(key)
 
 
 def _indexes(raw: bytes, events: list[Any], rejections: list[Rejection]) -> dict[int, int | None]:

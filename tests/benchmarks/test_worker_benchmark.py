@@ -519,8 +519,12 @@ def test_worker_throughput_and_memory(kafka_bootstrap: str, tmp_path: Path,
                  first.messages)
     assert bare["events"] == first.events, (bare, first)
     print(f"bare drain: {bare['events'] / bare['wall']:,.0f} events/s")
-    floor = drain(kafka_bootstrap, [settings.topic("routing"), settings.topic("feedback")],
-                  first.messages, floor=Floor(tmp_path / "floor-store", settings.topic("routing")))
+    floor_store = Floor(tmp_path / "floor-store", settings.topic("routing"))
+    try:
+        floor = drain(kafka_bootstrap, [settings.topic("routing"), settings.topic("feedback")],
+                      first.messages, floor=floor_store)
+    finally:
+        floor_store.store.close()
     assert floor["events"] == first.events, (floor, first)
     print(f"drain + validation + join store: {floor['events'] / floor['wall']:,.0f} events/s")
 
