@@ -97,8 +97,7 @@ def _thresholds(th: Any) -> Thresholds:
     if got is None:
         if len(_THRESHOLDS) > 4096:
             _THRESHOLDS.clear()
-        got = _THRESHOLDS[th] = Thresholds.model_validate(
-            {f: getattr(th, f) for f in Thresholds.model_fields})
+        got = _THRESHOLDS[th] = _own_thresholds(th)
     return got
 
 

@@ -460,9 +460,13 @@ class RocksDecisionStore:
             if max(ts) < cutoff:  # the whole batch, as a rule
                 gone = rids
             else:
-                gone = [r for t, r in zip(ts, rids, strict=True) if t < cutoff]
-                k_ts = [t for t in ts if t >= cutoff]
-                k_rids = [r for t, r in zip(ts, rids, strict=True) if t >= cutoff]
+                gone, k_ts, k_rids = [], [], []
+                for t, r in zip(ts, rids, strict=True):
+                    if t < cutoff:
+                        gone.append(r)
+                    else:
+                        k_ts.append(t)
+                        k_rids.append(r)
                 wb.put(_batch_key(k_ts, k_rids), _batch(k_ts, k_rids))
             for rid in gone:
                 wb.delete(b"d" + rid)
