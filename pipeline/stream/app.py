@@ -26,6 +26,10 @@ Exactly-once state, without faust's experimental ``exactly_once``:
   snapshot restored from the previous file, or no snapshot at all, re-reads exactly what
   the state lacks. A checkpoint that exists but cannot be used stops the worker, unless
   ``reset_state`` is set (:func:`restore_state`).
+- **The logs' bounds are checked at every seek.** A state offset below a partition's log
+  start (retention deleted records it had still to count) is reported per partition and
+  read on from the log start; one past the log's end (the topics were recreated) stops
+  the worker (:mod:`pipeline.stream.log_bounds`).
 - **Backpressure, not forced releases.** A partition with more than its share of
   ``merge_max_buffered`` waiting in the merge is *held*: faust stops fetching it, as it
   does when its own stream buffer is full (the partition leaves the active set and joins
@@ -86,6 +90,7 @@ from pipeline.stream.checkpoint import (
     CheckpointStore,
     IncompatibleCheckpoint,
 )
+from pipeline.stream.log_bounds import LogBounds
 from pipeline.stream.metrics import WorkerMetrics
 from pipeline.stream.processor import InMessage, OutMessage, Processor
 
@@ -101,6 +106,10 @@ DRAIN_SLICE = 64
 
 class StateUnusable(Exception):
     """The checkpoint exists but cannot be used, and ``reset_state`` is not set."""
+
+
+class StateAheadOfInput(Exception):
+    """The state has read an input partition past the end of its log."""
 
 
 class CheckpointedConsumer(faust_aiokafka.Consumer):
@@ -169,6 +178,11 @@ class CheckpointedConsumer(faust_aiokafka.Consumer):
         if plan is None:
             return await super().seek_to_committed()
         targets: dict[TP, int | None] = plan(set(self.assignment()))
+        check = getattr(self.app, "check_log_bounds", None)
+        if check is not None and targets:
+            bounds = await self.log_bounds(targets)
+            if bounds is not None:
+                targets = check(targets, *bounds)
         exact = {tp: o for tp, o in targets.items() if o is not None}
         start = [TopicPartition(tp.topic, tp.partition)
                  for tp, o in targets.items() if o is None]
@@ -183,6 +197,25 @@ class CheckpointedConsumer(faust_aiokafka.Consumer):
         return exact
 
 
+    async def log_bounds(self, targets: Mapping[TP, int | None]
+                         ) -> tuple[LogBounds[TP], dict[TP, int | None]] | None:
+        """Where the partitions' logs start and end, and the group's committed offsets of
+        those the state has not read (a rebuild); ``None`` if the broker cannot say."""
+        thread = self._thread
+        tps = list(targets)
+        try:
+            first = await thread.earliest_offsets(*tps)
+            end = await thread.highwaters(*tps)
+            consumer = thread._ensure_consumer()
+            committed = {tp: await thread.call_thread(consumer.committed, tp)
+                         for tp, o in targets.items() if o is None}
+        except Exception as err:  # the check must not stop the worker from reading
+            log.warning("could not read where the input partitions' logs start and end "
+                        "(%s): records lost to retention, if any, go unreported", err)
+            return None
+        return LogBounds(first, end), committed
+
+
 class CheckpointedTransport(faust_aiokafka.Transport):
     Consumer = CheckpointedConsumer
 
@@ -193,6 +226,7 @@ class TierwatchApp(faust.App):
     durable_positions: dict[TP, int]
     #: where each assigned input partition must be read from (``None``: its beginning)
     seek_plan: Any = None
+    check_log_bounds: Any = None
     #: not assigned every input partition: processing stops (see the module docstring)
     standby: bool = False
     #: "active" (every input partition), "standby" (none) or "partial" (some: stopped)
@@ -260,6 +294,8 @@ class Worker:
         self.writer: asyncio.Future[None] | None = None
         #: why the worker cannot process (it is on its way out), once it cannot
         self.failed: str | None = None
+        #: records deleted before the state counted them, per "topic:partition"
+        self.lost: dict[str, int] = {}
         #: input partitions not assigned to this worker, per input short name
         self.missing: dict[str, int] = {}
         #: the input partitions of the last assignment (``None`` before the first)
@@ -304,6 +340,7 @@ class Worker:
         app.worker = self
         app.durable_positions = {TP(t, p): o for (t, p), o in self.processor.positions.items()}
         app.seek_plan = self.seek_plan
+        app.check_log_bounds = self.check_log_bounds
         source = app.topic(*self.by_name, key_type=bytes, value_type=bytes,
                            key_serializer="raw", value_serializer="raw")
         app.agent(source, name="tierwatch.ingest", concurrency=1)(self.ingest)
@@ -328,6 +365,36 @@ class Worker:
             plan[tp] = nxt
             if nxt is not None:
                 self.pushed[tp] = nxt
+        return plan
+
+    def check_log_bounds(self, plan: dict[TP, int | None], bounds: LogBounds[TP],
+                         committed: Mapping[TP, int | None]) -> dict[TP, int | None]:
+        """Stop if the state has read past a log's end; count the records lost below a
+        log's start (see :mod:`pipeline.stream.log_bounds`). Returns the plan, with each
+        partition that lost records read from its log's start."""
+        ahead = bounds.ahead(plan)
+        if ahead:
+            where = ", ".join(f"{tp.topic}:{tp.partition} read to offset {o:,}, its log "
+                              f"ends at {e:,}" for tp, (o, e) in sorted(ahead.items()))
+            self.fail(StateAheadOfInput(
+                f"the state has read past the end of its input ({where}): the topic was "
+                "deleted and recreated, the worker points at another cluster, or the "
+                "broker lost acknowledged records. This state does not belong to these "
+                f"logs; start over with a new TIERWATCH_CHECKPOINT_DIR "
+                f"({RUNBOOK}#state_ahead_of_input)"))
+            return plan
+        lost = bounds.lost(plan, committed)
+        for tp, n in sorted(lost.items()):
+            name, key = self.by_name[tp.topic], f"{tp.topic}:{tp.partition}"
+            self.lost[key] = self.lost.get(key, 0) + n
+            self.metrics.input_lost.labels(name).inc(n)
+            log.error("%s: %d records were deleted (retention) before this worker's state "
+                      "counted them (%s); reading on from offset %d, the log's start. The "
+                      "results lack them until every window has passed them (%s#input_lost)",
+                      key, n, f"it stops at offset {plan[tp]}" if plan[tp] is not None
+                      else "rebuilding the group's state from the beginning",
+                      bounds.first[tp], RUNBOOK)
+            plan[tp] = self.pushed[tp] = bounds.first[tp]  # counted once, whatever re-seeks
         return plan
 
     # -- intake ----------------------------------------------------------------------------
@@ -600,6 +667,7 @@ class Worker:
             "checkpoint": {f"{tp.topic}:{tp.partition}": o
                            for tp, o in app.durable_positions.items()},
             "merge_buffered": len(self.merge),
+            "input_lost": dict(sorted(self.lost.items())),
             "role": app.role,
             "partitions_missing": self.missing,
             "held_partitions": sorted(

@@ -135,6 +135,10 @@ class WorkerMetrics:
             "is not assigned: another member of its consumer group holds them, and the "
             "worker stops processing until it is assigned all of them.", ["topic"],
             registry=registry)
+        self.input_lost = Gauge(
+            "tierwatch_input_lost_messages", "Input records deleted (retention) before "
+            "this worker's state counted them, since the worker started: it read on from "
+            "the log's start without them.", ["input"], registry=registry)
         self.standby = Gauge(
             "tierwatch_worker_standby", "1 while the worker does not process because it is "
             "not assigned every input partition.", registry=registry)
