@@ -102,6 +102,7 @@ from kafka.admin import KafkaAdminClient, NewTopic
 
 from pipeline.settings import Settings
 from pipeline.sim.clock import DEFAULT_START
+from pipeline.store.rocks import RocksDecisionStore
 from pipeline.topics import create_topics
 from tests.integration.worker_proc import http_get, running_worker
 
@@ -682,6 +683,8 @@ def test_worker_throughput_and_memory(kafka_bootstrap: str, tmp_path: Path,
     rest_1m = settled_1m.rss_kb - settled_1m.store_bytes / 1024
     rest_end = settled_end.rss_kb - settled_end.store_bytes / 1024
     rest_growth = rest_end / rest_1m - 1
+    budgets = RocksDecisionStore.__init__.__kwdefaults__ or {}
+    memtable, cache = budgets["memtable_bytes"] >> 20, budgets["cache_bytes"] >> 20
     span_1 = (first.event_time_end - DEFAULT_START) / 3600
     span_2 = (total.event_time_end - DEFAULT_START) / 3600
     reached = total.events >= MEMORY_EVENTS
@@ -742,8 +745,9 @@ def test_worker_throughput_and_memory(kafka_bootstrap: str, tmp_path: Path,
         f"events, against a goal of ±{GOAL_RSS:.0%}: "
         f"{goal(abs(settled_growth) <= GOAL_RSS)}"
         f"{'' if reached else ' (on fewer events than the goal names)'}. Less the join "
-        f"store's RocksDB caches, which fill up to fixed budgets (two 32 MB memtables, a "
-        f"64 MB block cache): {rest_growth:+.1%}. Caught up: {growth:+.1%}; the peak "
+        f"store's RocksDB caches, which fill up to fixed budgets (two {memtable} MB "
+        f"memtables, a {cache} MB block cache): {rest_growth:+.1%}. Caught up: "
+        f"{growth:+.1%}; the peak "
         f"(VmHWM) {hwm_1m / MB:,.0f} → {hwm_end / MB:,.0f} MB, set by the catch-up's "
         f"buffers, which the settings bound (`TIERWATCH_MERGE_MAX_BUFFERED`), not by the "
         f"number of events.\n")
