@@ -194,6 +194,12 @@ class Settings(BaseSettings):
         30.0, ge=6, description="Consumer group session timeout: how soon a dead worker's "
         "partitions move to a live one (the broker's minimum is 6 s by default).",
         json_schema_extra={"group": "worker"})
+    standby_follows: bool = Field(
+        True, description="A standby (a worker of the group assigned no partition) keeps "
+        "its state current by reading, outside the group, what the active worker has "
+        "committed, and publishes nothing: a takeover then re-reads seconds, not the "
+        "whole topics. Costs the standby the active worker's CPU and memory.",
+        json_schema_extra={"group": "worker"})
     checkpoint_dir: Path | None = Field(
         None, description="Where the worker keeps its checkpoints (state + input offsets); "
         "default .run/checkpoints/<app_id>. One worker per directory.",

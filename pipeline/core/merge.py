@@ -80,6 +80,11 @@ class OrderedMerge(Generic[T]):
             self._size -= 1
         return out
 
+    def clear(self) -> None:
+        """Drop everything buffered."""
+        self._queues.clear()
+        self._size = 0
+
     def take(self, source: Hashable) -> list[T]:
         """Pop everything one source has buffered, in its own order."""
         q = self._queues.pop(source, None)

@@ -44,9 +44,11 @@ Exactly-once state, without faust's experimental ``exactly_once``:
   gives all of them to one member, the one that held them before: a second worker in the
   group is assigned nothing and waits as a standby (``/status`` role ``standby``,
   ``tierwatch_worker_standby``). When the active worker dies, its session times out and
-  the standby is assigned everything: it seeks to *its own* state's offsets (its own
-  checkpoint, or the beginning of every partition), so its results are exact, after a
-  catch-up that starts where its own state stops. A worker assigned some partitions but
+  the standby is assigned everything: it seeks to *its own* state's offsets, so its
+  results are exact, after a catch-up that starts where its own state stops. While it
+  stands by it follows (:mod:`pipeline.stream.follower`): it reads what the active
+  worker has committed into its own state, publishing nothing, so that catch-up is
+  short. A worker assigned some partitions but
   not all (a member with another assignor, such as an older tierwatch, leads the group)
   stops processing, holds its partitions, commits nothing and pages
   (``tierwatch_input_partitions_missing``). Both are decided in faust's assignment
@@ -90,6 +92,7 @@ from pipeline.stream.checkpoint import (
     CheckpointStore,
     IncompatibleCheckpoint,
 )
+from pipeline.stream.follower import Follower
 from pipeline.stream.log_bounds import LogBounds
 from pipeline.stream.metrics import WorkerMetrics
 from pipeline.stream.processor import InMessage, OutMessage, Processor
@@ -298,6 +301,10 @@ class Worker:
         self.lost: dict[str, int] = {}
         #: input partitions not assigned to this worker, per input short name
         self.missing: dict[str, int] = {}
+        #: a standby's reader of what the active worker has committed
+        self.follower = Follower(self, self.by_name, RANK, frozenset({"baselines"}))
+        #: where the processor counts events while this worker is quiet (a standby)
+        self._unexported = WorkerMetrics(CollectorRegistry())
         #: the input partitions of the last assignment (``None`` before the first)
         self.assigned: set[TP] | None = None
         self.app = self._app()
@@ -556,9 +563,30 @@ class Worker:
                                                           for m in part]))
                 if i + DRAIN_SLICE < len(released):
                     await asyncio.sleep(0)  # let the web server and the timers run
-            if (time.monotonic() - self.last_checkpoint >= self.settings.checkpoint_every_s
-                    and processor.messages != self.checkpointed):
-                await self.checkpoint()
+            await self._checkpoint_if_due()
+
+    async def _checkpoint_if_due(self) -> None:
+        if (time.monotonic() - self.last_checkpoint >= self.settings.checkpoint_every_s
+                and self.processor.messages != self.checkpointed):
+            await self.checkpoint()
+
+    async def follow(self, released: list[tuple[str, InMessage]]) -> None:
+        """A standby's processing (:mod:`pipeline.stream.follower`): what the active worker
+        has committed, in the merge's order, with nothing published (the active worker
+        published it) and no metric of the events (they are the active worker's too)."""
+        if self.failed is not None:
+            return
+        processor = self.processor
+        try:
+            async with self.lock:
+                if self.app.role != "standby":  # taken over meanwhile: the seek decides
+                    return
+                for i in range(0, len(released), DRAIN_SLICE):
+                    processor.handle_many(released[i:i + DRAIN_SLICE])
+                    await asyncio.sleep(0)
+                await self._checkpoint_if_due()
+        except Exception as err:  # as in drain: the worker cannot process
+            self.fail(err)
 
     async def publish(self, out: list[OutMessage]) -> None:
         # straight to the producer: faust's Topic.send adds per-message futures, callbacks
@@ -632,6 +660,7 @@ class Worker:
                         "cannot tell whether this worker is assigned all of them", unknown)
         inputs_assigned = {tp for tp in assigned if tp.topic in by_name}
         was = app.role
+        await self.follower.stop()
         app.standby = any(missing.values())
         app.role = ("active" if not app.standby else "standby" if not inputs_assigned
                     else "partial")
@@ -648,13 +677,27 @@ class Worker:
                       settings.app_id, RUNBOOK)
         elif app.role == "standby" and was != "standby":
             log.warning("standby: another worker of the consumer group %s is assigned every "
-                        "input partition; this one processes nothing and takes over, exactly "
-                        "from its own state's offsets, if that worker dies (%s#standby)",
-                        settings.app_id, RUNBOOK)
+                        "input partition; this one publishes nothing and takes over, exactly "
+                        "from its own state's offsets, if that worker dies%s (%s#standby)",
+                        settings.app_id, ", following it meanwhile"
+                        if settings.standby_follows else "", RUNBOOK)
         elif app.role == "active" and was in ("standby", "partial"):
             log.warning("assigned every input partition: taking over, from this worker's own "
                         "state (%d messages), re-reading the inputs from its offsets",
                         self.processor.messages)
+        self.quiet(app.role == "standby")
+        if app.role == "standby" and settings.standby_follows:
+            # what the merge holds from an earlier turn as the active worker is stale now
+            self.merge.clear()
+            self.pushed.clear()
+            self.follower.start()
+
+    def quiet(self, on: bool) -> None:
+        """Export no router's figures and count no event (a standby: they are the active
+        worker's), or export and count again."""
+        processor = self.processor
+        processor.metrics = self._unexported if on else self.metrics
+        self.metrics.read_from((lambda: None) if on else (lambda: processor.monitor))
 
     # -- read-outs -------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -668,6 +711,7 @@ class Worker:
                            for tp, o in app.durable_positions.items()},
             "merge_buffered": len(self.merge),
             "input_lost": dict(sorted(self.lost.items())),
+            "following": self.follower.status(),
             "role": app.role,
             "partitions_missing": self.missing,
             "held_partitions": sorted(

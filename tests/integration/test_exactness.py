@@ -15,8 +15,10 @@ checkpointed state, field by field, and the output topics, re-emissions dropped)
   what to do).
 - **Two replicas.** A second worker joins the consumer group mid-catch-up: it is
   assigned nothing and says it stands by within one session timeout, while the first one
-  goes on; the first one is then killed, and the standby takes over from its own (empty)
-  state and ends with the replay's results.
+  goes on; it follows what the first one commits, quietly (no events counted, no router
+  figures exported); the first one is then killed, and the standby takes over from its
+  own state and ends with the replay's results. And once a standby has followed every
+  commit, it takes over re-reading and re-publishing nothing.
 """
 
 from __future__ import annotations
@@ -171,8 +173,9 @@ def test_unusable_checkpoints_give_exact_results_or_a_loud_refusal(
 
 def test_a_second_replica_stands_by_and_takes_over_exactly(
         kafka_bootstrap: str, feed: Feed, replayed: tuple, tmp_path: Path) -> None:
-    """B joins A's group mid-catch-up: B stands by, A goes on; A is killed, B takes over
-    from its own (empty) state and ends with the replay's results."""
+    """B joins A's group mid-catch-up: B stands by, following what A commits, while A
+    goes on; A is killed, B takes over from its own state and ends with the replay's
+    results."""
     s = _settings(kafka_bootstrap, 2)
     n = feed.produce(kafka_bootstrap, s)
     a_env = worker_env(kafka_bootstrap, s, tmp_path / "cp-a")
@@ -197,9 +200,19 @@ def test_a_second_replica_stands_by_and_takes_over_exactly(
             assert before < n, "the first worker finished before the second joined"
             eventually(lambda: status(a_base)["messages"] > before,
                        "the active worker to go on", timeout=60)
-            assert status(b_base)["messages"] == 0
+            # the standby follows what the active worker has committed, quietly: it
+            # counts no event and exports no router's figures (they are the active's)
+            eventually(lambda: status(b_base)["messages"] > 0,
+                       "the standby to follow the active worker", timeout=60)
+            assert status(b_base)["following"] is not None
+            assert metric(b_base, "tierwatch_events_total",
+                          'topic="routing",outcome="valid"') == 0
+            assert metric(b_base, "tierwatch_watermark_timestamp_seconds") == 0
+            assert metric(a_base, "tierwatch_watermark_timestamp_seconds") > 0
+            committed = sum(status(a_base)["checkpoint"].values())
             # the active worker dies: the standby is assigned everything and takes over
             at = status(a_base)["messages"]
+            followed = status(b_base)["messages"]
             os.killpg(a.pid, signal.SIGKILL)
             a.wait()
             killed = time.monotonic()
@@ -207,6 +220,8 @@ def test_a_second_replica_stands_by_and_takes_over_exactly(
                        "the standby to take over", timeout=3 * timeout, every=0.1)
             took_over = time.monotonic() - killed
             wait_durable(b_base, n, b, b_log, 300)
+            assert metric(b_base, "tierwatch_watermark_timestamp_seconds") > 0, \
+                "exporting the routers' figures once active"
     assert "standby: another worker of the consumer group" in b_log.read_text()
     assert "taking over" in b_log.read_text()
     monitor, want = replayed
@@ -214,6 +229,54 @@ def test_a_second_replica_stands_by_and_takes_over_exactly(
     re_emitted = assert_same_outputs(want, outputs(kafka_bootstrap, s))
     print(f"\nsecond replica a standby {detected:.1f} s after it was up, took over "
           f"{took_over:.1f} s after the active one was killed (session timeout {timeout:g} "
-          f"s; at message {at} of {n}); re-emitted {re_emitted}")
+          f"s; at message {at} of {n}, {committed} committed, {followed} followed by the "
+          f"standby); re-emitted {re_emitted}")
+    assert followed > 0
     assert detected <= timeout, f"standby only after {detected:.1f} s"
 
+
+
+def test_a_standby_that_followed_takes_over_without_rebuilding(
+        kafka_bootstrap: str, feed: Feed, replayed: tuple, tmp_path: Path) -> None:
+    """A counts the first half of the feed and commits it; B joins and follows A's
+    commits to their end; A is killed: B takes over where it stands, re-reads nothing,
+    re-publishes nothing, and counts the second half to the replay's results."""
+    s = _settings(kafka_bootstrap, 2)
+    half = len(feed.messages) // 2
+    first = feed.produce(kafka_bootstrap, s, slice(0, half))
+    a_env = worker_env(kafka_bootstrap, s, tmp_path / "cp-a")
+    b_env = worker_env(kafka_bootstrap, s, tmp_path / "cp-b")
+    timeout = float(a_env["TIERWATCH_SESSION_TIMEOUT_S"])
+    a_log, b_log = tmp_path / "a.log", tmp_path / "b.log"
+
+    def status(base: str) -> dict[str, Any]:
+        return worker_status(base)["worker"]  # type: ignore[no-any-return]
+
+    def followed(base: str) -> bool:
+        w = status(base)
+        return (w["messages"] == first and w["following"] is not None
+                and w["following"]["behind"] == 0)
+
+    with running_worker(a_env, a_log, ready_timeout=120) as (a, a_base):
+        wait_durable(a_base, first, a, a_log, 300)
+        with running_worker(b_env, b_log, ready_timeout=120) as (b, b_base):
+            eventually(lambda: status(b_base)["role"] == "standby",
+                       "the second worker to stand by", timeout=3 * timeout)
+            started = time.monotonic()
+            eventually(lambda: followed(b_base), "the standby to follow A's commits to "
+                       "their end", timeout=300, every=0.5)
+            caught_up = time.monotonic() - started
+            os.killpg(a.pid, signal.SIGKILL)
+            a.wait()
+            eventually(lambda: status(b_base)["role"] == "active",
+                       "the standby to take over", timeout=3 * timeout, every=0.1)
+            assert status(b_base)["messages"] == first, "it took over where it stood"
+            rest = feed.produce(kafka_bootstrap, s, slice(half, None))
+            wait_durable(b_base, first + rest, b, b_log, 300)
+    monitor, want = replayed
+    assert_same_state(monitor, final_snapshot(tmp_path / "cp-b"), s,  # type: ignore[arg-type]
+                      first + rest)
+    re_emitted = assert_same_outputs(want, outputs(kafka_bootstrap, s))
+    assert not any(re_emitted.values()), f"re-published: {re_emitted}"
+    print(f"\nthe standby followed {first} committed messages in {caught_up:.1f} s and took "
+          f"over without re-reading any")
