@@ -299,6 +299,8 @@ class Worker:
         self.failed: str | None = None
         #: records deleted before the state counted them, per "topic:partition"
         self.lost: dict[str, int] = {}
+        #: per input partition, the log start below which losses are counted already
+        self.lost_to: dict[Any, int] = {}
         #: input partitions not assigned to this worker, per input short name
         self.missing: dict[str, int] = {}
         #: a standby's reader of what the active worker has committed
@@ -390,18 +392,20 @@ class Worker:
                 f"logs; start over with a new TIERWATCH_CHECKPOINT_DIR "
                 f"({RUNBOOK}#state_ahead_of_input)"))
             return plan
-        lost = bounds.lost(plan, committed)
-        for tp, n in sorted(lost.items()):
+        # a re-seek (another rebalance, a follower's restart) counts no loss twice
+        counted = {tp: o if tp not in self.lost_to else max(o or 0, self.lost_to[tp])
+                   for tp, o in plan.items()}
+        for tp, n in sorted(bounds.lost(counted, committed).items()):
             name, key = self.by_name[tp.topic], f"{tp.topic}:{tp.partition}"
             self.lost[key] = self.lost.get(key, 0) + n
             self.metrics.input_lost.labels(name).inc(n)
             log.error("%s: %d records were deleted (retention) before this worker's state "
                       "counted them (%s); reading on from offset %d, the log's start. The "
                       "results lack them until every window has passed them (%s#input_lost)",
-                      key, n, f"it stops at offset {plan[tp]}" if plan[tp] is not None
+                      key, n, f"it stops at offset {counted[tp]}" if counted[tp] is not None
                       else "rebuilding the group's state from the beginning",
                       bounds.first[tp], RUNBOOK)
-            plan[tp] = self.pushed[tp] = bounds.first[tp]  # counted once, whatever re-seeks
+            plan[tp] = self.lost_to[tp] = bounds.first[tp]
         return plan
 
     # -- intake ----------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from kafka import TopicPartition
 
 from pipeline import kafka_clients
 from pipeline.core.merge import OrderedMerge
+from pipeline.stream.log_bounds import LogBounds
 from pipeline.stream.processor import InMessage
 
 if TYPE_CHECKING:
@@ -128,7 +129,15 @@ class Follower:
         admin = await self._call(lambda: kafka_clients.admin(
             settings, client_id=f"{settings.app_id}-follower"))
         try:
-            await self._call(self._assign, consumer)
+            tps, bounds = await self._call(self._bounds, consumer)
+            committed = await self._call(self._committed, admin)
+            # what Kafka no longer holds is counted as lost, as at the worker's own seek
+            plan = self.worker.check_log_bounds(
+                {tp: self.worker.processor.positions.get((tp.topic, tp.partition))
+                 for tp in tps}, bounds, {tp: committed.get(tp) for tp in tps})
+            if self.worker.failed is not None:
+                return  # the state has read past a log's end: the worker is stopping
+            await self._call(self._seek, consumer, plan)
             log.info("standby: following the active worker from this state's offsets")
             limits_at = 0.0
             while not self._stop:
@@ -148,14 +157,16 @@ class Follower:
             await self._call(consumer.close)
             await self._call(admin.close)
 
-    def _assign(self, consumer: Any) -> None:
+    def _bounds(self, consumer: Any) -> tuple[list[TopicPartition], LogBounds[Any]]:
+        """Assign every input partition; where their logs start and end."""
         tps = [TopicPartition(t, p) for t in self.topics
                for p in sorted(consumer.partitions_for_topic(t) or ())]
         consumer.assign(tps)
-        positions = self.worker.processor.positions
+        return tps, LogBounds(consumer.beginning_offsets(tps), consumer.end_offsets(tps))
+
+    def _seek(self, consumer: Any, plan: Mapping[TopicPartition, int | None]) -> None:
         self.merge, self.held, self.next, self.bootstrapped = OrderedMerge(), {}, {}, False
-        for tp in tps:
-            at = positions.get((tp.topic, tp.partition))
+        for tp, at in plan.items():
             if at is None:
                 consumer.seek_to_beginning(tp)
                 self.next[tp] = 0

@@ -8,7 +8,8 @@ where the worker's state stops (``delete_records``, what retention does). Then:
   partition, how many records it lost: in ``/status``, ``tierwatch_input_lost_messages``
   and one error line each; everything Kafka still holds is counted, once.
 - **A standby rebuilding the group's state** from an empty directory lacks every record
-  below the log's start: it reports those.
+  below the log's start: it reports those, as it follows the active worker and as the
+  only worker.
 - **A new deployment** (another consumer group) on the same topics never counted
   anything, so it reports nothing.
 - **Topics recreated** under the state: the state has read past the new logs' ends, and
@@ -128,13 +129,24 @@ def test_records_lost_to_retention_are_reported_and_a_foreign_state_refused(
 
     held = first + rest - sum(cut.values())  # what the topics still hold
 
-    # 4. a standby rebuilding the group's state from nothing lacks every deleted record
+    # 4. a standby rebuilding the group's state from nothing lacks every deleted record:
+    # following the active worker, then once it is the only worker
+    want_rebuilt = {f"{routing}:{p}": cut[p] for p in range(PARTITIONS)}
     log = tmp_path / "standby.log"
-    with running_worker(worker_env(kafka_bootstrap, s, tmp_path / "cp-b"), log,
+    b_env = worker_env(kafka_bootstrap, s, tmp_path / "cp-b")
+    with running_worker(env, tmp_path / "w3.log", ready_timeout=120), \
+            running_worker(b_env, log, ready_timeout=120) as (_, b_base):
+        eventually(lambda: worker_status(b_base)["worker"]["role"] == "standby",
+                   "the second worker to stand by", timeout=60)
+        eventually(lambda: lost(b_base) == want_rebuilt,
+                   "the follower to report the records it lacks", timeout=60)
+        eventually(lambda: worker_status(b_base)["worker"]["messages"] == held,
+                   "the follower to read all that is left", timeout=120)
+    assert "rebuilding the group's state from the beginning" in log.read_text()
+    with running_worker(worker_env(kafka_bootstrap, s, tmp_path / "cp-d"), log,
                         ready_timeout=120) as (proc, base):
         wait_durable(base, held, proc, log, 300)
-        assert lost(base) == {f"{routing}:{p}": cut[p] for p in range(PARTITIONS)}
-    assert "rebuilding the group's state from the beginning" in log.read_text()
+        assert lost(base) == want_rebuilt
 
     # 5. a new deployment (another group) on the same topics lost nothing it counted
     fresh = s.model_copy(update={"app_id": s.app_id + "-new"})
