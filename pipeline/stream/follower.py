@@ -23,6 +23,7 @@ included) in a thread of its own, and processes on the worker's event loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -81,18 +82,18 @@ class Follower:
         self.limits = Limits({})
         self.bootstrapped = False
         self.task: asyncio.Task[None] | None = None
-        self._stop = False
+        self._stop = asyncio.Event()
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="tierwatch-follower")
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
         if self.task is None or self.task.done():
-            self._stop = False
+            self._stop.clear()
             self.task = asyncio.ensure_future(self._run())
 
     async def stop(self) -> None:
         """Stop reading; returns once the batch being processed is done."""
-        self._stop = True
+        self._stop.set()
         task, self.task = self.task, None
         if task is not None:
             await asyncio.gather(task, return_exceptions=True)
@@ -109,13 +110,14 @@ class Follower:
 
     # -- the loop --------------------------------------------------------------------------
     async def _run(self) -> None:
-        while not self._stop:
+        while not self._stop.is_set():
             try:
                 await self._follow()
             except Exception as err:  # a broker outage must not stop the standby
                 log.warning("standby: following the active worker failed (%s); retrying "
                             "in %.0f s", err, RETRY_S)
-                await asyncio.sleep(RETRY_S)
+                with contextlib.suppress(TimeoutError):  # a takeover need not wait
+                    await asyncio.wait_for(self._stop.wait(), RETRY_S)
 
     async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
@@ -140,7 +142,7 @@ class Follower:
             await self._call(self._seek, consumer, plan)
             log.info("standby: following the active worker from this state's offsets")
             limits_at = 0.0
-            while not self._stop:
+            while not self._stop.is_set():
                 if time.monotonic() - limits_at >= LIMITS_EVERY_S:
                     self.limits = Limits(await self._call(self._committed, admin))
                     limits_at = time.monotonic()
