@@ -171,6 +171,18 @@ def test_unusable_checkpoints_give_exact_results_or_a_loud_refusal(
     assert "snapshot format 1" in text and "upgrading-tierwatch" in text, text[-2000:]
 
 
+def two_workers(bootstrap: str, s: Settings, tmp_path: Path
+                ) -> tuple[dict[str, str], dict[str, str], Path, Path]:
+    """The environments and logs of workers A and B of one group, each its own state."""
+    return (worker_env(bootstrap, s, tmp_path / "cp-a"),
+            worker_env(bootstrap, s, tmp_path / "cp-b"), tmp_path / "a.log", tmp_path / "b.log")
+
+
+def status(base: str) -> dict[str, Any]:
+    """A worker's own part of ``/status`` (role, messages, offsets, following)."""
+    return worker_status(base)["worker"]  # type: ignore[no-any-return]
+
+
 def test_a_second_replica_stands_by_and_takes_over_exactly(
         kafka_bootstrap: str, feed: Feed, replayed: tuple, tmp_path: Path) -> None:
     """B joins A's group mid-catch-up: B stands by, following what A commits, while A
@@ -178,13 +190,8 @@ def test_a_second_replica_stands_by_and_takes_over_exactly(
     results."""
     s = _settings(kafka_bootstrap, 2)
     n = feed.produce(kafka_bootstrap, s)
-    a_env = worker_env(kafka_bootstrap, s, tmp_path / "cp-a")
-    b_env = worker_env(kafka_bootstrap, s, tmp_path / "cp-b")
+    a_env, b_env, a_log, b_log = two_workers(kafka_bootstrap, s, tmp_path)
     timeout = float(a_env["TIERWATCH_SESSION_TIMEOUT_S"])
-    a_log, b_log = tmp_path / "a.log", tmp_path / "b.log"
-
-    def status(base: str) -> dict[str, Any]:
-        return worker_status(base)["worker"]  # type: ignore[no-any-return]
 
     with running_worker(a_env, a_log, ready_timeout=120) as (a, a_base):
         eventually(lambda: status(a_base)["messages"] > 0.1 * n,
@@ -244,13 +251,8 @@ def test_a_standby_that_followed_takes_over_without_rebuilding(
     s = _settings(kafka_bootstrap, 2)
     half = len(feed.messages) // 2
     first = feed.produce(kafka_bootstrap, s, slice(0, half))
-    a_env = worker_env(kafka_bootstrap, s, tmp_path / "cp-a")
-    b_env = worker_env(kafka_bootstrap, s, tmp_path / "cp-b")
+    a_env, b_env, a_log, b_log = two_workers(kafka_bootstrap, s, tmp_path)
     timeout = float(a_env["TIERWATCH_SESSION_TIMEOUT_S"])
-    a_log, b_log = tmp_path / "a.log", tmp_path / "b.log"
-
-    def status(base: str) -> dict[str, Any]:
-        return worker_status(base)["worker"]  # type: ignore[no-any-return]
 
     def followed(base: str) -> bool:
         w = status(base)
