@@ -63,7 +63,13 @@ in-process), 3600 times what a real deployment at this rate would do.
 * *sent → acked*: the producer's acknowledgement from the broker, minus the send time: the
   share of the latency that is not the worker's.
 
-Both reports carry the load average and the time the worker's event loop spent runnable
+**A standby following** (``test_a_standby_follows_at_the_workers_pace``,
+``out/bench/worker_follow.md``). A worker takes ``FOLLOW_EVENTS`` (1M) pre-filled events
+and checkpoints them; a second worker of its group joins, stands by and follows those
+commits (:mod:`pipeline.stream.follower`). Its pace is reported against the active
+worker's on the same records, then the active worker is killed and the takeover timed.
+
+The reports carry the load average and the time the worker's event loop spent runnable
 but waiting for a core (``/proc/<pid>/task/<pid>/schedstat``): the machine is shared, and
 where that wait is large the wall-time figures measure the machine, not the worker.
 
@@ -71,7 +77,7 @@ Run: ``.venv/bin/pytest -p no:cacheprovider -m benchmark
 tests/benchmarks/test_worker_benchmark.py -s``. Sizes: ``TIERWATCH_BENCH_WORKER_EVENTS``,
 ``TIERWATCH_BENCH_WORKER_MEMORY_EVENTS``, ``TIERWATCH_BENCH_WORKER_MEMORY_BUDGET_S``,
 ``TIERWATCH_BENCH_LATENCY_S``, ``TIERWATCH_BENCH_LATENCY_RATE``,
-``TIERWATCH_BENCH_LATENCY_ROUTERS``. Only sanity is asserted
+``TIERWATCH_BENCH_LATENCY_ROUTERS``, ``TIERWATCH_BENCH_FOLLOW_EVENTS``. Only sanity is asserted
 (every event counted, alerts fired); the goals (50,000 events/s and a ratio of 0.5; p99 <
 2 s at 10,000 events/s; RSS within 10%) are recorded as met or not in the markdown.
 """
@@ -85,6 +91,7 @@ import functools
 import math
 import os
 import re
+import signal
 import threading
 import time
 import uuid
@@ -110,6 +117,7 @@ from tests.integration.worker_proc import http_get, running_worker
 
 EVENTS = int(os.environ.get("TIERWATCH_BENCH_WORKER_EVENTS", 1_000_000))
 MEMORY_EVENTS = int(os.environ.get("TIERWATCH_BENCH_WORKER_MEMORY_EVENTS", 10_000_000))
+FOLLOW_EVENTS = int(os.environ.get("TIERWATCH_BENCH_FOLLOW_EVENTS", 1_000_000))
 MEMORY_BUDGET_S = float(os.environ.get("TIERWATCH_BENCH_WORKER_MEMORY_BUDGET_S", 420))
 LATENCY_S = float(os.environ.get("TIERWATCH_BENCH_LATENCY_S", 60))
 
@@ -757,6 +765,100 @@ def test_worker_throughput_and_memory(kafka_bootstrap: str, tmp_path: Path,
 def _join_text(stats: dict[str, Any]) -> str:
     return ", ".join(f"{k} {v:,}" for k, v in sorted(stats.items())
                      if isinstance(v, int)) or "n/a"
+
+
+# --- a standby following ------------------------------------------------------------------
+
+
+def follow_progress(base: str) -> tuple[int, int | None]:
+    """A standby's messages taken, and how many committed records it has still to read."""
+    w = status(base)["worker"]
+    following = w.get("following")
+    return w["messages"], None if following is None else following["behind"]
+
+
+@pytest.mark.benchmark
+@pytest.mark.kafka
+@pytest.mark.timeout(1500)
+def test_a_standby_follows_at_the_workers_pace(kafka_bootstrap: str, tmp_path: Path,
+                                              write_report: Callable[[str, str], Path],
+                                              markdown_table: Callable[..., str]) -> None:
+    """A worker takes ``FOLLOW_EVENTS`` pre-filled events and checkpoints them; then a
+    second worker of its group joins, stands by and follows those commits to their end.
+    Its pace (events per wall and CPU second, from its first message taken to its last)
+    is reported against the active worker's on the same records, and then the active
+    worker is killed and the time to the standby's takeover measured."""
+    from pipeline.sim import Simulator
+
+    prefix = f"follow{uuid.uuid4().hex[:8]}.tierwatch"
+    settings = make_settings(bootstrap_servers=kafka_bootstrap, topic_prefix=prefix,
+                             partitions=PARTITIONS)
+    create_topics(settings)
+    baseline = Simulator("steady", rate=SIM_RATE, seed=SEED).baseline()
+    with contextlib.closing(KafkaProducer(bootstrap_servers=kafka_bootstrap.split(","),
+                                          max_request_size=8 * 1024 * 1024)) as one:
+        one.send(settings.topic("baselines"), key=baseline.router_id.encode(),
+                 value=baseline.model_dump_json().encode()).get(60)
+    produced = Produced()
+    feed(kafka_bootstrap, settings, simulated(FOLLOW_EVENTS), produced,
+         lambda: produced.events >= FOLLOW_EVENTS)
+    timeout = 10.0
+    envs = [worker_env(kafka_bootstrap, prefix, tmp_path / name,
+                       TIERWATCH_JOIN_TTL_S=str(JOIN_TTL_S), TIERWATCH_MAX_FUTURE_S="1e10",
+                       TIERWATCH_SESSION_TIMEOUT_S=str(timeout)) for name in ("a", "b")]
+    run = WorkerRun()
+    with running_worker(envs[0], tmp_path / "a.log", ready_timeout=120) as (a, a_base):
+        last, _ = run.wait_for(a_base, a.pid, produced.events, timeout=1200,
+                               log=tmp_path / "a.log")
+        begin = next(p for p in run.polls if p.events > 0)
+        settled(a_base, a.pid, timeout=make_settings().checkpoint_every_s + 120)
+        messages = status(a_base)["worker"]["messages"]
+        with running_worker(envs[1], tmp_path / "b.log", ready_timeout=120) as (b, b_base):
+            started = time.perf_counter()
+            first_t = first_cpu = None
+            while True:
+                taken, behind = follow_progress(b_base)
+                if taken > 0 and first_t is None:
+                    first_t, first_cpu = time.perf_counter(), proc_cpu_s(b.pid)
+                if taken >= messages and behind == 0:
+                    break
+                assert time.perf_counter() - started < 1200, (taken, messages, behind)
+                time.sleep(POLL_S)
+            end_t, end_cpu = time.perf_counter(), proc_cpu_s(b.pid)
+            assert first_t is not None and first_cpu is not None
+            os.killpg(a.pid, signal.SIGKILL)
+            a.wait()
+            killed = time.perf_counter()
+            while status(b_base)["worker"]["role"] != "active":
+                assert time.perf_counter() - killed < 6 * timeout
+                time.sleep(0.1)
+            took_over = time.perf_counter() - killed
+            assert status(b_base)["worker"]["messages"] == messages  # nothing re-read
+    a_rate = (last.events - begin.events) / (last.t - begin.t)
+    a_cpu_rate = (last.events - begin.events) / (last.cpu - begin.cpu)
+    # the follower's first poll sees its first batch taken: count the events after it
+    b_events = produced.events * (1 - 1 / max(messages, 1))
+    b_rate, b_cpu_rate = b_events / (end_t - first_t), b_events / (end_cpu - first_cpu)
+    table = markdown_table(
+        ["worker", "events", "events/s (wall)", "events/s (cpu)", "ratio (wall)",
+         "ratio (cpu)"],
+        [["active, counting and publishing", f"{last.events - begin.events:,}",
+          fmt_rate(a_rate), fmt_rate(a_cpu_rate), "1", "1"],
+         ["standby, following the commits", f"{b_events:,.0f}", fmt_rate(b_rate),
+          fmt_rate(b_cpu_rate), f"{b_rate / a_rate:.2f}", f"{b_cpu_rate / a_cpu_rate:.2f}"]])
+    write_report("worker_follow.md", (
+        f"## A standby following the active worker\n\n{produced.events:,} pre-filled "
+        f"events ({messages:,} messages, {PARTITIONS} partitions), the `steady` scenario "
+        f"as in the throughput benchmark. The active worker took them all and "
+        f"checkpointed; a second worker of its group then joined, stood by and followed "
+        f"the group's committed offsets to their end (`TIERWATCH_STANDBY_FOLLOWS`, the "
+        f"default), counting from its first message taken to its last.\n\n{table}\n\n"
+        f"Then the active worker was SIGKILLed: the standby was active {took_over:.1f} s "
+        f"later (session timeout {timeout:g} s), re-reading none of the "
+        f"{messages:,} messages it had followed.\n"))
+    print(f"\nfollower {b_rate:,.0f} events/s ({b_rate / a_rate:.2f} of the worker's), "
+          f"took over in {took_over:.1f} s")
+    assert b_rate > 0
 
 
 # --- latency --------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ checkpointed state, field by field, and the output topics, re-emissions dropped)
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import pickle
@@ -282,3 +283,60 @@ def test_a_standby_that_followed_takes_over_without_rebuilding(
     assert not any(re_emitted.values()), f"re-published: {re_emitted}"
     print(f"\nthe standby followed {first} committed messages in {caught_up:.1f} s and took "
           f"over without re-reading any")
+
+
+def test_replicas_over_six_partitions_through_a_kill_a_restart_and_a_join(
+        kafka_bootstrap: str, feed: Feed, replayed: tuple, tmp_path: Path) -> None:
+    """Three workers of one group over 6 partitions a topic: one active, two following.
+    The active one is SIGKILLed mid-run and restarted on its own state, and a fourth
+    worker joins. The outputs are the replay's, and every one of the four workers ends
+    with the replay's state: the active one by counting, the others by following."""
+    s = _settings(kafka_bootstrap, 6)
+    n = feed.produce(kafka_bootstrap, s)
+    envs = {k: worker_env(kafka_bootstrap, s, tmp_path / f"cp-{k}") for k in "abcd"}
+    timeout = float(envs["a"]["TIERWATCH_SESSION_TIMEOUT_S"])
+    procs: dict[str, Any] = {}
+    bases: dict[str, str] = {}
+
+    def roles() -> dict[str, str]:
+        return {k: status(b)["role"] for k, b in bases.items() if procs[k].poll() is None}
+
+    def the(role: str) -> list[str]:
+        return sorted(k for k, r in roles().items() if r == role)
+
+    with contextlib.ExitStack() as stack:
+        def start(k: str, log: str) -> None:
+            procs[k], bases[k] = stack.enter_context(
+                running_worker(envs[k], tmp_path / log, ready_timeout=120))
+
+        for k in "abc":
+            start(k, f"{k}.log")
+        eventually(lambda: len(the("active")) == 1 and len(the("standby")) == 2,
+                   "one active worker and two standbys", timeout=3 * timeout)
+        first = the("active")[0]
+        eventually(lambda: status(bases[first])["messages"] > 0.3 * n,
+                   "the active worker to make progress", timeout=120)
+        os.killpg(procs[first].pid, signal.SIGKILL)
+        procs[first].wait()
+        eventually(lambda: len(the("active")) == 1, "a standby to take over",
+                   timeout=3 * timeout, every=0.2)
+        start(first, f"{first}-restarted.log")  # on its own state: it stands by
+        eventually(lambda: roles().get(first) == "standby", "the restarted worker to "
+                   "stand by", timeout=3 * timeout)
+        start("d", "d.log")
+        eventually(lambda: len(the("standby")) == 3, "the fourth worker to stand by",
+                   timeout=3 * timeout)
+        active = the("active")
+        assert len(active) == 1 and active[0] != first
+        for k in [*active, *the("standby")]:
+            wait_durable(bases[k], n, procs[k], tmp_path / f"{k}.log", 300)
+        for k in the("standby"):
+            eventually(lambda k=k: status(bases[k])["following"]["behind"] == 0,
+                       f"standby {k} to follow every commit", timeout=60)
+    monitor, want = replayed
+    for k in "abcd":
+        assert_same_state(monitor, final_snapshot(tmp_path / f"cp-{k}"), s,  # type: ignore[arg-type]
+                          n)
+    re_emitted = assert_same_outputs(want, outputs(kafka_bootstrap, s))
+    print(f"\nfour replicas over 6 partitions, {first} killed and restarted, {active[0]} "
+          f"active at the end; re-emitted {re_emitted}")
