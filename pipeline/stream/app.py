@@ -48,9 +48,9 @@ Exactly-once state, without faust's experimental ``exactly_once``:
   results are exact, after a catch-up that starts where its own state stops. While it
   stands by it follows (:mod:`pipeline.stream.follower`): it reads what the active
   worker has committed into its own state, publishing nothing, so that catch-up is
-  short. A worker assigned some partitions but
-  not all (a member with another assignor, such as an older tierwatch, leads the group)
-  stops processing, holds its partitions, commits nothing and pages
+  short. A worker assigned some partitions but not all (a member with another assignor,
+  such as an older tierwatch, leads the group) stops processing, holds its partitions,
+  commits nothing and pages
   (``tierwatch_input_partitions_missing``). Both are decided in faust's assignment
   callback against the partition counts in the consumer's own metadata: nothing polled,
   nothing per message.
@@ -198,7 +198,6 @@ class CheckpointedConsumer(faust_aiokafka.Consumer):
                  f"; from their beginnings: {sorted(f'{t}:{p}' for t, p in start)}"
                  if start else "")
         return exact
-
 
     async def log_bounds(self, targets: Mapping[TP, int | None]
                          ) -> tuple[LogBounds[TP], dict[TP, int | None]] | None:
@@ -664,10 +663,11 @@ class Worker:
                         "cannot tell whether this worker is assigned all of them", unknown)
         inputs_assigned = {tp for tp in assigned if tp.topic in by_name}
         was = app.role
-        await self.follower.stop()
-        app.standby = any(missing.values())
-        app.role = ("active" if not app.standby else "standby" if not inputs_assigned
-                    else "partial")
+        standby = any(missing.values())
+        role = "active" if not standby else "standby" if not inputs_assigned else "partial"
+        if role != "standby":  # before the seek, which reads where the state stops
+            await self.follower.stop()
+        app.standby, app.role = standby, role
         self.missing = missing
         self.assigned = inputs_assigned
         self.metrics.standby.set(1 if app.role == "standby" else 0)
