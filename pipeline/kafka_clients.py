@@ -14,7 +14,8 @@ setting to check. kafka-python retries a failed authentication until its bootstr
 times out and only logs why; the cause is read from those log records.
 
 Only the standard library and kafka-python are imported here (faust and aiokafka only
-inside :func:`faust_credentials`), so routers can use it without the worker's stack.
+inside the functions that make their settings), so routers can use it without the
+worker's stack.
 
 >>> kw = client_kwargs("127.0.0.1:9092")
 >>> kw["bootstrap_servers"], kw["security_protocol"]
@@ -337,6 +338,18 @@ def check_connection(settings: Any) -> None:
 
 
 # -- faust -------------------------------------------------------------------------------
+def aiokafka_kwargs(settings: Any) -> dict[str, Any]:
+    """The connection keyword arguments of an aiokafka client, from the same settings as
+    :func:`client_kwargs` (aiokafka checks host names through the TLS context)."""
+    kw = client_kwargs(settings)
+    kw.pop("bootstrap_timeout_ms", None)
+    kw.pop("ssl_check_hostname", None)
+    spec = connection(settings).sasl_oauth_token_provider
+    if "sasl_oauth_token_provider" in kw and spec:
+        kw["sasl_oauth_token_provider"] = aiokafka_token_provider(load_token_provider(spec))
+    return kw
+
+
 def broker_urls(settings: Any) -> list[str]:
     """faust's ``broker`` argument: ``kafka://host:port`` per bootstrap server."""
     return [f"kafka://{s}" for s in connection(settings).servers]

@@ -12,8 +12,11 @@ same order a restart would, publishes nothing and checkpoints its own state. Whe
 assigned the partitions it stops, and the worker seeks them to where its state stops:
 it re-reads only what the active worker processed after its last commit.
 
-The follower reads with kafka-python (the connection settings the CLI uses, TLS and SASL
-included) in a thread of its own, and processes on the worker's event loop.
+The follower reads with aiokafka, as faust does, and asks for the group's committed
+offsets with kafka-python's admin client in a thread of its own; both take the
+connection settings the CLI uses, TLS and SASL included. (kafka-python's consumer, tried
+first, stopped fetching a partition paused with records still buffered: it parks them
+and restores them only while its in-line buffer is empty, which it may never be again.)
 
 >>> limits = Limits({"r": 5})
 >>> limits.below("r", 4), limits.below("r", 5), limits.below("f", 0)
@@ -32,7 +35,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from kafka import TopicPartition
+from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import TopicPartition
 
 from pipeline import kafka_clients
 from pipeline.core.merge import OrderedMerge
@@ -124,14 +128,15 @@ class Follower:
 
     async def _follow(self) -> None:
         settings = self.worker.settings
-        consumer = await self._call(lambda: kafka_clients.consumer(
-            settings, group_id=None, enable_auto_commit=False,
-            auto_offset_reset="earliest", max_partition_fetch_bytes=settings.max_message_bytes,
-            check_crcs=False))
+        consumer = AIOKafkaConsumer(
+            **kafka_clients.aiokafka_kwargs(settings), group_id=None,
+            enable_auto_commit=False, auto_offset_reset="earliest",
+            max_partition_fetch_bytes=settings.max_message_bytes)
         admin = await self._call(lambda: kafka_clients.admin(
             settings, client_id=f"{settings.app_id}-follower"))
         try:
-            tps, bounds = await self._call(self._bounds, consumer)
+            await consumer.start()
+            tps, bounds = await self._bounds(consumer)
             committed = await self._call(self._committed, admin)
             # what Kafka no longer holds is counted as lost, as at the worker's own seek
             plan = self.worker.check_log_bounds(
@@ -139,7 +144,7 @@ class Follower:
                  for tp in tps}, bounds, {tp: committed.get(tp) for tp in tps})
             if self.worker.failed is not None:
                 return  # the state has read past a log's end: the worker is stopping
-            await self._call(self._seek, consumer, plan)
+            await self._seek(consumer, plan)
             log.info("standby: following the active worker from this state's offsets")
             limits_at = 0.0
             while not self._stop.is_set():
@@ -147,39 +152,44 @@ class Follower:
                     self.limits = Limits(await self._call(self._committed, admin))
                     limits_at = time.monotonic()
                     self._admit(consumer)
-                records, positions = await self._call(self._poll, consumer)
+                records = await consumer.getmany(timeout_ms=POLL_MS)
                 for tp, batch in records.items():
                     self._take(tp, batch)
-                for tp, at in positions.items():
-                    if not self.held.get(tp) and at > self.next.get(tp, 0):
+                for tp in self.next:
+                    at = await consumer.position(tp)
+                    if not self.held.get(tp) and at > self.next[tp]:
                         self.next[tp] = at  # past records it will never see (markers)
                 self._hold(consumer)
                 await self._process(self._release())
         finally:
-            await self._call(consumer.close)
+            await consumer.stop()
             await self._call(admin.close)
 
-    def _bounds(self, consumer: Any) -> tuple[list[TopicPartition], LogBounds[Any]]:
+    async def _bounds(self, consumer: Any) -> tuple[list[TopicPartition], LogBounds[Any]]:
         """Assign every input partition; where their logs start and end."""
-        tps = [TopicPartition(t, p) for t in self.topics
-               for p in sorted(consumer.partitions_for_topic(t) or ())]
+        tps = await self._call(self._partitions)
         consumer.assign(tps)
-        return tps, LogBounds(consumer.beginning_offsets(tps), consumer.end_offsets(tps))
+        return tps, LogBounds(await consumer.beginning_offsets(tps),
+                              await consumer.end_offsets(tps))
 
-    def _seek(self, consumer: Any, plan: Mapping[TopicPartition, int | None]) -> None:
+    async def _seek(self, consumer: Any, plan: Mapping[TopicPartition, int | None]) -> None:
         self.merge, self.held, self.next, self.bootstrapped = OrderedMerge(), {}, {}, False
         for tp, at in plan.items():
             if at is None:
-                consumer.seek_to_beginning(tp)
+                await consumer.seek_to_beginning(tp)
                 self.next[tp] = 0
             else:
                 consumer.seek(tp, at)
                 self.next[tp] = at
 
-    @staticmethod
-    def _poll(consumer: Any) -> tuple[dict[TopicPartition, list[Any]], dict[TopicPartition, int]]:
-        records = consumer.poll(POLL_MS)
-        return records, {tp: consumer.position(tp) for tp in consumer.assignment()}
+    def _partitions(self) -> list[TopicPartition]:
+        # aiokafka's consumer knows the partitions of assigned topics only
+        reader = kafka_clients.consumer(self.worker.settings)
+        try:
+            return [TopicPartition(t, p) for t in self.topics
+                    for p in sorted(reader.partitions_for_topic(t) or ())]
+        finally:
+            reader.close()
 
     def _committed(self, admin: Any) -> dict[TopicPartition, int]:
         group = self.worker.settings.app_id
