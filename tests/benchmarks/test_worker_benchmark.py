@@ -530,23 +530,30 @@ class WorkerRun:
             time.sleep(poll_s)
 
 
+def simulated_topics(bootstrap: str, name: str) -> Settings:
+    """Settings for topics of their own, created, with the simulated router's baseline
+    published."""
+    from pipeline.sim import Simulator
+
+    settings = make_settings(bootstrap_servers=bootstrap, partitions=PARTITIONS,
+                             topic_prefix=f"{name}{uuid.uuid4().hex[:8]}.tierwatch")
+    create_topics(settings)
+    baseline = Simulator("steady", rate=SIM_RATE, seed=SEED).baseline()
+    with contextlib.closing(KafkaProducer(bootstrap_servers=bootstrap.split(","),
+                                          max_request_size=8 * 1024 * 1024)) as one:
+        one.send(settings.topic("baselines"), key=baseline.router_id.encode(),
+                 value=baseline.model_dump_json().encode()).get(60)
+    return settings
+
+
 @pytest.mark.benchmark
 @pytest.mark.kafka
 @pytest.mark.timeout(1500)
 def test_worker_throughput_and_memory(kafka_bootstrap: str, tmp_path: Path,
                                       write_report: Callable[[str, str], Path],
                                       markdown_table: Callable[..., str]) -> None:
-    from pipeline.sim import Simulator
-
-    prefix = f"bench{uuid.uuid4().hex[:8]}.tierwatch"
-    settings = make_settings(bootstrap_servers=kafka_bootstrap, topic_prefix=prefix,
-                             partitions=PARTITIONS)
-    create_topics(settings)
-    baseline = Simulator("steady", rate=SIM_RATE, seed=SEED).baseline()
-    with contextlib.closing(KafkaProducer(bootstrap_servers=kafka_bootstrap.split(","),
-                                          max_request_size=8 * 1024 * 1024)) as one:
-        one.send(settings.topic("baselines"), key=baseline.router_id.encode(),
-                 value=baseline.model_dump_json().encode()).get(60)
+    settings = simulated_topics(kafka_bootstrap, "bench")
+    prefix = settings.topic_prefix
 
     load_start = load()
     # 1. pre-fill about EVENTS events
@@ -788,17 +795,8 @@ def test_a_standby_follows_at_the_workers_pace(kafka_bootstrap: str, tmp_path: P
     Its pace (events per wall and CPU second, from its first message taken to its last)
     is reported against the active worker's on the same records, and then the active
     worker is killed and the time to the standby's takeover measured."""
-    from pipeline.sim import Simulator
-
-    prefix = f"follow{uuid.uuid4().hex[:8]}.tierwatch"
-    settings = make_settings(bootstrap_servers=kafka_bootstrap, topic_prefix=prefix,
-                             partitions=PARTITIONS)
-    create_topics(settings)
-    baseline = Simulator("steady", rate=SIM_RATE, seed=SEED).baseline()
-    with contextlib.closing(KafkaProducer(bootstrap_servers=kafka_bootstrap.split(","),
-                                          max_request_size=8 * 1024 * 1024)) as one:
-        one.send(settings.topic("baselines"), key=baseline.router_id.encode(),
-                 value=baseline.model_dump_json().encode()).get(60)
+    settings = simulated_topics(kafka_bootstrap, "follow")
+    prefix = settings.topic_prefix
     produced = Produced()
     feed(kafka_bootstrap, settings, simulated(FOLLOW_EVENTS), produced,
          lambda: produced.events >= FOLLOW_EVENTS)
