@@ -133,8 +133,7 @@ class CheckpointedConsumer(faust_aiokafka.Consumer):
             return False
         positions: Mapping[TP, int] = getattr(self.app, "durable_positions", {})
         done = getattr(self, "committed_positions", {})
-        offsets = {tp: o for tp, o in positions.items()
-                   if tp in self.assignment() and done.get(tp) != o}
+        offsets = commit_offsets(self.assignment(), positions, done)
         if not offsets:
             return False
         ok = await self._commit(offsets)
@@ -216,6 +215,21 @@ class CheckpointedConsumer(faust_aiokafka.Consumer):
                         "(%s): records lost to retention, if any, go unreported", err)
             return None
         return LogBounds(first, end), committed
+
+
+def commit_offsets(assigned: Iterable[TP], durable: Mapping[TP, int],
+                   done: Mapping[TP, int]) -> dict[TP, int]:
+    """What to commit: every assigned partition at the durable state's offset, 0 where
+    the state has read nothing yet, less what is committed already.
+
+    Every commit covers every partition, so the group's committed offsets are always
+    one state's, never one worker's for some partitions and an earlier worker's for the
+    others: a following standby reads up to them (:mod:`pipeline.stream.follower`).
+
+    >>> commit_offsets({"r0", "r1", "f0"}, {"r0": 7, "f0": 3}, {"f0": 3})
+    {'r0': 7, 'r1': 0}
+    """
+    return {tp: o for tp in sorted(assigned) if done.get(tp) != (o := durable.get(tp, 0))}
 
 
 class CheckpointedTransport(faust_aiokafka.Transport):
