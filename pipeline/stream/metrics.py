@@ -140,8 +140,9 @@ class WorkerMetrics:
             "this worker's state counted them, since the worker started: it read on from "
             "the log's start without them.", ["input"], registry=registry)
         self.standby = Gauge(
-            "tierwatch_worker_standby", "1 while the worker does not process because it is "
-            "not assigned every input partition.", registry=registry)
+            "tierwatch_worker_standby", "1 while the worker is a standby: assigned no input "
+            "partition, it publishes nothing (and, following, keeps its state current "
+            "from the group's commits).", registry=registry)
         self.state_restores = Counter(
             "tierwatch_state_restores", "Worker starts by where the state came from: the "
             "latest checkpoint, the previous one (the latest was unusable), none (empty "
