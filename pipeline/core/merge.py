@@ -80,6 +80,29 @@ class OrderedMerge(Generic[T]):
             self._size -= 1
         return out
 
+    def release_tables_first(self, tables: Iterable[Hashable], streams: Iterable[Hashable],
+                             caught_up: Collection[Hashable] | Callable[[Hashable], bool],
+                             tables_read: bool) -> tuple[list[T], bool]:
+        """The tables' items as they come; the streams' in key order once every table has
+        been read to its end (``tables_read``, or ``caught_up`` for each table now).
+
+        Returns the items and whether the tables have been read, for the next call.
+
+        >>> m = OrderedMerge[str]()
+        >>> m.push("baselines", (5, 0, 0, 0), "b0")
+        >>> m.push("routing", (1, 1, 0, 0), "r0")
+        >>> m.release_tables_first(["baselines"], ["routing"], set(), False)
+        (['b0'], False)
+        >>> m.release_tables_first(["baselines"], ["routing"], {"baselines", "routing"}, False)
+        (['r0'], True)
+        """
+        done = caught_up if callable(caught_up) else caught_up.__contains__
+        tables = list(tables)
+        ready = [item for t in tables for item in self.take(t)]
+        if not tables_read and not all(done(t) for t in tables):
+            return ready, False
+        return ready + self.release(streams, caught_up), True
+
     def clear(self) -> None:
         """Drop everything buffered."""
         self._queues.clear()

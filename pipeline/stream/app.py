@@ -520,12 +520,10 @@ class Worker:
                                                self.caught_up)
         # the baselines topic is a table: applied as it arrives, and read to its end
         # before the first event, so every event meets the baselines already published
-        ready = [m for tp in tables for m in merge.take(tp)]
+        ready, self.bootstrapped = merge.release_tables_first(tables, streams, caught_up,
+                                                              self.bootstrapped)
         if not self.bootstrapped:
-            if not all(caught_up(tp) for tp in tables):
-                return ready
-            self.bootstrapped = True
-        ready += merge.release(streams, caught_up)
+            return ready
         now = time.monotonic()
         if ready or not len(merge):
             self.blocked_since = None

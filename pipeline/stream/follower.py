@@ -235,12 +235,8 @@ class Follower:
         tables = [tp for tp in self.next if self.topics[tp.topic] in self.tables]
         streams = sorted((tp for tp in self.next if tp not in tables),
                          key=lambda tp: (tp.topic, tp.partition))
-        ready = [m for tp in tables for m in self.merge.take(tp)]
-        if not self.bootstrapped:
-            if not all(self.caught_up(tp) for tp in tables):
-                return [(self.topics[m.topic], m) for m in ready]
-            self.bootstrapped = True
-        ready += self.merge.release(streams, {tp for tp in streams if self.caught_up(tp)})
+        ready, self.bootstrapped = self.merge.release_tables_first(
+            tables, streams, self.caught_up, self.bootstrapped)
         return [(self.topics[m.topic], m) for m in ready]
 
     async def _process(self, released: list[tuple[str, InMessage]]) -> None:
